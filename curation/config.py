@@ -1,0 +1,110 @@
+"""Configuration conventions, and the curation stage's settings.
+
+Every config is a pydantic model that forbids unknown keys, loaded from YAML. A typo or a bad value
+is an error naming the key, the value given and what is allowed (see `format_validation_error`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+
+class StrictModel(BaseModel):
+    """Base of every rushes config: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ConfigError(ValueError):
+    """A config file or value is wrong; the message names the key, the value and what is allowed."""
+
+
+def format_validation_error(err: ValidationError, source: str = "config") -> str:
+    lines = [f"{source} is not valid:"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  - unknown key '{key}' (value {e.get('input')!r}); remove it or fix its spelling")
+        else:
+            lines.append(f"  - {key}: {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def load_yaml(path: Path | str, model: type[StrictModel]) -> StrictModel:
+    """Load and validate a YAML file into `model`, raising ConfigError with a readable message."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of settings, not {type(data).__name__}")
+    return validate(data, model, source=str(path))
+
+
+def validate(data: dict, model: type[StrictModel], source: str = "config") -> StrictModel:
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, source)) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Curation settings. Defaults are documented here and in README; the demo YAML overrides a few.
+from typing import Literal  # noqa: E402
+
+from pydantic import Field  # noqa: E402
+
+
+class ProbeConfig(StrictModel):
+    timeout_s: float = Field(60.0, gt=0, description="per-file time limit for probe and analysis")
+
+
+class ShotConfig(StrictModel):
+    detectors: list[Literal["content", "adaptive"]] = Field(default_factory=lambda: ["content", "adaptive"])
+    content_threshold: float = Field(27.0, gt=0, description="PySceneDetect ContentDetector threshold")
+    adaptive_threshold: float = Field(3.0, gt=0, description="PySceneDetect AdaptiveDetector threshold")
+    min_shot_frames: int = Field(15, ge=1, description="shortest shot a cut may create")
+    max_shot_seconds: float | None = Field(20.0, gt=0, description="split longer shots; null keeps them whole")
+    trim_black: bool = Field(True, description="trim black lead-in and tail frames")
+    trim_frozen: bool = Field(True, description="trim frozen (unchanging) lead-in and tail frames")
+
+
+class AnalysisConfig(StrictModel):
+    max_side: int = Field(256, ge=32, description="longest side of the downscaled frames analysis reads")
+    flow_samples: int = Field(8, ge=2, description="frame pairs per clip for optical flow, spread over its length")
+    text_detector: Literal["tesseract", "none"] = "tesseract"
+    text_samples: int = Field(3, ge=1, description="frames per clip given to the text detector")
+
+
+class FilterConfig(StrictModel):
+    min_duration: float = Field(1.0, ge=0, description="seconds")
+    max_duration: float | None = Field(60.0, gt=0, description="seconds; null for no limit")
+    min_side: int = Field(64, ge=1, description="smallest allowed shorter side of the source, pixels")
+    min_motion: float = Field(0.15, ge=0, description="below: static (mean flow, px/frame at analysis size)")
+    max_motion: float = Field(12.0, gt=0, description="above: jitter")
+    min_luminance: float = Field(20.0, ge=0, le=255, description="below: too dark (mean luma 0..255)")
+    max_luminance: float = Field(235.0, ge=0, le=255, description="above: too bright")
+    min_sharpness: float = Field(15.0, ge=0, description="below: blurred (variance of the Laplacian)")
+    max_text_area: float = Field(0.05, ge=0, le=1, description="above: too much burnt-in text (frame fraction)")
+
+
+class ExtractConfig(StrictModel):
+    enabled: bool = True
+    max_side: int | None = Field(512, ge=16, description="downscale clips so the longest side is at most this")
+    fps: float | None = Field(None, gt=0, description="resample clips to this rate; null keeps the source's")
+    crf: int = Field(20, ge=0, le=51, description="x264 quality")
+    thumb_side: int = Field(256, ge=16)
+
+
+class CurateConfig(StrictModel):
+    probe: ProbeConfig = Field(default_factory=ProbeConfig)
+    shots: ShotConfig = Field(default_factory=ShotConfig)
+    analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
+    filters: FilterConfig = Field(default_factory=FilterConfig)
+    extract: ExtractConfig = Field(default_factory=ExtractConfig)

@@ -1,0 +1,138 @@
+"""The run directory: where each table lives, atomic writes, and reading a table back.
+
+A table is a directory of parquet parts. A part is written to a temporary name and renamed into
+place, so a killed run never leaves a half-written part that a later run would trust.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curation import schema
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths of one run directory (`--out`)."""
+
+    root: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.root / "quarantine.parquet"
+
+    @property
+    def quarantine_parts(self) -> Path:
+        # workers write one part per failure here; the driver folds them into quarantine.parquet
+        return self.root / "_quarantine"
+
+    @property
+    def clips(self) -> Path:
+        return self.root / "clips"
+
+    @property
+    def thumbs(self) -> Path:
+        return self.root / "thumbs"
+
+    @property
+    def captions(self) -> Path:
+        return self.root / "captions"
+
+    @property
+    def embeddings(self) -> Path:
+        return self.root / "embeddings"
+
+    @property
+    def milvus_db(self) -> Path:
+        return self.root / "milvus.db"
+
+    @property
+    def shards(self) -> Path:
+        return self.root / "shards"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.html"
+
+    def rel(self, path: Path | str) -> str:
+        """A path inside the run directory, as stored in tables (relative, forward slashes)."""
+        return Path(path).resolve().relative_to(self.root.resolve()).as_posix()
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def config_hash(config) -> str:
+    """Short stable hash of a pydantic config (or any JSON-able value): same settings, same hash."""
+    if hasattr(config, "model_dump"):
+        config = config.model_dump(mode="json")
+    blob = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_table(table: pa.Table, path: Path) -> None:
+    """Write one parquet file so that it either exists whole or not at all."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def rows_to_table(rows: list[dict], table_schema: pa.Schema) -> pa.Table:
+    """Rows (dicts) to a table of exactly `table_schema`; a missing column is null, an unknown one an error."""
+    names = set(table_schema.names)
+    for row in rows:
+        unknown = set(row) - names
+        if unknown:
+            raise KeyError(f"columns {sorted(unknown)} are not in the schema; add them to curation/schema.py")
+    columns = {name: [row.get(name) for row in rows] for name in table_schema.names}
+    return pa.table(columns, schema=table_schema)
+
+
+def read_table(directory: Path, table_schema: pa.Schema) -> pa.Table:
+    """All parts of a table directory (hidden temp files ignored); an empty table when none exist."""
+    directory = Path(directory)
+    parts = sorted(p for p in directory.glob("*.parquet") if not p.name.startswith(".")) if directory.exists() else []
+    if not parts:
+        return table_schema.empty_table()
+    tables = [pq.read_table(p).select(table_schema.names).cast(table_schema) for p in parts]
+    return pa.concat_tables(tables)
+
+
+def read_manifest(run: RunDir) -> pa.Table:
+    return read_table(run.manifest, schema.MANIFEST)
+
+
+def read_quarantine(run: RunDir) -> pa.Table:
+    if run.quarantine.exists():
+        return pq.read_table(run.quarantine).cast(schema.QUARANTINE)
+    return schema.QUARANTINE.empty_table()

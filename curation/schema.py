@@ -1,0 +1,116 @@
+"""Every table of the run directory: its columns, their types, and the clip id.
+
+This is the one place a column name is spelled. Code elsewhere writes `C.clip_id`, never "clip_id",
+and builds tables with the schemas below, so a renamed or retyped column fails loudly in one place.
+Only the standard library and pyarrow are imported here (training/ reads these schemas too).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from types import SimpleNamespace
+
+import pyarrow as pa
+
+
+def clip_id_for(fingerprint: str, start_frame: int, end_frame: int) -> str:
+    """Stable id of the frames [start_frame, end_frame) of the source whose content hash is `fingerprint`."""
+    key = f"{fingerprint}:{int(start_frame)}:{int(end_frame)}".encode()
+    return hashlib.sha256(key).hexdigest()[:20]
+
+
+def _fields(schema: pa.Schema) -> SimpleNamespace:
+    return SimpleNamespace(**{name: name for name in schema.names})
+
+
+# ---------------------------------------------------------------------------------------------
+# OUT/manifest/: one row per detected clip, kept or filtered.
+MANIFEST = pa.schema(
+    [
+        ("clip_id", pa.string()),
+        ("source", pa.string()),  # the input as the user named it (path or URL)
+        ("source_fingerprint", pa.string()),  # content hash of the source file
+        ("clip_index", pa.int32()),  # position of the clip within its source
+        ("start_frame", pa.int64()),  # inclusive
+        ("end_frame", pa.int64()),  # exclusive
+        ("start_time", pa.float64()),  # seconds
+        ("end_time", pa.float64()),
+        ("duration", pa.float64()),
+        ("fps", pa.float64()),
+        ("width", pa.int32()),  # display size of the source (rotation applied)
+        ("height", pa.int32()),
+        ("codec", pa.string()),
+        ("shot_detector", pa.string()),  # which detector closed this shot ("content", "adaptive", "max_duration", "end")
+        ("transition_in", pa.string()),  # "cut", "dissolve", "fade", "start" where known
+        # scores
+        ("motion_score", pa.float32()),  # mean optical-flow magnitude, pixels per frame at analysis size
+        ("motion_p90", pa.float32()),
+        ("camera_motion", pa.string()),  # static | pan_left | pan_right | tilt_up | tilt_down | zoom_in | zoom_out | mixed
+        ("camera_motion_confidence", pa.float32()),
+        ("luminance_mean", pa.float32()),  # 0..255
+        ("black_fraction", pa.float32()),  # fraction of sampled frames that are black
+        ("bright_fraction", pa.float32()),  # fraction of sampled frames that are blown out
+        ("sharpness", pa.float32()),  # variance of the Laplacian at analysis size
+        ("text_area", pa.float32()),  # fraction of the frame covered by detected burnt-in text
+        ("text_detector", pa.string()),
+        ("dominant_colors", pa.list_(pa.string())),  # named colours, most frequent first
+        ("aesthetic_score", pa.float32()),  # filled by indexing/, null until then
+        ("aesthetic_model", pa.string()),
+        # outcome
+        ("status", pa.string()),  # kept | filtered
+        ("filter_reasons", pa.list_(pa.string())),
+        ("clip_path", pa.string()),  # relative to OUT; null for filtered clips
+        ("thumb_path", pa.string()),  # relative to OUT
+        ("config_hash", pa.string()),  # hash of the curation config that produced the row
+        ("created_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+M = _fields(MANIFEST)
+
+STATUS_KEPT = "kept"
+STATUS_FILTERED = "filtered"
+CAMERA_MOTIONS = ("static", "pan_left", "pan_right", "tilt_up", "tilt_down", "zoom_in", "zoom_out", "mixed")
+
+# ---------------------------------------------------------------------------------------------
+# OUT/quarantine.parquet: inputs (or clips) that could not be processed. Permanent failures only;
+# transient ones are retried by the next run.
+QUARANTINE = pa.schema(
+    [
+        ("source", pa.string()),
+        ("stage", pa.string()),  # probe | analysis | extract | caption | ...
+        ("error", pa.string()),  # what went wrong and what to do
+        ("clip_id", pa.string()),  # null when the whole source failed
+        ("created_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+Q = _fields(QUARANTINE)
+
+# ---------------------------------------------------------------------------------------------
+# OUT/captions/: one row per clip and captioner version (recaption/).
+CAPTIONS = pa.schema(
+    [
+        ("clip_id", pa.string()),
+        ("caption_dense", pa.string()),
+        ("caption_short", pa.string()),
+        ("caption_original", pa.string()),  # a caption that came with the source, if any
+        ("captioner", pa.string()),  # model id and revision, "metadata", or a tiny test model's name
+        ("prompt_version", pa.string()),
+        ("hints", pa.string()),  # JSON of the curation signals given to the captioner
+        ("created_at", pa.timestamp("us", tz="UTC")),
+        ("error", pa.string()),  # null when the caption passed its checks
+    ]
+)
+CAP = _fields(CAPTIONS)
+
+# ---------------------------------------------------------------------------------------------
+# OUT/embeddings/: vectors, the source of truth any Milvus collection is built from (indexing/).
+EMBEDDINGS = pa.schema(
+    [
+        ("clip_id", pa.string()),
+        ("kind", pa.string()),  # visual | text
+        ("model", pa.string()),  # model name and pretrained tag; says "untrained" for random weights
+        ("vector", pa.list_(pa.float32())),
+        ("created_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+EMB = _fields(EMBEDDINGS)
