@@ -4,8 +4,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages: ffmpeg (clip encoding tools), opencv-doc (real sample footage),
-# tesseract-ocr + eng (burnt-in text OCR), chromium (search page browser test).
-APT_PACKAGES := ffmpeg opencv-doc tesseract-ocr tesseract-ocr-eng chromium
+# tesseract-ocr + eng (burnt-in text OCR), chromium (search page browser test),
+# libgl1 + libglib2.0-0 (loaded by the opencv-python wheel that scenedetect requires).
+APT_PACKAGES := ffmpeg opencv-doc tesseract-ocr tesseract-ocr-eng chromium libgl1 libglib2.0-0
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_CONFIG ?= workflows/configs/demo.yaml
 PYTEST_ARGS ?=

@@ -10,7 +10,7 @@ import typer
 
 def doctor() -> None:
     """Show versions of rushes' dependencies and whether the system tools it uses are installed."""
-    packages = ["rushes", "ray", "torch", "av", "opencv-python-headless", "scenedetect", "transformers",
+    packages = ["rushes", "ray", "torch", "av", "opencv-python", "scenedetect", "transformers",
                 "open-clip-torch", "pymilvus", "milvus-lite", "pyarrow"]
     for name in packages:
         try:
