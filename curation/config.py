@@ -62,7 +62,8 @@ from pydantic import Field  # noqa: E402
 
 
 class ProbeConfig(StrictModel):
-    timeout_s: float = Field(60.0, gt=0, description="per-file time limit for probe and analysis")
+    timeout_s: float = Field(60.0, gt=0, description="per-file time limit for probing; analysis gets this plus:")
+    timeout_per_video_second: float = Field(2.0, ge=0, description="analysis seconds allowed per second of video")
 
 
 class ShotConfig(StrictModel):
@@ -77,9 +78,17 @@ class ShotConfig(StrictModel):
 
 class AnalysisConfig(StrictModel):
     max_side: int = Field(256, ge=32, description="longest side of the downscaled frames analysis reads")
+    flow_max_side: int = Field(128, ge=16, description="longest side of the gray frames optical flow reads")
     flow_samples: int = Field(8, ge=2, description="frame pairs per clip for optical flow, spread over its length")
     text_detector: Literal["tesseract", "none"] = "tesseract"
     text_samples: int = Field(3, ge=1, description="frames per clip given to the text detector")
+    text_min_confidence: float = Field(70.0, ge=0, le=100, description="tesseract word confidence counted as text")
+    tessdata: str | None = Field(None, description="tesseract model folder; null: TESSDATA_PREFIX or Debian's")
+    text_prefilter: bool = Field(True, description="call tesseract only on frames with text-like edge bands")
+    black_luma: float = Field(18.0, ge=0, le=255, description="a frame with mean luma below this is black")
+    bright_luma: float = Field(240.0, ge=0, le=255, description="a frame with mean luma above this is blown out")
+    frozen_change: float = Field(0.002, ge=0, le=1, description="share of pixels changing >10 levels: below, frozen")
+    static_flow: float = Field(0.3, ge=0, description="global flow below this (px/frame): camera static")
 
 
 class FilterConfig(StrictModel):

@@ -40,8 +40,8 @@ MANIFEST = pa.schema(
         ("width", pa.int32()),  # display size of the source (rotation applied)
         ("height", pa.int32()),
         ("codec", pa.string()),
-        ("shot_detector", pa.string()),  # which detector closed this shot ("content", "adaptive", "max_duration", "end")
-        ("transition_in", pa.string()),  # "cut", "dissolve", "fade", "start" where known
+        ("shot_detector", pa.string()),  # what closed this shot ("content", "adaptive", "black", "max_duration", "end")
+        ("transition_in", pa.string()),  # "cut", "fade", "split" (a long shot cut in parts), "start" where known
         # scores
         ("motion_score", pa.float32()),  # mean optical-flow magnitude, pixels per frame at analysis size
         ("motion_p90", pa.float32()),
@@ -109,8 +109,53 @@ EMBEDDINGS = pa.schema(
         ("clip_id", pa.string()),
         ("kind", pa.string()),  # visual | text
         ("model", pa.string()),  # model name and pretrained tag; says "untrained" for random weights
+        ("input_hash", pa.string()),  # hash of what was embedded (caption text, or frame sampling settings)
         ("vector", pa.list_(pa.float32())),
         ("created_at", pa.timestamp("us", tz="UTC")),
     ]
 )
 EMB = _fields(EMBEDDINGS)
+
+# ---------------------------------------------------------------------------------------------
+# OUT/shards/<bucket>/part-*.parquet: training shards (workflows/shard.py writes, training/data.py reads).
+# One directory per bucket (frames, height, width), so a batch of one shape reads one directory.
+SHARDS = pa.schema(
+    [
+        ("clip_id", pa.string()),
+        ("source", pa.string()),
+        ("bucket", pa.string()),  # "f17_h64_w96": frames, height, width of `frames`
+        ("num_frames", pa.int32()),
+        ("height", pa.int32()),
+        ("width", pa.int32()),
+        ("frames", pa.binary()),  # raw RGB uint8, C-order (num_frames, height, width, 3)
+        ("frame_stride", pa.int32()),  # source frames between two shard frames
+        ("fps", pa.float64()),  # of the shard frames (source fps / frame_stride)
+        ("caption_dense", pa.string()),
+        ("caption_short", pa.string()),
+        ("caption_original", pa.string()),
+        ("captioner", pa.string()),
+        ("metadata", pa.string()),  # JSON: camera motion, scores, times from the manifest
+    ]
+)
+SH = _fields(SHARDS)
+
+# SHARDS/latents/<bucket>/part-*.parquet: what `rushes encode` adds (autoencoder latents, text states).
+LATENT_SHARDS = pa.schema(
+    [
+        ("clip_id", pa.string()),
+        ("bucket", pa.string()),  # the pixel bucket the latent came from
+        ("latent", pa.binary()),  # float16, C-order `latent_shape`
+        ("latent_shape", pa.list_(pa.int32())),  # (channels, frames, height, width)
+        ("caption_dense", pa.string()),
+        ("caption_short", pa.string()),
+        ("caption_original", pa.string()),
+        ("text_dense", pa.binary()),  # float16 token states (text_dense_len, text_dim), padding dropped
+        ("text_dense_len", pa.int32()),
+        ("text_short", pa.binary()),
+        ("text_short_len", pa.int32()),  # 0 when the caption is missing
+        ("text_original", pa.binary()),
+        ("text_original_len", pa.int32()),
+        ("text_dim", pa.int32()),
+    ]
+)
+LSH = _fields(LATENT_SHARDS)

@@ -13,6 +13,9 @@ from pathlib import Path
 from pydantic import Field
 
 from curation.config import CurateConfig, StrictModel
+from indexing.config import DedupConfig, IndexConfig
+from recaption.config import CaptionConfig
+from workflows.train_steps import ShardStepConfig, TrainStepConfig
 
 
 class RayConfig(StrictModel):
@@ -20,16 +23,40 @@ class RayConfig(StrictModel):
     workers: int | None = Field(None, ge=1, description="parallel workers; null uses every CPU Ray has")
 
 
+class GenerateConfig(StrictModel):
+    """Procedural footage written before curation (tests, the demo): reels of shapes with known truth."""
+
+    out_dir: Path = Field(description="where the reels go; add this directory to `inputs` to curate them")
+    reels: int = Field(3, ge=1, le=1000)
+    seconds: float = Field(20.0, gt=0, description="length of each reel")
+    width: int = Field(320, ge=16, multiple_of=2)
+    height: int = Field(240, ge=16, multiple_of=2)
+    fps: float = Field(24.0, gt=0)
+    seed: int = Field(0, description="same seed, same footage")
+
+
 class WorkflowConfig(StrictModel):
     out: Path = Field(description="run directory (see README: The run directory)")
     inputs: list[str] = Field(default_factory=list, description="files, directories, globs, list files or URLs")
     ray: RayConfig = Field(default_factory=RayConfig)
+    generate: GenerateConfig | None = None
     curate: CurateConfig | None = None
+    dedup: DedupConfig | None = None
+    caption: CaptionConfig | None = None
+    index: IndexConfig | None = None
+    shard: ShardStepConfig | None = None
+    train: TrainStepConfig | None = None
 
 
 # Order matters: each stage reads what the ones before it wrote.
 STEPS: list[tuple[str, str]] = [
+    ("generate", "workflows.curate:run_generate_step"),
     ("curate", "workflows.curate:run_step"),
+    ("dedup", "workflows.index:run_dedup_step"),  # before captioning: duplicates are never captioned
+    ("caption", "workflows.caption:run_step"),
+    ("index", "workflows.index:run_index_step"),
+    ("shard", "workflows.train_steps:run_shard_step"),
+    ("train", "workflows.train_steps:run_train_step"),
 ]
 
 

@@ -1,0 +1,269 @@
+"""Clip extraction: kept clips as h264 mp4 at frame-exact boundaries, and a JPEG thumbnail per clip.
+
+A source is decoded once for all of its clips. Frame `i` is the i-th frame the decoder returns
+(PyAV's presentation order), the same numbering analysis uses, so a manifest row's
+[start_frame, end_frame) is exactly the frames its clip file holds. Every file is written to a hidden
+temporary name and renamed into place, so a killed run never leaves a half-written clip.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import uuid
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+from curation import schema
+from curation.config import ExtractConfig
+from curation.rundir import RunDir, atomic_write_bytes, now_utc
+from curation.stage import PermanentError
+
+M = schema.M
+EXTRACT_FAILED = "extract_failed"  # filter reason of a kept clip whose frames could not be written
+
+
+def even_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
+    """Output size: longest side at most `max_side`, aspect kept, both sides even (yuv420p needs it)."""
+    scale = 1.0
+    if max_side and max(width, height) > max_side:
+        scale = max_side / max(width, height)
+    return max(2, int(width * scale) // 2 * 2), max(2, int(height * scale) // 2 * 2)
+
+
+def thumb_size(width: int, height: int, side: int) -> tuple[int, int]:
+    scale = min(1.0, side / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def rate_fraction(fps: float) -> Fraction:
+    """A frame rate as the exact fraction codecs want (29.97 -> 30000/1001)."""
+    if fps <= 0 or not math.isfinite(fps):
+        raise PermanentError(f"frame rate {fps!r} is not usable for encoding")
+    return Fraction(fps).limit_denominator(1001)
+
+
+def output_frame_plan(num_frames: int, src_fps: float, out_fps: float | None) -> list[int]:
+    """For each output frame, the clip-local index of the source frame it shows.
+
+    Without resampling this is 0..num_frames-1. With `out_fps`, output frame j shows source frame
+    floor(j * src_fps / out_fps): frames are dropped (lower rate) or repeated (higher rate), the
+    clip's duration stays the same.
+    """
+    if not out_fps or abs(out_fps - src_fps) < 1e-6:
+        return list(range(num_frames))
+    ratio = src_fps / out_fps
+    count = max(1, round(num_frames / ratio))
+    return [min(num_frames - 1, int(j * ratio + 1e-9)) for j in range(count)]
+
+
+@dataclass
+class _ClipJob:
+    """One clip being written while the source decodes."""
+
+    row: dict
+    start: int
+    end: int
+    write_clip: bool
+    plan: list[int] = field(default_factory=list)  # clip-local source index per output frame
+    next_out: int = 0
+    container: object = None
+    stream: object = None
+    tmp_path: Path | None = None
+    final_path: Path | None = None
+    thumb_done: bool = False
+    error: str | None = None
+
+
+class _SourceExtractor:
+    """Streams a source's frames into every clip that covers them."""
+
+    def __init__(self, source_path: Path, rows: list[dict], run: RunDir, cfg: ExtractConfig):
+        self.source_path = Path(source_path)
+        self.run = run
+        self.cfg = cfg
+        self.jobs = sorted(
+            (
+                _ClipJob(
+                    row=row,
+                    start=int(row[M.start_frame]),
+                    end=int(row[M.end_frame]),
+                    write_clip=cfg.enabled and row[M.status] == schema.STATUS_KEPT,
+                )
+                for row in rows
+            ),
+            key=lambda j: j.start,
+        )
+        for job in self.jobs:
+            if job.end <= job.start:
+                raise ValueError(
+                    f"clip {job.row[M.clip_id]} of {source_path} has no frames "
+                    f"[{job.start}, {job.end}); analysis produced an empty clip"
+                )
+
+    # -- per-clip output --------------------------------------------------------------------------
+    def _open(self, job: _ClipJob, frame) -> None:
+        import av
+
+        fps = float(job.row[M.fps])
+        out_fps = self.cfg.fps or fps
+        job.plan = output_frame_plan(job.end - job.start, fps, self.cfg.fps)
+        width, height = self._display_size(frame)
+        w, h = even_size(width, height, self.cfg.max_side)
+        job.final_path = self.run.clips / f"{job.row[M.clip_id]}.mp4"
+        job.final_path.parent.mkdir(parents=True, exist_ok=True)
+        job.tmp_path = job.final_path.with_name(f".{job.final_path.name}.{uuid.uuid4().hex}.tmp")
+        job.container = av.open(str(job.tmp_path), mode="w", format="mp4")
+        rate = rate_fraction(out_fps)
+        job.stream = job.container.add_stream(
+            "libx264", rate=rate, options={"crf": str(self.cfg.crf), "preset": "veryfast", "threads": "1"}
+        )
+        job.stream.width, job.stream.height, job.stream.pix_fmt = w, h, "yuv420p"
+        job.stream.codec_context.time_base = 1 / rate
+
+    @staticmethod
+    def _display_size(frame) -> tuple[int, int]:
+        if (frame.rotation or 0) % 180:
+            return frame.height, frame.width
+        return frame.width, frame.height
+
+    @staticmethod
+    def _upright(frame):
+        """The frame as displayed: a rotation flag in the container is applied to the pixels."""
+        import av
+        import numpy as np
+
+        turns = round((frame.rotation or 0) / 90) % 4
+        if not turns:
+            return frame
+        img = np.ascontiguousarray(np.rot90(frame.to_ndarray(format="rgb24"), k=turns))
+        return av.VideoFrame.from_ndarray(img, format="rgb24")
+
+    def _encode(self, job: _ClipJob, frame, local_index: int) -> None:
+        if job.container is None:
+            self._open(job, frame)
+        upright = None
+        while job.next_out < len(job.plan) and job.plan[job.next_out] == local_index:
+            if upright is None:
+                upright = self._upright(frame)
+            out = upright.reformat(width=job.stream.width, height=job.stream.height, format="yuv420p")
+            out.pts = job.next_out
+            out.time_base = job.stream.codec_context.time_base
+            for packet in job.stream.encode(out):
+                job.container.mux(packet)
+            job.next_out += 1
+
+    def _thumbnail(self, job: _ClipJob, frame) -> None:
+        upright = self._upright(frame)
+        w, h = thumb_size(*self._display_size(upright), self.cfg.thumb_side)
+        image = upright.reformat(width=w, height=h, format="rgb24").to_image()
+        buf = io.BytesIO()
+        image.save(buf, format="JPEG", quality=85)
+        path = self.run.thumbs / f"{job.row[M.clip_id]}.jpg"
+        atomic_write_bytes(path, buf.getvalue())
+        job.row[M.thumb_path] = self.run.rel(path)
+        job.thumb_done = True
+
+    def _finish(self, job: _ClipJob) -> None:
+        if job.container is None:
+            return
+        for packet in job.stream.encode():
+            job.container.mux(packet)
+        job.container.close()
+        job.container = None
+        if job.next_out == len(job.plan):
+            os.replace(job.tmp_path, job.final_path)
+            job.row[M.clip_path] = self.run.rel(job.final_path)
+
+    def _abandon(self, job: _ClipJob) -> None:
+        if job.container is not None:
+            try:
+                job.container.close()
+            except Exception:  # noqa: BLE001 - the file is deleted anyway
+                pass
+            job.container = None
+        if job.tmp_path is not None and job.tmp_path.exists():
+            job.tmp_path.unlink()
+
+    # -- the one decode pass ----------------------------------------------------------------------
+    def extract(self) -> None:
+        import av
+
+        if not self.jobs:
+            return
+        last_needed = max(job.end for job in self.jobs)
+        pending = list(self.jobs)  # sorted by start; a job leaves when its last frame is written
+        active: list[_ClipJob] = []
+        index = 0
+        frames = _decode_tolerant(self.source_path)
+        try:
+            for frame in frames:
+                while pending and pending[0].start <= index:
+                    active.append(pending.pop(0))
+                for job in active:
+                    local = index - job.start
+                    if job.write_clip:
+                        self._encode(job, frame, local)
+                    if not job.thumb_done and local == (job.end - job.start) // 2:
+                        self._thumbnail(job, frame)
+                for job in [j for j in active if index + 1 >= j.end]:
+                    if job.write_clip:
+                        self._finish(job)
+                    active.remove(job)
+                index += 1
+                if index >= last_needed:
+                    break
+        except av.error.FFmpegError as e:
+            raise PermanentError(f"extracting clips of {self.source_path} failed: {e}") from e
+        finally:
+            frames.close()  # closes the container now, not when the generator is collected
+            for job in self.jobs:
+                self._abandon(job)
+        for job in self.jobs:
+            if job.write_clip and job.row.get(M.clip_path) is None:
+                job.error = (
+                    f"source ended at frame {index}, before clip frames [{job.start}, {job.end}) "
+                    f"were all decoded (truncated or corrupt source)"
+                )
+
+
+def _decode_tolerant(source_path: Path):
+    """Decoded frames in order, corrupt packets skipped: analysis' own decoder, so frame numbers agree."""
+    from curation.analysis import AnalysisStats, decode_frames
+    from curation.probe import Deadline
+
+    return decode_frames(source_path, Deadline(None, source_path, "extraction"), AnalysisStats())
+
+
+def extract_source(
+    source_path: Path | str, rows: list[dict], run: RunDir, cfg: ExtractConfig
+) -> tuple[list[dict], list[dict]]:
+    """Write the clips (kept rows) and thumbnails (every row) of one source.
+
+    Returns the rows with `clip_path`/`thumb_path` set, and quarantine rows for clips that could not
+    be written; such a clip is marked filtered with reason `extract_failed` so counts still add up.
+    """
+    rows = [dict(row) for row in rows]
+    for row in rows:
+        row.setdefault(M.clip_path, None)
+        row.setdefault(M.thumb_path, None)
+    extractor = _SourceExtractor(Path(source_path), rows, run, cfg)
+    extractor.extract()
+    quarantine = []
+    for job in extractor.jobs:
+        if job.error:
+            job.row[M.status] = schema.STATUS_FILTERED
+            job.row[M.filter_reasons] = list(job.row.get(M.filter_reasons) or []) + [EXTRACT_FAILED]
+            job.row[M.clip_path] = None
+            quarantine.append(
+                {
+                    schema.Q.source: job.row[M.source],
+                    schema.Q.stage: "extract",
+                    schema.Q.error: job.error,
+                    schema.Q.clip_id: job.row[M.clip_id],
+                    schema.Q.created_at: now_utc(),
+                }
+            )
+    return rows, quarantine

@@ -1,0 +1,247 @@
+"""The index and dedup runs as plain functions over a run directory.
+
+`index_run` embeds what is missing (visual vectors of kept clips, caption vectors of captioned ones),
+fills the aesthetic scores, and upserts every kept clip into Milvus; `dedup_run` embeds, upserts and
+marks near-duplicates filtered. The `mapper` argument runs the embedding stages: in-process by
+default (`local_mapper`), a Ray actor pool from workflows/index.py. Milvus is written from this
+process only.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from curation import schema
+from curation.rundir import (
+    RunDir,
+    atomic_write_table,
+    now_utc,
+    read_manifest,
+    read_quarantine,
+    read_table,
+    rows_to_table,
+)
+from curation.schema import M
+from indexing.config import DedupConfig, IndexConfig, MilvusConfig, TextConfig, VisualConfig
+from indexing.embed import (
+    TEXT,
+    VISUAL,
+    CaptionEmbedder,
+    Mapper,
+    VisualEmbedder,
+    latest_caption_rows,
+    latest_captions,
+    latest_vectors,
+    local_mapper,
+    text_input_hash,
+    visual_input_hash,
+    write_embeddings,
+)
+from indexing.manifest_update import kept_rows, update_manifest
+from indexing.store import ClipStore, StoreMeta, default_uri, store_row
+
+QUARANTINE_STAGE = "embed_visual"
+LOW_AESTHETIC = "low_aesthetic"
+
+
+@dataclass
+class Summary:
+    """Counts of one run, printed as one line."""
+
+    name: str
+    counts: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        parts = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in self.counts.items())
+        return f"{self.name}: {parts}" + "".join(f"\n  note: {n}" for n in self.notes)
+
+
+def quarantined_ids(run: RunDir, stage: str) -> set[str]:
+    tables = [read_quarantine(run), read_table(run.quarantine_parts, schema.QUARANTINE)]
+    return {
+        cid
+        for t in tables
+        for cid, st in zip(t[schema.Q.clip_id].to_pylist(), t[schema.Q.stage].to_pylist(), strict=True)
+        if st == stage and cid
+    }
+
+
+def quarantine_failures(run: RunDir, stage: str, failures: list[dict], sources: dict[str, str]) -> None:
+    if not failures:
+        return
+    created = now_utc()
+    rows = [{schema.Q.source: sources.get(f[M.clip_id], ""), schema.Q.stage: stage, schema.Q.error: f["error"],
+             schema.Q.clip_id: f[M.clip_id], schema.Q.created_at: created} for f in failures]
+    atomic_write_table(rows_to_table(rows, schema.QUARANTINE), run.quarantine_parts / f"{stage}-{uuid.uuid4().hex}.parquet")
+
+
+def embed_visual(run: RunDir, cfg: VisualConfig, mapper: Mapper, summary: Summary):
+    """Visual vectors of every kept clip, embedding only the missing ones; returns (vectors, clip, aesthetic head)."""
+    from indexing.models import load_aesthetic_head, load_clip
+
+    # loaded here so a missing model fails now, not inside a worker; the driver only needs its name and size
+    clip = load_clip(cfg.clip_model, cfg.clip_pretrained, "cpu")
+    head = load_aesthetic_head(cfg.aesthetic_head, clip.dim, clip.name)
+    kept = kept_rows(run)
+    input_hash = visual_input_hash(cfg)
+    kept_ids = {r[M.clip_id] for r in kept}
+    have = {cid: v for cid, (v, h) in latest_vectors(run, VISUAL, clip.name).items()
+            if h == input_hash and cid in kept_ids}
+    skip = quarantined_ids(run, QUARANTINE_STAGE)
+    todo = [{M.clip_id: r[M.clip_id], M.clip_path: r[M.clip_path]} for r in kept
+            if r[M.clip_id] not in have and r[M.clip_id] not in skip]
+    results = mapper(lambda: VisualEmbedder(run.root, cfg), todo, cfg.batch_size, "visual embeddings")
+    failures = [r for r in results if isinstance(r.get("error"), str)]  # (Ray may hand back NaN for "no error")
+    quarantine_failures(run, QUARANTINE_STAGE, failures, {r[M.clip_id]: r[M.source] for r in kept})
+    summary.counts["visual_embedded"] = write_embeddings(
+        run, VISUAL, clip.name, results, {r[M.clip_id]: input_hash for r in results})
+    summary.counts["visual_reused"] = len(have)
+    summary.counts["visual_failed"] = len(failures)
+    for r in results:
+        if r.get("vector") is not None:
+            have[r[M.clip_id]] = np.asarray(r["vector"], dtype=np.float32)
+    if clip.untrained:
+        summary.notes.append(f"visual embeddings come from {clip.name}: visual similarity is meaningless")
+    return have, clip, head
+
+
+def score_aesthetics(run: RunDir, cfg: VisualConfig, vectors: dict[str, np.ndarray], head, summary: Summary) -> None:
+    """Fill aesthetic_score/aesthetic_model of kept clips; filter those below min_aesthetic."""
+    ids = sorted(vectors)
+    scores = head.score(np.stack([vectors[i] for i in ids])) if ids else []
+    current = {r[M.clip_id]: r for r in kept_rows(run)}
+    changes: dict[str, dict] = {}
+    filtered = 0
+    for cid, score in zip(ids, scores, strict=True):
+        row = current.get(cid)
+        if row is None:
+            continue
+        change = {}
+        if row[M.aesthetic_model] != head.name or row[M.aesthetic_score] is None \
+                or abs(row[M.aesthetic_score] - float(score)) > 1e-4:
+            change = {M.aesthetic_score: float(score), M.aesthetic_model: head.name}
+        if cfg.min_aesthetic is not None and float(score) < cfg.min_aesthetic:
+            change.update({M.status: schema.STATUS_FILTERED, "filter_reasons_add": [LOW_AESTHETIC]})
+            filtered += 1
+        if change:
+            changes[cid] = change
+    summary.counts["aesthetic_scored"] = update_manifest(run, changes)
+    if cfg.min_aesthetic is not None:
+        summary.counts["aesthetic_filtered"] = filtered
+    if head.untrained:
+        summary.notes.append(f"aesthetic scores come from {head.name}: they are placeholders, not judgements")
+
+
+def embed_captions(run: RunDir, cfg: TextConfig, text, mapper: Mapper, summary: Summary):
+    """Caption vectors of kept, captioned clips (`text` is the loaded model); returns (vectors, captions)."""
+    captions = latest_captions(run)
+    kept_ids = {r[M.clip_id] for r in kept_rows(run)}
+    captions = {cid: c for cid, c in captions.items() if cid in kept_ids}
+    existing = latest_vectors(run, TEXT, text.name)
+    have = {cid: v for cid, (v, h) in existing.items() if cid in captions and h == text_input_hash(captions[cid])}
+    todo = [{M.clip_id: cid, "caption": c} for cid, c in sorted(captions.items()) if cid not in have]
+    results = mapper(lambda: CaptionEmbedder(cfg), todo, cfg.batch_size, "caption embeddings")
+    summary.counts["captions_embedded"] = write_embeddings(
+        run, TEXT, text.name, results, {r[M.clip_id]: text_input_hash(captions[r[M.clip_id]]) for r in results})
+    summary.counts["captions_reused"] = len(have)
+    summary.counts["uncaptioned"] = len(kept_ids) - len(captions)
+    for r in results:
+        have[r[M.clip_id]] = np.asarray(r["vector"], dtype=np.float32)
+    return have, captions
+
+
+def captioner_names(run: RunDir) -> dict[str, str]:
+    return {cid: captioner for cid, (_, captioner) in latest_caption_rows(run).items()}
+
+
+def open_run_store(run: RunDir, mcfg: MilvusConfig, vcfg: VisualConfig, clip, text_model, text_ref: str) -> ClipStore:
+    """The run's collection, created or checked against the models in use (search reloads them from its metadata)."""
+    store = ClipStore(mcfg.uri or default_uri(run.root), mcfg.token, mcfg.collection)
+    meta = StoreMeta(visual_model=clip.name, text_model=text_model.name, visual_dim=clip.dim, text_dim=text_model.dim,
+                     clip_model=vcfg.clip_model, clip_pretrained=vcfg.clip_pretrained, text_model_ref=text_ref)
+    store.ensure(meta, recreate=mcfg.recreate)
+    return store
+
+
+def sync_store(run: RunDir, store: ClipStore, visual: dict, text: dict, captions: dict, summary: Summary) -> None:
+    """Upsert every kept clip that has a visual vector; delete rows of clips no longer kept."""
+    names = captioner_names(run)
+    rows = [store_row(r, visual[r[M.clip_id]], text.get(r[M.clip_id]), captions.get(r[M.clip_id]),
+                      names.get(r[M.clip_id]) if r[M.clip_id] in captions else None, store.meta.text_dim)
+            for r in kept_rows(run) if r[M.clip_id] in visual]
+    summary.counts["upserted"] = store.upsert(rows)
+    # clips filtered since they were indexed (dedup, aesthetic, a re-run of curation) leave the collection
+    stale = sorted(r[M.clip_id] for r in read_manifest(run).to_pylist() if r[M.status] != schema.STATUS_KEPT)
+    store.delete(stale)
+    store.flush()
+    if not store.meta.bm25:
+        summary.notes.append(f"Milvus at {store.uri} has no BM25 full-text search: keyword mode is unavailable")
+
+
+def index_run(out, cfg: IndexConfig, mapper: Mapper = local_mapper) -> Summary:
+    """Embed, score and upsert a run directory into Milvus; returns the summary."""
+    run = RunDir(out)
+    if not run.manifest.exists():
+        raise FileNotFoundError(f"{run.manifest} does not exist: run `rushes curate ... --out {run.root}` first")
+    from indexing.models import load_text_model
+
+    summary = Summary("index")
+    summary.counts["kept_clips"] = len(kept_rows(run))
+    # every model loads before any work, so a missing one stops the run at once (workers load their own copy)
+    text_model = load_text_model(cfg.text.text_model, "cpu")
+    visual, clip, head = embed_visual(run, cfg.visual, mapper, summary)
+    score_aesthetics(run, cfg.visual, visual, head, summary)
+    text, captions = embed_captions(run, cfg.text, text_model, mapper, summary)
+    store = open_run_store(run, cfg.milvus, cfg.visual, clip, text_model, cfg.text.text_model)
+    try:
+        sync_store(run, store, visual, text, captions, summary)
+        summary.counts["collection_rows"] = store.count()
+    finally:
+        store.close()
+    return summary
+
+
+def dedup_run(out, cfg: DedupConfig, text_cfg: TextConfig | None = None, mapper: Mapper = local_mapper) -> Summary:
+    """Embed kept clips, put them in Milvus, and mark near-duplicates filtered (the better clip stays)."""
+    from indexing.dedup import apply_duplicates, find_duplicate_groups
+    from indexing.models import load_text_model
+
+    run = RunDir(out)
+    if not run.manifest.exists():
+        raise FileNotFoundError(f"{run.manifest} does not exist: run `rushes curate ... --out {run.root}` first")
+    summary = Summary("dedup")
+    text_cfg = text_cfg or TextConfig()
+    # The collection is shared with `rushes index`: keep its caption model, or size it for the configured one.
+    store = ClipStore(cfg.milvus.uri or default_uri(run.root), cfg.milvus.token, cfg.milvus.collection)
+    try:
+        if store.meta is not None and not cfg.milvus.recreate:
+            text_name, text_dim, text_ref = store.meta.text_model, store.meta.text_dim, store.meta.text_model_ref
+        else:
+            text_model = load_text_model(text_cfg.text_model, "cpu")
+            text_name, text_dim, text_ref = text_model.name, text_model.dim, text_cfg.text_model
+        visual, clip, head = embed_visual(run, cfg.visual, mapper, summary)
+        score_aesthetics(run, cfg.visual, visual, head, summary)
+        store.ensure(StoreMeta(visual_model=clip.name, text_model=text_name, visual_dim=clip.dim, text_dim=text_dim,
+                               clip_model=cfg.visual.clip_model, clip_pretrained=cfg.visual.clip_pretrained,
+                               text_model_ref=text_ref), recreate=cfg.milvus.recreate)
+        # caption vectors that `rushes index` already made for the current captions keep their place
+        current = latest_captions(run)
+        text = {cid: v for cid, (v, h) in latest_vectors(run, TEXT, text_name).items()
+                if cid in current and h == text_input_hash(current[cid])}
+        sync_store(run, store, visual, text, {cid: current[cid] for cid in text}, summary)
+        kept_ids = {r[M.clip_id] for r in kept_rows(run)}
+        groups = find_duplicate_groups(store, {c: v for c, v in visual.items() if c in kept_ids},
+                                       cfg.threshold, cfg.neighbours)
+        dropped = apply_duplicates(run, groups)
+        store.delete(sorted(dropped))
+        store.flush()
+        summary.counts["duplicate_groups"] = len(groups)
+        summary.counts["duplicates_filtered"] = len(dropped)
+        summary.counts["collection_rows"] = store.count()
+    finally:
+        store.close()
+    return summary

@@ -1,0 +1,50 @@
+"""Settings of the caption stage (the `caption:` section of a workflow YAML, and `rushes caption`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from curation.config import StrictModel
+
+
+def check_model_spec(value: str, setting: str) -> str:
+    if value == "metadata" and setting == "captioner":
+        return value
+    if not value.startswith("hf:") or len(value) <= 3:
+        allowed = "'metadata', " if setting == "captioner" else ""
+        raise ValueError(f"{setting} must be {allowed}'hf:<hub id>' or 'hf:/path/to/model', not {value!r}")
+    return value
+
+
+class CaptionConfig(StrictModel):
+    enabled: bool = True
+    captioner: str = Field("metadata", description="'metadata' (no weights), 'hf:<hub id>' or 'hf:/local/dir'")
+    revision: str | None = Field(None, description="hub revision (branch, tag or commit) of the captioner")
+    enhancer: str | None = Field(None, description="'hf:<hub id or dir>' of a text LLM that rewrites captions")
+    batch_size: int = Field(4, ge=1, description="clips per model call")
+    frames: int = Field(8, ge=1, description="frames per clip, spread evenly over the clip's length")
+    frames_per_second: float | None = Field(
+        None, gt=0, description="when set, a clip gets duration x this many frames (at least 2, at most `frames`)")
+    frame_max_side: int = Field(448, ge=28, description="longest side of each frame given to the model")
+    max_new_tokens: int = Field(256, ge=8, description="generation limit for the dense caption")
+    short_max_new_tokens: int = Field(48, ge=4, description="generation limit for the short caption")
+    do_sample: bool = Field(False, description="false: greedy decoding (deterministic)")
+    temperature: float = Field(0.7, gt=0, description="used only when do_sample is true")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="auto: bfloat16 on a GPU, float32 on the CPU")
+    checks: bool = Field(True, description="false writes unchecked captions; the captioner name then says so")
+    workers: int | None = Field(None, ge=1, description="caption workers (Ray actors); null: 1 per GPU, else 1")
+    gpus_per_worker: float = Field(1.0, ge=0, description="GPUs each worker holds when the cluster has GPUs")
+
+    @field_validator("captioner")
+    @classmethod
+    def _captioner(cls, v: str) -> str:
+        return check_model_spec(v, "captioner")
+
+    @field_validator("enhancer")
+    @classmethod
+    def _enhancer(cls, v: str | None) -> str | None:
+        return None if v is None else check_model_spec(v, "enhancer")

@@ -1,0 +1,223 @@
+"""The caption stage over a run directory, in plain Python: what tests call and Ray workers wrap.
+
+Kept clips of OUT/manifest/ are captioned in batches; each batch is written as one atomic part of
+OUT/captions/. A clip counts as done for a captioner when a row of the same `captioner` and
+`prompt_version` exists without error (or with a permanent one: an unreadable clip). Failed captions
+are written with their error and retried by the next run; several captioners' rows coexist.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curation.frames import count_frames, read_frames, spread_indices
+from curation.rundir import RunDir, atomic_write_table, read_manifest, read_table, rows_to_table
+from curation.schema import CAP, CAPTIONS, STATUS_KEPT, M
+from curation.stage import PermanentError, Stage
+from recaption.config import CaptionConfig
+from recaption.metadata import MetadataCaptioner
+from recaption.prompts import hints_from_row
+from recaption.vlm import FRAME_TIMES_KEY, FRAMES_KEY, VLMCaptioner, caption_row
+
+PERMANENT = "permanent: "  # error prefix of a clip that can never be captioned (not retried)
+
+
+@dataclass
+class CaptionSummary:
+    captioner: str
+    prompt_version: str
+    kept: int = 0
+    captioned: int = 0
+    failed: int = 0
+    skipped: int = 0
+
+    def line(self) -> str:
+        return (f"caption: {self.kept} kept clips -> {self.captioned} captioned, {self.failed} failed, "
+                f"{self.skipped} skipped (already done) by {self.captioner} ({self.prompt_version})")
+
+
+def make_captioner(config: CaptionConfig) -> Stage:
+    """The captioner the config names; a VLM's model is found here (fails early) but loaded in setup()."""
+    if config.captioner == "metadata":
+        return MetadataCaptioner(config)
+    return VLMCaptioner(config)
+
+
+class CaptionWorker:
+    """What one worker does with a batch of manifest rows: frames, captions, enhancement, one part."""
+
+    def __init__(self, out: Path | str, config: CaptionConfig):
+        from recaption.enhance import Enhancer
+
+        self.run = RunDir(out)
+        self.config = config
+        self.captioner = make_captioner(config)
+        self.enhancer = None
+        if config.enhancer:
+            self.enhancer = Enhancer(config.enhancer, max_new_tokens=config.max_new_tokens, device=config.device,
+                                     dtype=config.dtype)
+        self.identity = captioner_identity(self.captioner, self.enhancer, config.checks)
+        self.prompt_version = self.captioner.prompt_version
+
+    def setup(self) -> None:
+        self.captioner.setup()
+        if self.enhancer:
+            self.enhancer.setup()
+
+    def __call__(self, rows: list[dict]) -> list[dict]:
+        readable, caption_rows = [], []
+        for row in rows:
+            try:
+                readable.append(self.with_frames(row) if self.captioner.needs_frames else row)
+            except PermanentError as e:
+                caption_rows.append(caption_row(row[M.clip_id], None, None, self.captioner.identity,
+                                                self.prompt_version, hints_from_row(row), f"{PERMANENT}{e}",
+                                                self.config.checks))
+        if readable:
+            caption_rows += self.captioner(readable)
+        if self.enhancer:
+            self.enhance(caption_rows)
+        for r in caption_rows:
+            r[CAP.captioner] = self.identity
+        if caption_rows:
+            write_captions(self.run, caption_rows)
+        return caption_rows
+
+    def with_frames(self, row: dict) -> dict:
+        if not row.get(M.clip_path):
+            raise PermanentError(f"clip {row[M.clip_id]} has no clip_path in the manifest; re-run curation")
+        path = self.run.root / row[M.clip_path]
+        if not path.exists():
+            raise PermanentError(f"clip file {path} is missing; re-run curation to extract it")
+        import av
+
+        try:
+            total = count_frames(path)
+        except (av.error.FFmpegError, IndexError) as e:  # a clip that cannot be opened is bad input
+            raise PermanentError(f"cannot open clip {path}: {e}; re-run curation to extract it again") from e
+        indices = spread_indices(total, self.frame_count(row))
+        frames = read_frames(path, indices, self.config.frame_max_side)
+        fps = float(row.get(M.fps) or 0) or 25.0
+        return {**row, FRAMES_KEY: frames, FRAME_TIMES_KEY: [i / fps for i in indices[: len(frames)]]}
+
+    def frame_count(self, row: dict) -> int:
+        """`frames`, or with `frames_per_second` set, as many as the clip's length calls for."""
+        if self.config.frames_per_second is None or not row.get(M.duration):
+            return self.config.frames
+        wanted = round(float(row[M.duration]) * self.config.frames_per_second)
+        return max(min(2, self.config.frames), min(self.config.frames, wanted))
+
+    def enhance(self, caption_rows: list[dict]) -> None:
+        good = [r for r in caption_rows if r[CAP.error] is None]
+        if not good:
+            return
+        for r, (text, problem) in zip(good, self.enhancer.rewrite([r[CAP.caption_dense] for r in good]),
+                                      strict=True):
+            if problem and self.config.checks:
+                r.update({CAP.caption_dense: None, CAP.caption_short: None,
+                          CAP.error: f"enhanced caption {problem}"})
+            else:
+                r[CAP.caption_dense] = text
+
+
+def captioner_identity(captioner: Stage, enhancer=None, checked: bool = True) -> str:
+    identity = captioner.identity
+    if enhancer is not None:
+        identity += f" + enhancer {enhancer.identity}"
+    return identity if checked else f"{identity} [unchecked]"
+
+
+def write_captions(run: RunDir, rows: list[dict]) -> Path:
+    path = run.captions / f"part-{uuid.uuid4().hex[:16]}.parquet"
+    atomic_write_table(rows_to_table(rows, CAPTIONS), path)
+    return path
+
+
+def read_captions(run: RunDir) -> pa.Table:
+    return read_table(run.captions, CAPTIONS)
+
+
+def done_clip_ids(run: RunDir, captioner: str, prompt_version: str) -> set[str]:
+    """Clips this captioner and prompt version has finished: good captions and permanent failures."""
+    rows = read_captions(run).to_pylist()
+    return {r[CAP.clip_id] for r in rows
+            if r[CAP.captioner] == captioner and r[CAP.prompt_version] == prompt_version
+            and (r[CAP.error] is None or r[CAP.error].startswith(PERMANENT))}
+
+
+def pending_rows(run: RunDir, captioner: str, prompt_version: str) -> tuple[list[dict], int, int]:
+    """(kept manifest rows still to caption, kept clip count, skipped count)."""
+    manifest = read_manifest(run)
+    if manifest.num_rows == 0:
+        raise FileNotFoundError(f"{run.manifest} holds no clips; run `rushes curate ... --out {run.root}` first")
+    kept = manifest.filter(pc.equal(manifest[M.status], STATUS_KEPT)).to_pylist()
+    done = done_clip_ids(run, captioner, prompt_version)
+    todo = [r for r in kept if r[M.clip_id] not in done]
+    return todo, len(kept), len(kept) - len(todo)
+
+
+def count_outcome(summary: CaptionSummary, caption_rows: list[dict]) -> None:
+    for r in caption_rows:
+        if r[CAP.error] is None:
+            summary.captioned += 1
+        else:
+            summary.failed += 1
+
+
+def caption_run(out: Path | str, config: CaptionConfig | None = None, progress: bool = False) -> CaptionSummary:
+    """Caption every kept clip of the run at `out` that this captioner has not done yet, in this process."""
+    config = config or CaptionConfig()
+    run = RunDir(out)
+    worker = CaptionWorker(out, config)
+    todo, kept, skipped = pending_rows(run, worker.identity, worker.prompt_version)
+    summary = CaptionSummary(worker.identity, worker.prompt_version, kept=kept, skipped=skipped)
+    if not todo:
+        return summary
+    worker.setup()
+    batches = [todo[i: i + config.batch_size] for i in range(0, len(todo), config.batch_size)]
+    with ProgressBar(progress, len(todo)) as advance:
+        for batch in batches:
+            count_outcome(summary, worker(batch))
+            advance(len(batch))
+    return summary
+
+
+class ProgressBar:
+    """A rich progress bar over clips when `enabled`, else nothing."""
+
+    def __init__(self, enabled: bool, total: int):
+        self.enabled, self.total = enabled, total
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda n: None
+        from rich.progress import Progress
+
+        self.bar = Progress(transient=True)
+        self.bar.start()
+        task = self.bar.add_task("captioning clips", total=self.total)
+        return lambda n: self.bar.advance(task, n)
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.bar.stop()
+
+
+def latest_captions(run: RunDir | Path | str, captioner: str | None = None) -> pa.Table:
+    """The newest good caption per clip (of `captioner` only, when given): what downstream stages read."""
+    run = run if isinstance(run, RunDir) else RunDir(run)
+    table = read_captions(run)
+    table = table.filter(pc.is_null(table[CAP.error]))
+    if captioner is not None:
+        table = table.filter(pc.equal(table[CAP.captioner], captioner))
+    if table.num_rows == 0:
+        return table
+    table = table.sort_by([(CAP.clip_id, "ascending"), (CAP.created_at, "descending")])
+    ids = table[CAP.clip_id].to_pylist()
+    first = [i for i, cid in enumerate(ids) if i == 0 or ids[i - 1] != cid]
+    return table.take(first)

@@ -1,0 +1,57 @@
+"""Filters: every reason fires on its own threshold; nothing is dropped."""
+
+import pytest
+
+from curation import schema
+from curation.config import FilterConfig
+from curation.filters import REASONS, apply_filters, filter_reasons
+
+M = schema.M
+
+
+def _good_row(**changes) -> dict:
+    row = {
+        M.duration: 4.0,
+        M.width: 640,
+        M.height: 360,
+        M.motion_score: 2.0,
+        M.luminance_mean: 110.0,
+        M.sharpness: 300.0,
+        M.text_area: 0.0,
+    }
+    row.update(changes)
+    return row
+
+
+@pytest.mark.parametrize(
+    "changes, reason",
+    [
+        ({M.duration: 0.5}, "too_short"),
+        ({M.duration: 600.0}, "too_long"),
+        ({M.width: 48}, "low_resolution"),
+        ({M.motion_score: 0.01}, "static"),
+        ({M.motion_score: 40.0}, "jitter"),
+        ({M.luminance_mean: 5.0}, "too_dark"),
+        ({M.luminance_mean: 250.0}, "too_bright"),
+        ({M.sharpness: 2.0}, "blurred"),
+        ({M.text_area: 0.3}, "text_overlay"),
+    ],
+)
+def test_each_reason_fires_alone(changes, reason):
+    row = apply_filters(_good_row(**changes), FilterConfig())
+    assert row[M.filter_reasons] == [reason] and row[M.status] == schema.STATUS_FILTERED
+
+
+def test_a_good_clip_is_kept_and_reasons_come_in_stable_order():
+    assert apply_filters(_good_row(), FilterConfig())[M.status] == schema.STATUS_KEPT
+    black = _good_row(**{M.luminance_mean: 0.0, M.sharpness: 0.0, M.motion_score: 0.0, M.duration: 0.2})
+    assert filter_reasons(black, FilterConfig()) == ["too_short", "static", "too_dark", "blurred"]
+    assert set(REASONS) == {
+        "too_short", "too_long", "low_resolution", "static", "jitter",
+        "too_dark", "too_bright", "blurred", "text_overlay",
+    }  # fmt: skip
+
+
+def test_unmeasured_scores_and_disabled_limits_fail_nothing():
+    row = _good_row(**{M.text_area: None, M.duration: 10_000.0})
+    assert filter_reasons(row, FilterConfig(max_duration=None)) == []

@@ -1,0 +1,121 @@
+"""The trainer: exact resume, checkpoints without pickles, the loss guard, and DDP with two CPU processes."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from training_testkit import TINY_DIT, TINY_VAE
+
+from training.checkpoint import list_checkpoints, load_checkpoint
+from training.train import LossGuard, TrainConfig, load_trained, lr_at, train
+
+
+def weights(run_dir):
+    state = load_checkpoint(list_checkpoints(run_dir)[-1])
+    return state["model"], state["ema"], state["optimizer"]
+
+
+def assert_same_run(a, b):
+    for part_a, part_b in zip(weights(a)[:2], weights(b)[:2], strict=True):
+        assert part_a.keys() == part_b.keys()
+        for k in part_a:
+            assert torch.equal(part_a[k], part_b[k]), k
+    opt_a, opt_b = weights(a)[2], weights(b)[2]
+    for pid in opt_a["state"]:
+        for name, value in opt_a["state"][pid].items():
+            assert torch.equal(value, opt_b["state"][pid][name]), (pid, name)
+
+
+@pytest.mark.parametrize("kind", ["vae", "dit"])
+def test_resume_is_exact(kind, tiny_latents, tmp_path):
+    shards, vae_run, _ = tiny_latents
+    cfg = dict(TINY_VAE if kind == "vae" else TINY_DIT, max_steps=5, ckpt_every=2)
+    vae = vae_run if kind == "dit" else None
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    train(TrainConfig.from_dict(cfg), shards, straight, vae, quiet=True)
+    train(TrainConfig.from_dict(cfg), shards, stopped, vae, max_steps=3, quiet=True)
+    assert [p.name for p in list_checkpoints(stopped)] == ["step-0000002", "step-0000003"]
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(TrainConfig.from_dict(cfg), shards, stopped, vae, quiet=True)
+    train(TrainConfig.from_dict(cfg), shards, stopped, vae, resume=True, quiet=True)
+    assert_same_run(straight, stopped)
+    state = json.loads((list_checkpoints(stopped)[-1] / "state.json").read_text())
+    assert state["step"] == 5 and state["data"]["next_step"] == 5 and state["scheduler"]["last_epoch"] == 5
+    assert [p.name for p in list_checkpoints(stopped)][-1] == "step-0000005"
+    assert (stopped / "loss_curve.png").stat().st_size > 1000
+    losses = [json.loads(line)["loss"] for line in (straight / "metrics.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(v) for v in losses)
+
+
+def test_checkpoints_are_safetensors_and_json_only(tiny_latents, tmp_path):
+    shards, vae_run, _ = tiny_latents
+    run = tmp_path / "dit"
+    train(TrainConfig.from_dict({**TINY_DIT, "max_steps": 2, "keep_last": 1}), shards, run, vae_run, quiet=True)
+    [checkpoint] = list_checkpoints(run)
+    assert sorted(p.name for p in checkpoint.iterdir()) == [
+        "ema.safetensors", "model.safetensors", "optimizer.safetensors", "state.json"]
+    for f in checkpoint.glob("*.safetensors"):
+        assert b"\x80\x04" not in f.read_bytes()[:16]  # not a pickle
+    model, meta = load_trained(run)
+    assert meta["kind"] == "dit" and meta["vae"] == str(Path(vae_run).resolve())
+    assert not any(p.requires_grad and p.grad is not None for p in model.parameters())
+
+
+def test_unknown_config_key_is_named():
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['learning_rate'\]"):
+        TrainConfig.from_dict({"kind": "dit", "learning_rate": 1})
+    with pytest.raises(ValueError, match="not one of"):
+        TrainConfig.from_dict({"kind": "vae", "model": "DiT-B"})
+
+
+def test_loss_guard_skips_bad_losses_and_gives_up():
+    guard = LossGuard(spike_factor=5.0, max_bad=2)
+    for _ in range(12):
+        assert not guard.is_bad(1.0)
+        guard.record(1.0, False)
+    assert guard.is_bad(float("nan")) and guard.is_bad(float("inf")) and guard.is_bad(6.0) and not guard.is_bad(4.0)
+    guard.record(float("nan"), True)
+    guard.record(9.0, True)
+    with pytest.raises(RuntimeError, match="3 steps had non-finite"):
+        guard.record(float("nan"), True)
+
+
+def test_learning_rate_warms_up_then_decays():
+    cfg = TrainConfig(warmup_steps=10, max_steps=110, min_lr_ratio=0.1)
+    assert lr_at(0, cfg) == pytest.approx(0.1) and lr_at(9, cfg) == pytest.approx(1.0)
+    assert lr_at(60, cfg) == pytest.approx(0.55) and lr_at(110, cfg) == pytest.approx(0.1)
+
+
+def test_ddp_with_two_cpu_processes(tiny_latents, tmp_path):
+    shards, vae_run, _ = tiny_latents
+    config = tmp_path / "dit.yaml"
+    config.write_text(json.dumps({**TINY_DIT, "batch_size": 1, "max_steps": 3}))  # JSON is YAML
+    run = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
+         "-m", "training.train", "--shards", str(shards), "--vae", str(vae_run), "--run-dir", str(run),
+         "--config", str(config)],
+        capture_output=True, text=True, env=env, cwd=Path(__file__).parents[2], timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = json.loads((list_checkpoints(run)[-1] / "state.json").read_text())
+    assert state["step"] == 3 and state["data"]["world_size"] == 2  # and train() checked the replicas agree
+    assert "cpu x2" in result.stdout
+
+
+def test_shipped_configs_load_and_build():
+    from training.train import build_model, load_config
+
+    configs = sorted((Path(__file__).parents[2] / "training" / "configs").glob("*.yaml"))
+    assert {c.stem for c in configs} >= {"vae-tiny", "dit-tiny", "dit-b", "dit-xl"}
+    for path in configs:
+        cfg = load_config(path)
+        with torch.device("meta"):  # sizes only: no memory for DiT-XL's weights
+            model = build_model(cfg.kind, cfg.model, cfg.model_args)
+        assert sum(p.numel() for p in model.parameters()) > 0

@@ -1,0 +1,115 @@
+"""Checkpoints: tensors in safetensors, everything else in JSON, written atomically, last N kept.
+
+A checkpoint is a directory `step-000123/` with model.safetensors, ema.safetensors, optimizer.safetensors
+and state.json (step, config, optimizer hyper-parameters, scheduler, RNG states, data position, guard
+counters). It is written under a temporary name and renamed into place, so a killed run never leaves
+a checkpoint that looks whole. Loading reads tensors and JSON only: nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import torch
+
+CHECKPOINTS = "checkpoints"
+
+
+def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
+
+
+def load_tensors(path: Path, device: str = "cpu") -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path), device=device)
+
+
+def flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """Optimizer state_dict -> (tensors keyed 'param.name', JSON-able rest)."""
+    tensors, scalars = {}, {}
+    for pid, entries in state["state"].items():
+        for name, value in entries.items():
+            if torch.is_tensor(value):
+                tensors[f"{pid}.{name}"] = value
+            else:
+                scalars[f"{pid}.{name}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict] = {}
+    for key, value in list(tensors.items()) + list(meta["scalars"].items()):
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def rng_state() -> dict[str, torch.Tensor]:
+    states = {"rng.cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states.update({f"rng.cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    return states
+
+
+def set_rng_state(tensors: dict[str, torch.Tensor]) -> None:
+    if "rng.cpu" in tensors:
+        torch.set_rng_state(tensors["rng.cpu"])
+    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda")]
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def save_checkpoint(run_dir: Path, step: int, model_state: dict, ema_state: dict, optimizer_state: dict,
+                    state: dict, keep_last: int = 3) -> Path:
+    """Write checkpoints/step-XXXXXX atomically; delete all but the newest `keep_last`."""
+    root = Path(run_dir) / CHECKPOINTS
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step:07d}"
+    tmp = root / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    opt_tensors, opt_meta = flatten_optimizer(optimizer_state)
+    _save_tensors(model_state, tmp / "model.safetensors")
+    _save_tensors(ema_state, tmp / "ema.safetensors")
+    _save_tensors({**opt_tensors, **rng_state()}, tmp / "optimizer.safetensors")
+    (tmp / "state.json").write_text(json.dumps({**state, "step": step, "optimizer": opt_meta}, indent=1))
+    for f in tmp.iterdir():  # make the bytes durable before the rename publishes them
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    for old in list_checkpoints(run_dir)[:-keep_last]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoints, oldest first (temporary directories of a killed write are ignored)."""
+    root = Path(run_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    done = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and (p / "state.json").exists()]
+    return sorted(done, key=lambda p: int(p.name.split("-")[1]))
+
+
+def load_checkpoint(path: Path, device: str = "cpu") -> dict:
+    """{'model', 'ema', 'optimizer', 'rng', 'state'} from a checkpoint directory."""
+    path = Path(path)
+    state = json.loads((path / "state.json").read_text())
+    extra = load_tensors(path / "optimizer.safetensors", device="cpu")
+    rng = {k: v for k, v in extra.items() if k.startswith("rng.")}
+    opt_tensors = {k: v.to(device) for k, v in extra.items() if not k.startswith("rng.")}
+    return {
+        "model": load_tensors(path / "model.safetensors", device),
+        "ema": load_tensors(path / "ema.safetensors", device),
+        "optimizer": unflatten_optimizer(opt_tensors, state.pop("optimizer")),
+        "rng": rng,
+        "state": state,
+    }

@@ -1,0 +1,457 @@
+"""The trainer: one straight loop for the autoencoder (kind: vae) and the video DiT (kind: dit).
+
+    python -m training.train --kind dit --shards OUT/shards --vae RUNS/vae --run RUNS/dit --config training/configs/dit-tiny.yaml
+    torchrun --nproc-per-node 2 -m training.train --run-dir RUNS/dit ...   # DDP: gloo on CPU, nccl on GPU
+
+Read `train()` top to bottom: set up (devices, data, model, EMA, optimizer), resume if asked, then for
+each step: batch -> loss -> guard -> backward -> clip -> step -> EMA -> log -> checkpoint.
+Every random draw of step s comes from a generator seeded with (seed, s, rank) and batch s comes from
+the data plan alone, so N steps + resume + M steps equals N + M steps straight.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from training import checkpoint as ckpt
+from training.data import LatentBatches, PixelBatches, make_loader, parse_bucket, read_latent_info
+from training.dit import DiT_models, DiTConfig, VideoDiT
+from training.flow import flow_loss, sample_timesteps, shift_for_size
+from training.vae import VAE_models, VAEConfig, VideoAutoencoder, psnr, vae_loss, valid_frames
+
+MODEL_JSON = "model.json"
+METRICS = "metrics.jsonl"
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run is, as plain data (YAML in training/configs/); unknown keys are errors."""
+
+    kind: str = "dit"  # vae | dit
+    model: str = "DiT-tiny"  # a name in VAE_models / DiT_models
+    model_args: dict = field(default_factory=dict)  # overrides of VAEConfig / DiTConfig fields
+    seed: int = 0
+    batch_size: int = 2
+    bucket_batch_size: dict = field(default_factory=dict)  # e.g. {"17x64x96": 1}
+    max_steps: int = 1000  # also the length of the cosine schedule
+    lr: float = 3e-4
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 50
+    weight_decay: float = 0.0
+    betas: list = field(default_factory=lambda: [0.9, 0.99])
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    log_every: int = 10
+    ckpt_every: int = 200
+    keep_last: int = 3
+    workers: int = 0  # data loader worker processes
+    spike_factor: float = 10.0  # a loss above spike_factor x the recent median is skipped
+    max_bad_steps: int = 20  # stop after this many skipped steps
+    # autoencoder
+    kl_weight: float = 1e-6
+    gradient_weight: float = 0.1
+    # DiT
+    caption_blend: float | None = None  # p(dense caption); None: what `rushes shard --caption-blend` recorded
+    caption_dropout: float = 0.1
+    timestep_mean: float = 0.0
+    timestep_std: float = 1.0
+    shift_base_tokens: int = 256
+    sample_every: int = 0  # 0: no samples during training
+    sample_prompts: list = field(default_factory=list)
+    sample_steps: int = 20
+    cfg_scale: float = 4.0
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "config") -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown key(s) {unknown}; allowed: {sorted(known)}")
+        cfg = cls(**data)
+        if cfg.kind not in ("vae", "dit"):
+            raise ValueError(f"{source}: kind must be 'vae' or 'dit', got {cfg.kind!r}")
+        names = VAE_models if cfg.kind == "vae" else DiT_models
+        if cfg.model not in names:
+            raise ValueError(f"{source}: model {cfg.model!r} is not one of {sorted(names)}")
+        return cfg
+
+
+def load_config(path: Path | str, **overrides) -> TrainConfig:
+    import yaml  # config files are YAML; the GPU box needs pyyaml only to read them
+
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig.from_dict(data, source=str(path))
+
+
+#################################################################################
+#                               Models                                          #
+#################################################################################
+
+
+def build_model(kind: str, name: str, args: dict) -> nn.Module:
+    """A fresh model from its registry name plus config overrides."""
+    if kind == "vae":
+        return VideoAutoencoder(VAEConfig(**{**_factory_config(VAE_models[name]).to_dict(), **args}))
+    return VideoDiT(DiTConfig(**{**_factory_config(DiT_models[name]).to_dict(), **args}))
+
+
+def _factory_config(factory):
+    """The config a size factory builds, without keeping the model (built on the meta device)."""
+    with torch.device("meta"):
+        return factory().cfg
+
+
+def load_trained(run_dir: Path, device: str = "cpu", weights: str = "ema") -> tuple[nn.Module, dict]:
+    """Model of a run from model.json and its newest checkpoint's EMA (or raw) weights; plus model.json."""
+    run_dir = Path(run_dir)
+    meta_path = run_dir / MODEL_JSON
+    checkpoints = ckpt.list_checkpoints(run_dir)
+    if not meta_path.exists() or not checkpoints:
+        raise FileNotFoundError(f"{run_dir} has no trained model (needs {MODEL_JSON} and checkpoints/); train it first")
+    meta = json.loads(meta_path.read_text())
+    model = VideoAutoencoder(VAEConfig(**meta["model_config"])) if meta["kind"] == "vae" else VideoDiT(DiTConfig(**meta["model_config"]))
+    tensors = ckpt.load_tensors(checkpoints[-1] / f"{weights}.safetensors", device)
+    model.load_state_dict(tensors)
+    return model.to(device).eval(), meta
+
+
+#################################################################################
+#                               Pieces of the loop                              #
+#################################################################################
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup, then cosine down to min_lr_ratio at max_steps (a factor of cfg.lr)."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class LossGuard:
+    """Skip non-finite or spiking losses; give up after too many."""
+
+    def __init__(self, spike_factor: float, max_bad: int, window: int = 50):
+        self.spike_factor, self.max_bad = spike_factor, max_bad
+        self.recent: deque = deque(maxlen=window)
+        self.skipped = 0
+
+    def is_bad(self, loss: float) -> bool:
+        if not math.isfinite(loss):
+            return True
+        if len(self.recent) >= 10:
+            median = sorted(self.recent)[len(self.recent) // 2]
+            return loss > self.spike_factor * median
+        return False
+
+    def record(self, loss: float, bad: bool) -> None:
+        if bad:
+            self.skipped += 1
+            if self.skipped > self.max_bad:
+                raise RuntimeError(
+                    f"stopped: {self.skipped} steps had non-finite or spiking losses (max_bad_steps {self.max_bad}); "
+                    "lower lr, raise grad_clip strictness, or check the data"
+                )
+        else:
+            self.recent.append(loss)
+
+    def state(self) -> dict:
+        return {"recent": list(self.recent), "skipped": self.skipped}
+
+    def load(self, state: dict) -> None:
+        self.recent.extend(state["recent"])
+        self.skipped = state["skipped"]
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+        e.lerp_(p.detach(), 1 - decay)
+
+
+def step_generator(seed: int, step: int, rank: int, device) -> torch.Generator:
+    """The generator of every random draw in one step: a function of (seed, step, rank) only."""
+    g = torch.Generator(device=device)
+    g.manual_seed((seed * 1_000_003 + step) * 4099 + rank)
+    return g
+
+
+def vae_step_loss(model, batch, cfg: TrainConfig, gen, device):
+    video = batch["video"].to(device, non_blocking=True)  # (B, 3, T, H, W)
+    recon, mean, logvar = model(video, generator=gen)
+    loss, parts = vae_loss(recon.float(), video, mean.float(), logvar.float(), cfg.kl_weight, cfg.gradient_weight)
+    parts["psnr"] = psnr(recon.detach(), video)
+    return loss, parts
+
+
+def dit_step_loss(model, batch, cfg: TrainConfig, gen, device, patch_size):
+    x0 = batch["latent"].to(device, non_blocking=True)  # (B, C, t, h, w)
+    text, mask = batch["text"].to(device), batch["mask"].to(device)
+    tokens = math.prod(math.ceil(s / p) for s, p in zip(x0.shape[2:], patch_size, strict=True))
+    t = sample_timesteps(x0.shape[0], gen, cfg.timestep_mean, cfg.timestep_std,
+                         shift_for_size(tokens, cfg.shift_base_tokens)).to(device)
+    noise = torch.randn(x0.shape, generator=gen, device=device)
+    loss = flow_loss(model, x0, t, noise, text=text, mask=mask)
+    return loss, {"tokens": tokens}
+
+
+def setup_distributed() -> tuple[int, int, int, torch.device]:
+    """(rank, local_rank, world_size, device); DDP when torchrun set WORLD_SIZE > 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return rank, local, world, device
+
+
+#################################################################################
+#                               The loop                                        #
+#################################################################################
+
+
+def train(cfg: TrainConfig, shards: Path, run_dir: Path, vae_dir: Path | None = None, max_steps: int | None = None,
+          resume: bool = False, quiet: bool = False) -> dict:
+    """Train until `max_steps` (default cfg.max_steps); returns {'step', 'loss', 'skipped', 'seconds'}."""
+    rank, _, world, device = setup_distributed()
+    run_dir, shards = Path(run_dir), Path(shards)
+    stop_at = max_steps if max_steps is not None else cfg.max_steps
+    master = rank == 0
+
+    # data: batch s*world + rank for step s on this rank
+    if cfg.kind == "vae":
+        dataset = PixelBatches(shards, cfg.batch_size, cfg.seed, cfg.bucket_batch_size)
+        vae_cfg = build_model("vae", cfg.model, cfg.model_args).cfg
+        bad = [b for b in dataset.buckets if not valid_frames(parse_bucket(b)[0], vae_cfg.temporal_factor)]
+        if bad:
+            raise ValueError(f"buckets {bad} have frame counts the autoencoder cannot take (1 + {vae_cfg.temporal_factor}k); re-shard with other --buckets")
+        extra_meta = {}
+    else:
+        info = read_latent_info(shards)
+        if vae_dir is not None and Path(info["vae"]).resolve() != Path(vae_dir).resolve():
+            raise ValueError(f"latent shards in {shards} were encoded with {info['vae']}, not {vae_dir}; run `rushes encode` again")
+        blend = cfg.caption_blend if cfg.caption_blend is not None else info.get("caption_blend", 0.95)
+        dataset = LatentBatches(shards, cfg.batch_size, cfg.seed, blend, cfg.caption_dropout, cfg.bucket_batch_size)
+        cfg.model_args = {**cfg.model_args, "in_channels": info["latent_channels"], "text_dim": info["text_dim"]}
+        extra_meta = {"vae": info["vae"], "text_encoder": info["text_encoder"], "latent_mean": info["latent_mean"],
+                      "latent_std": info["latent_std"], "temporal_factor": info["temporal_factor"],
+                      "spatial_factor": info["spatial_factor"], "shift_base_tokens": cfg.shift_base_tokens}
+
+    # model, EMA, optimizer (same seed on every rank: identical initial weights)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.kind, cfg.model, cfg.model_args).to(device)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, cfg))
+    guard = LossGuard(cfg.spike_factor, cfg.max_bad_steps)
+    meta = {"kind": cfg.kind, "model": cfg.model, "model_config": model.cfg.to_dict(), "train_config": asdict(cfg), **extra_meta}
+    start_step = 0
+
+    existing = ckpt.list_checkpoints(run_dir)
+    if resume and existing:
+        state = ckpt.load_checkpoint(existing[-1], device=str(device))
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict({**state["state"]["scheduler"], "lr_lambdas": [None]})
+        guard.load(state["state"]["guard"])
+        ckpt.set_rng_state(state["rng"])
+        start_step = state["state"]["step"]
+        if state["state"]["data"]["world_size"] != world and master:
+            print(f"note: resumed with {world} processes, the checkpoint had {state['state']['data']['world_size']}: batch order differs")
+    elif existing and not resume:
+        raise FileExistsError(f"{run_dir} already has checkpoints; pass --resume to continue or choose a new --run")
+    if master:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / MODEL_JSON).write_text(json.dumps(meta, indent=1))
+
+    train_model = model
+    if world > 1:
+        train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    loader = make_loader(dataset, start_step, stop_at, rank, world, cfg.workers)
+    writer = _tensorboard(run_dir) if master else None
+    prompts = cfg.sample_prompts if master and cfg.kind == "dit" and cfg.sample_every and cfg.sample_prompts else None
+
+    if master and not quiet:
+        params = sum(p.numel() for p in model.parameters())
+        print(f"training {cfg.model} ({params / 1e6:.2f}M parameters) on {device} x{world}, steps {start_step} -> {stop_at}")
+    started, last_loss = time.time(), float("nan")
+    model.train()
+    for step, batch in zip(range(start_step, stop_at), loader, strict=False):
+        gen = step_generator(cfg.seed, step, rank, device)
+        with autocast:
+            if cfg.kind == "vae":
+                loss, parts = vae_step_loss(train_model, batch, cfg, gen, device)
+            else:
+                loss, parts = dit_step_loss(train_model, batch, cfg, gen, device, model.cfg.patch_size)
+
+        # guard: all ranks agree to skip when any rank saw a bad loss
+        value = loss.detach().float()
+        bad = torch.tensor([0.0 if guard.is_bad(value.item()) else 1.0, value.item()], device=device)
+        if world > 1:
+            torch.distributed.all_reduce(bad)  # sum of "good" flags, sum of losses
+        step_bad = bad[0].item() < world
+        mean_loss = bad[1].item() / world
+        guard.record(mean_loss, step_bad)
+        grad_norm = float("nan")
+        if not step_bad:
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip).item()
+            optimizer.step()
+            update_ema(ema, model, cfg.ema_decay)
+            last_loss = mean_loss
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        done = step + 1
+
+        if master and (done % cfg.log_every == 0 or done == stop_at or step == start_step):
+            record = {"step": done, "loss": mean_loss, "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
+                      "skipped": guard.skipped, "bucket": batch["bucket"],
+                      **{k: float(v) for k, v in parts.items()}}
+            with open(run_dir / METRICS, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            if writer:
+                for k, v in record.items():
+                    if isinstance(v, float) and math.isfinite(v):
+                        writer.add_scalar(f"train/{k}", v, done)
+            if not quiet:
+                extra = f" psnr {parts['psnr']:.2f}" if "psnr" in parts else ""
+                print(f"step {done:6d}  loss {mean_loss:.4f}{extra}  lr {record['lr']:.2e}  skipped {guard.skipped}")
+        if master and prompts is not None and done % cfg.sample_every == 0:
+            _write_training_samples(ema, meta, prompts, cfg, run_dir, done, device, writer)
+        if master and (done % cfg.ckpt_every == 0 or done == stop_at):
+            state = {"config": asdict(cfg), "scheduler": {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"},
+                     "guard": guard.state(),
+                     "data": {"next_step": done, "world_size": world, "seed": cfg.seed,
+                              "batches_per_epoch": dataset.plan.batches_per_epoch}}
+            ckpt.save_checkpoint(run_dir, done, model.state_dict(), ema.state_dict(), optimizer.state_dict(), state, cfg.keep_last)
+        if world > 1:
+            torch.distributed.barrier()
+
+    if world > 1:
+        check_replicas_in_sync(model, device)
+    if master:
+        plot_loss_curve(run_dir)
+        if writer:
+            writer.close()
+    seconds = time.time() - started
+    if master and not quiet:
+        print(f"trained {cfg.model}: steps {start_step} -> {stop_at}, last loss {last_loss:.4f}, skipped {guard.skipped}, "
+              f"{seconds:.0f}s; checkpoints in {run_dir / ckpt.CHECKPOINTS}")
+    return {"step": stop_at, "loss": last_loss, "skipped": guard.skipped, "seconds": seconds}
+
+
+def check_replicas_in_sync(model: nn.Module, device) -> None:
+    """DDP ranks must end with identical weights; a silent divergence would make checkpoints meaningless."""
+    checksum = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().view(1).to(device)
+    gathered = [torch.zeros_like(checksum) for _ in range(torch.distributed.get_world_size())]
+    torch.distributed.all_gather(gathered, checksum)
+    if any(not torch.equal(g, gathered[0]) for g in gathered):
+        raise RuntimeError(f"DDP replicas diverged: parameter checksums {[g.item() for g in gathered]}")
+
+
+#################################################################################
+#                               Logging helpers                                 #
+#################################################################################
+
+
+def _tensorboard(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional on a bare GPU box: metrics.jsonl still has everything
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+def _write_training_samples(ema, meta, prompts, cfg, run_dir, step, device, writer):
+    from training.sample import generate, write_video
+
+    try:
+        videos = generate(ema, meta, prompts, frames=None, height=None, width=None, steps=cfg.sample_steps,
+                          cfg_scale=cfg.cfg_scale, seed=cfg.seed, device=device)
+    except (ImportError, RuntimeError, FileNotFoundError) as e:
+        print(f"note: training samples skipped at step {step}: {e}")
+        return
+    out = run_dir / "samples"
+    for i, video in enumerate(videos):
+        write_video(out / f"step{step:07d}-{i}.mp4", video, fps=8)
+        if writer:
+            writer.add_images(f"samples/{i}", torch.from_numpy(video).permute(0, 3, 1, 2)[:: max(1, len(video) // 4)],
+                              step, dataformats="NCHW")
+    ema.train()
+
+
+def plot_loss_curve(run_dir: Path) -> Path | None:
+    """loss_curve.png from metrics.jsonl (matplotlib is imported here only)."""
+    metrics = Path(run_dir) / METRICS
+    if not metrics.exists():
+        return None
+    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if math.isfinite(r["loss"])]
+    if not rows:
+        return None
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows])
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.set_title(Path(run_dir).name)
+    fig.tight_layout()
+    path = Path(run_dir) / "loss_curve.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+#################################################################################
+#                               Command line (torchrun)                         #
+#################################################################################
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Train the autoencoder (--kind vae) or the video DiT (--kind dit).")
+    parser.add_argument("--kind", choices=["vae", "dit"], default=None, help="overrides the config's kind")
+    parser.add_argument("--shards", required=True, type=Path)
+    # under torchrun spell it --run-dir: torchrun's own parser reads a bare --run as its --run-path
+    parser.add_argument("--run-dir", "--run", dest="run", required=True, type=Path)
+    parser.add_argument("--config", type=Path, default=None)
+    parser.add_argument("--vae", type=Path, default=None, help="the autoencoder run the latent shards came from")
+    parser.add_argument("--max-steps", type=int, default=None)
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args(argv)
+    default = Path(__file__).parent / "configs" / ("vae-tiny.yaml" if args.kind == "vae" else "dit-tiny.yaml")
+    cfg = load_config(args.config or default, kind=args.kind)
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), int(os.environ.get("OMP_NUM_THREADS", "64")))))
+    try:
+        train(cfg, args.shards, args.run, args.vae, args.max_steps, args.resume)
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""`rushes caption`: dense and short captions for the kept clips of a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def caption(
+    out: Path = typer.Option(..., "--out", help="run directory written by `rushes curate`"),
+    captioner: str = typer.Option("metadata", help="'metadata' (no weights), 'hf:<hub id>' or 'hf:/path/to/model'"),
+    revision: str = typer.Option(None, help="hub revision (branch, tag or commit) of the captioner"),
+    enhancer: str = typer.Option(None, help="'hf:<hub id or dir>' of a text LLM that rewrites captions densely"),
+    batch_size: int = typer.Option(None, "--batch-size", help="clips per model call (default 4)"),
+    frames: int = typer.Option(None, help="frames per clip, spread over its length (default 8)"),
+    frame_max_side: int = typer.Option(None, "--frame-max-side", help="longest frame side given to the model"),
+    max_new_tokens: int = typer.Option(None, "--max-new-tokens", help="dense caption token limit (default 256)"),
+    gpus_per_worker: float = typer.Option(None, "--gpus-per-worker", help="GPUs per worker when GPUs exist"),
+    workers: int = typer.Option(None, help="caption workers (default one per GPU, else 1)"),
+    no_checks: bool = typer.Option(False, "--no-checks", help="write unchecked captions (their captioner name says unchecked)"),
+    ray: bool = typer.Option(True, "--ray/--no-ray", help="run workers on Ray, or in this process"),
+    ray_address: str = typer.Option(None, "--ray-address", help="Ray cluster address (or RAY_ADDRESS)"),
+) -> None:
+    """Caption every kept clip of OUT that this captioner (and prompt version) has not captioned yet."""
+    from curation.config import ConfigError, validate
+    from recaption.config import CaptionConfig
+    from recaption.models import ModelNotFound
+
+    given = {"captioner": captioner, "revision": revision, "enhancer": enhancer, "batch_size": batch_size,
+             "frames": frames, "frame_max_side": frame_max_side, "max_new_tokens": max_new_tokens,
+             "gpus_per_worker": gpus_per_worker, "workers": workers, "checks": not no_checks}
+    try:
+        config = validate({k: v for k, v in given.items() if v is not None}, CaptionConfig, source="options")
+    except ConfigError as e:
+        raise typer.BadParameter(str(e)) from None
+    try:
+        if ray:
+            from workflows.caption import run_caption
+
+            summary = run_caption(out, config, ray_address=ray_address)
+        else:
+            from recaption.run import caption_run
+
+            summary = caption_run(out, config, progress=True)
+    except (ModelNotFound, FileNotFoundError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(summary.line())
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(caption)
