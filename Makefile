@@ -11,7 +11,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_CONFIG ?= workflows/configs/demo.yaml
 PYTEST_ARGS ?=
 
-.PHONY: demo test install system-deps lint bench clean
+.PHONY: demo test install system-deps lint clean
 
 demo: install
 	$(BIN)/rushes run $(DEMO_CONFIG)
@@ -39,9 +39,6 @@ $(VENV)/.installed: pyproject.toml
 
 lint: install
 	$(BIN)/ruff check .
-
-bench: install
-	$(BIN)/python benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache

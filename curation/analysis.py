@@ -53,11 +53,11 @@ class Shot:
 
 @dataclass
 class Sample:
-    """A frame kept for optical flow: gray at flow size, with the frame after it."""
+    """A frame kept for optical flow: gray at flow level (see `reduce_frame`), with the frame after it."""
 
     index: int
     flow_gray: np.ndarray
-    small_bgr: np.ndarray  # the same frame in colour at flow size (a stand-in picture)
+    small_bgr: np.ndarray  # the same frame in colour, smaller (a stand-in picture)
     next_flow_gray: np.ndarray | None = None  # frame index+1
 
 
@@ -72,6 +72,7 @@ class ClipSignals:
     samples: list[Sample]  # spread over the clip, each with its next frame where that is in the clip
     pictures: list[tuple[int, np.ndarray]]  # (frame index, BGR at analysis size), spread over the clip
     flow_to_analysis: float  # multiply flow-size pixels by this to get analysis-size pixels
+    flow_size: tuple[int, int] | None = None  # (w, h) flow runs at; None: the samples' own size
 
 
 @dataclass
@@ -95,86 +96,212 @@ _LIMITED_LUT = np.clip((np.arange(256) - 16) * 255 / 219 + 0.5, 0, 255).astype(n
 _LIMITED_CHROMA_LUT = np.clip((np.arange(256) - 128) * 255 / 224 + 128.5, 0, 255).astype(np.uint8)
 
 
-def _resize_down(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Shrink to `size` (w, h): bilinear to twice the size, then 2x2 area averaging.
+def _halve_while(img: np.ndarray, w: int, h: int) -> np.ndarray:
+    """2x2 area averages (OpenCV's fast path) while `img` is at least twice (w, h)."""
+    import cv2
 
-    Close to a full area average (little aliasing) at a fraction of its cost for odd factors.
+    while img.shape[1] >= 2 * w and img.shape[0] >= 2 * h:
+        half_h, half_w = img.shape[0] // 2, img.shape[1] // 2
+        img = cv2.resize(img[: 2 * half_h, : 2 * half_w], (half_w, half_h), interpolation=cv2.INTER_AREA)
+    return img
+
+
+def _to_size(img: np.ndarray, w: int, h: int) -> np.ndarray:
+    """`img` at exactly (w, h), from at most twice that size: one bilinear step (if any)."""
+    import cv2
+
+    if img.shape[1] == w and img.shape[0] == h:
+        return img
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def _shrink_plane(img: np.ndarray, sizes: list[tuple[int, int]]) -> list[np.ndarray]:
+    """One 8-bit plane shrunk to each of `sizes` (w, h), largest first.
+
+    2x2 area averaging while the image is still at least twice too large, then one bilinear
+    step: close to a full area average (little aliasing) at a fraction of its cost, and the
+    halvings are shared between the sizes.
+    """
+    out = []
+    for w, h in sizes:
+        img = _halve_while(img, w, h)
+        out.append(_to_size(img, w, h))
+    return out
+
+
+@dataclass
+class ReducedFrame:
+    """What the per-frame analysis reads of one decoded frame, upright and full-range."""
+
+    gray: np.ndarray  # luma at flow level: flow size up to twice it (halvings only; flow resizes)
+    small_bgr: np.ndarray  # colour at detector level: the flow level halved once more
+    picture: np.ndarray | None  # BGR at exactly the analysis size, when asked for
+
+
+def reduce_frame(
+    frame, flow_size: tuple[int, int], picture_size: tuple[int, int] | None, rotation: int = 0
+) -> ReducedFrame:
+    """Shrink a decoded PyAV frame for the analysis, touching the full-size planes once.
+
+    Every frame pays only 2x2 area halvings (OpenCV's fastest resize) down to the *flow level*,
+    the smallest halving still at least `flow_size`, and one more to the *detector level*, where
+    colour is converted; optical flow later resizes the few frame pairs it reads to `flow_size`.
+    A picture at exactly `picture_size` is made on the way down when asked for.
     """
     import cv2
 
-    w, h = size
-    if img.shape[1] <= 2 * w or img.shape[0] <= 2 * h:
-        interp = cv2.INTER_AREA if img.shape[1] >= w else cv2.INTER_LINEAR
-        return cv2.resize(img, (w, h), interpolation=interp)
-    double = cv2.resize(img, (2 * w, 2 * h), interpolation=cv2.INTER_LINEAR)
-    return cv2.resize(double, (w, h), interpolation=cv2.INTER_AREA)
+    def turned(size):  # sizes before turning upright
+        return (size[1], size[0]) if rotation in (90, 270) else size
+
+    fw, fh = turned(flow_size)
+    fmt = frame.format.name
+    picture = None
+    if fmt in _YUV_FORMATS:
+        full_range = fmt.startswith("yuvj") or getattr(frame, "color_range", 0) == 2
+        y, u, v = (_plane(p) for p in frame.planes[:3])
+        if picture_size is not None:
+            pw, ph = turned(picture_size)
+            y, u, v = (_halve_while(p, pw, ph) for p in (y, u, v))
+            picture = _yuv_to_bgr(*(_to_size(p, pw, ph) for p in (y, u, v)), full_range)
+        gray = _halve_while(y, fw, fh)
+        if not full_range:
+            gray = cv2.LUT(gray, _LIMITED_LUT)
+        det_y = _halve_while(gray, gray.shape[1] // 2, gray.shape[0] // 2) if min(gray.shape) >= 32 else gray
+        dh, dw = det_y.shape
+        det_u, det_v = (_to_size(_halve_while(p, dw, dh), dw, dh) for p in (u, v))
+        small_bgr = _yuv_to_bgr(det_y, det_u, det_v, full_range, luma_done=True)
+    else:
+        if picture_size is not None:
+            pw, ph = turned(picture_size)
+            picture = frame.reformat(width=pw, height=ph, format="bgr24").to_ndarray()
+        bgr = frame.reformat(width=fw, height=fh, format="bgr24").to_ndarray()
+        gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+        small_bgr = _halve_while(bgr, fw // 2, fh // 2) if min(gray.shape) >= 32 else bgr
+    return ReducedFrame(
+        _upright(gray, rotation),
+        _upright(small_bgr, rotation),
+        None if picture is None else _upright(picture, rotation),
+    )
+
+
+def _yuv_to_bgr(y, u, v, full_range: bool, luma_done: bool = False) -> np.ndarray:
+    import cv2
+
+    if not full_range:
+        if not luma_done:
+            y = cv2.LUT(y, _LIMITED_LUT)
+        u = cv2.LUT(u, _LIMITED_CHROMA_LUT)
+        v = cv2.LUT(v, _LIMITED_CHROMA_LUT)
+    return cv2.cvtColor(cv2.merge([y, v, u]), cv2.COLOR_YCrCb2BGR)
+
+
+def _upright(img: np.ndarray, rotation: int) -> np.ndarray:
+    return np.ascontiguousarray(np.rot90(img, k=rotation // 90)) if rotation else img
+
+
+def shrink_frame_sizes(
+    frame, sizes: list[tuple[int, int]], rotation: int = 0
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """A decoded PyAV frame as (BGR, gray) uint8 at each of `sizes` (w, h, largest first), upright.
+
+    YUV frames are read from their planes, shrunk by OpenCV and converted at the small size:
+    several times cheaper than asking FFmpeg for a full-size RGB picture first.
+    """
+    import cv2
+
+    turned = [((h, w) if rotation in (90, 270) else (w, h)) for w, h in sizes]  # before turning upright
+    fmt = frame.format.name
+    out = []
+    if fmt in _YUV_FORMATS:
+        full_range = fmt.startswith("yuvj") or getattr(frame, "color_range", 0) == 2
+        ys = _shrink_plane(_plane(frame.planes[0]), turned)
+        us = _shrink_plane(_plane(frame.planes[1]), turned)
+        vs = _shrink_plane(_plane(frame.planes[2]), turned)
+        for y, u, v in zip(ys, us, vs, strict=True):
+            if not full_range:
+                y = cv2.LUT(y, _LIMITED_LUT)
+                u = cv2.LUT(u, _LIMITED_CHROMA_LUT)
+                v = cv2.LUT(v, _LIMITED_CHROMA_LUT)
+            bgr = cv2.cvtColor(cv2.merge([y, v, u]), cv2.COLOR_YCrCb2BGR)
+            out.append((_upright(bgr, rotation), _upright(y, rotation)))
+    else:
+        for w, h in turned:
+            bgr = frame.reformat(width=w, height=h, format="bgr24").to_ndarray()
+            gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+            out.append((_upright(bgr, rotation), _upright(gray, rotation)))
+    return out
 
 
 def shrink_frame(frame, size: tuple[int, int], rotation: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A decoded PyAV frame as (BGR, gray) uint8 at `size` (w, h), turned upright.
-
-    YUV frames are read from their planes, shrunk by OpenCV and converted at the small size:
-    several times cheaper than asking FFmpeg for a full-size RGB picture first. Chroma, smooth by
-    nature, is shrunk with one bilinear step.
-    """
-    import cv2
-
-    w, h = size
-    rw, rh = (h, w) if rotation in (90, 270) else (w, h)  # size before turning upright
-    fmt = frame.format.name
-    if fmt in _YUV_FORMATS:
-        full_range = fmt.startswith("yuvj") or getattr(frame, "color_range", 0) == 2
-        y = _resize_down(_plane(frame.planes[0]), (rw, rh))
-        u = cv2.resize(_plane(frame.planes[1]), (rw, rh), interpolation=cv2.INTER_LINEAR)
-        v = cv2.resize(_plane(frame.planes[2]), (rw, rh), interpolation=cv2.INTER_LINEAR)
-        if not full_range:
-            y = cv2.LUT(y, _LIMITED_LUT)
-            u = cv2.LUT(u, _LIMITED_CHROMA_LUT)
-            v = cv2.LUT(v, _LIMITED_CHROMA_LUT)
-        bgr = cv2.cvtColor(cv2.merge([y, v, u]), cv2.COLOR_YCrCb2BGR)
-    else:
-        bgr = frame.reformat(width=rw, height=rh, format="bgr24").to_ndarray()
-        y = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
-    if rotation:
-        bgr = np.ascontiguousarray(np.rot90(bgr, k=rotation // 90))
-        y = np.ascontiguousarray(np.rot90(y, k=rotation // 90))
-    return bgr, y
+    """A decoded PyAV frame as (BGR, gray) uint8 at `size` (w, h), turned upright."""
+    return shrink_frame_sizes(frame, [size], rotation)[0]
 
 
 def _make_detectors(cfg: CurateConfig) -> dict:
+    """PySceneDetect's detectors, fed each frame's HSV differences instead of the frame itself.
+
+    The decode thread measures, once per frame, the mean absolute difference of hue, saturation and
+    value from the previous frame, exactly as `ContentDetector._calculate_frame_score` would (same
+    HSV conversion of the same small frame, same sums); the detectors only weigh them. Everything
+    that decides a cut (thresholds, the adaptive rolling ratio, the flash filter, minimum shot
+    length) is PySceneDetect's own code.
+    """
     from scenedetect.detectors import AdaptiveDetector, ContentDetector
 
     shots = cfg.shots
     made = {}
-    content = None
     for name in shots.detectors:
         if name == "content":
-            made[name] = content = ContentDetector(
+            made[name] = _measured(ContentDetector)(
                 threshold=shots.content_threshold, min_scene_len=shots.min_shot_frames
             )
-    for name in shots.detectors:
-        if name == "adaptive":
-            kind = _adaptive_reusing(content) if content is not None else AdaptiveDetector
-            made[name] = kind(
+        elif name == "adaptive":
+            made[name] = _measured(AdaptiveDetector)(
                 adaptive_threshold=shots.adaptive_threshold, min_scene_len=shots.min_shot_frames
             )
-    return dict(sorted(made.items(), key=lambda kv: kv[0] != "content"))  # content first: adaptive reuses it
+    return made
 
 
-def _adaptive_reusing(content):
-    """An AdaptiveDetector that takes each frame's content score from `content` (fed the same frame
-    just before) instead of computing the same HSV differences a second time. Falls back to its
-    own computation if PySceneDetect's internals ever change shape."""
-    from scenedetect.detectors import AdaptiveDetector
+_measured_classes: dict[type, type] = {}
 
-    class ReusingAdaptiveDetector(AdaptiveDetector):
-        def _calculate_frame_score(self, timecode, frame_img):
-            score = getattr(content, "_frame_score", None)
-            if score is None or getattr(content, "_last_frame", None) is None:
-                return super()._calculate_frame_score(timecode, frame_img)
-            return score
 
-    return ReusingAdaptiveDetector
+def _measured(detector_class: type) -> type:
+    """`detector_class` taking `HsvDelta` (or None on the first frame) in place of a frame image."""
+    if detector_class not in _measured_classes:
+
+        class Measured(detector_class):
+            def _calculate_frame_score(self, timecode, frame_img) -> float:
+                delta: HsvDelta | None = frame_img
+                if delta is None:  # the first frame: nothing to compare with, scored 0 like upstream
+                    return 0.0
+                w = self._weights
+                if w.delta_edges:
+                    raise ValueError("edge weights need the frame itself; rushes uses the default weights")
+                return (delta.hue * w.delta_hue + delta.sat * w.delta_sat + delta.lum * w.delta_lum) / sum(
+                    abs(x) for x in w
+                )
+
+        Measured.__name__ = f"Measured{detector_class.__name__}"
+        _measured_classes[detector_class] = Measured
+    return _measured_classes[detector_class]
+
+
+@dataclass(frozen=True)
+class HsvDelta:
+    """Mean absolute difference (0..255) of each HSV channel between a frame and the one before."""
+
+    hue: float
+    sat: float
+    lum: float
+
+
+def hsv_delta(hsv: np.ndarray, previous: np.ndarray) -> HsvDelta:
+    """ContentDetector's score components: per channel, sum |a - b| / pixels (uint8 HSV frames)."""
+    import cv2
+
+    sums = cv2.sumElems(cv2.absdiff(hsv, previous))
+    pixels = float(hsv.shape[0] * hsv.shape[1])
+    return HsvDelta(sums[0] / pixels, sums[1] / pixels, sums[2] / pixels)
 
 
 def decode_frames(path: Path | str, deadline: Deadline, stats: AnalysisStats) -> Iterator:
@@ -206,9 +333,10 @@ def decode_frames(path: Path | str, deadline: Deadline, stats: AnalysisStats) ->
 class _ShotTracker:
     """Follows the open shot: its sample buffer, and cuts waiting for every detector to report."""
 
-    def __init__(self, cfg: CurateConfig, info: ProbeInfo, flow_to_analysis: float):
+    def __init__(self, cfg: CurateConfig, info: ProbeInfo, size: tuple[int, int], flow_size: tuple[int, int]):
         self.cfg, self.info = cfg, info
-        self.flow_to_analysis = flow_to_analysis
+        self.size, self.flow_size = size, flow_size
+        self.flow_to_analysis = size[0] / flow_size[0]
         self.luma: list[float] = []
         self.diff: list[float] = []
         self.times: list[float] = []
@@ -220,24 +348,22 @@ class _ShotTracker:
         self.open_transition = "start"
         self.pending: list[tuple[int, str]] = []  # (cut frame, detector), not yet final
 
-    def wants_picture(self, index: int) -> bool:
-        return index % self.picture_stride == 0
-
-    def add_frame(
-        self, index: int, t: float, small_bgr: np.ndarray, flow_gray: np.ndarray, diff: float, picture
-    ):
-        self.luma.append(float(flow_gray.mean()))
-        self.diff.append(diff)
-        self.times.append(t)
+    def add_frame(self, frame: PreparedFrame):
+        index = frame.index
+        self.luma.append(frame.luma)
+        self.diff.append(frame.diff)
+        self.times.append(frame.time)
+        flow_gray = frame.flow_gray
         if self.samples and self.samples[-1].index == index - 1 and self.samples[-1].next_flow_gray is None:
             self.samples[-1].next_flow_gray = flow_gray
         if index % self.stride == 0:
-            self.samples.append(Sample(index, flow_gray, small_bgr))
+            self.samples.append(Sample(index, flow_gray, frame.small_bgr))
             if len(self.samples) > _MAX_SAMPLES:
                 self.stride *= 2
                 self.samples = [s for s in self.samples if s.index % self.stride == 0]
-        if picture is not None:
-            self.pictures.append((index, picture))
+        # pictures come every _PICTURE_STRIDE frames; a long shot keeps only every picture_stride-th
+        if frame.picture is not None and index % self.picture_stride == 0:
+            self.pictures.append((index, frame.picture))
             if len(self.pictures) > _MAX_PICTURES:
                 self.picture_stride *= 2
                 self.pictures = [p for p in self.pictures if p[0] % self.picture_stride == 0]
@@ -336,9 +462,7 @@ class _ShotTracker:
         if not pics and inside:  # a clip shorter than the picture stride: upscale a small frame
             import cv2
 
-            h, w = inside[0].small_bgr.shape[:2]
-            size = (round(w * self.flow_to_analysis), round(h * self.flow_to_analysis))
-            pics = [(inside[0].index, cv2.resize(inside[0].small_bgr, size, interpolation=cv2.INTER_LINEAR))]
+            pics = [(inside[0].index, cv2.resize(inside[0].small_bgr, self.size, interpolation=cv2.INTER_LINEAR))]
         t0 = self.times[0] if self.times else 0.0
         start_time = self.times[shot.start] - t0
         if shot.end < len(self.times):
@@ -353,6 +477,7 @@ class _ShotTracker:
             samples=inside,
             pictures=pics,
             flow_to_analysis=self.flow_to_analysis,
+            flow_size=self.flow_size,
         )
 
 
@@ -363,41 +488,77 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
 
 
+@dataclass
+class PreparedFrame:
+    """One decoded frame, reduced (in the decode thread) to what the analysis reads."""
+
+    index: int
+    time: float  # seconds, from the frame's timestamp
+    small_bgr: np.ndarray  # colour at detector level (half the flow level)
+    flow_gray: np.ndarray  # full-range luma at flow level
+    luma: float  # mean of flow_gray
+    diff: float  # share of pixels that changed by more than 10 levels since the previous frame
+    hsv_delta: HsvDelta | None  # the detectors' score components (None for the first frame)
+    picture: np.ndarray | None  # BGR at analysis size, every _PICTURE_STRIDE-th frame
+
+
+class _FramePreparer:
+    """Turns decoded frames into `PreparedFrame`s; runs in the decode thread (OpenCV frees the GIL)."""
+
+    def __init__(self, info: ProbeInfo, size: tuple[int, int], flow_size: tuple[int, int]):
+        self.info, self.size, self.flow_size = info, size, flow_size
+        self.prev_gray: np.ndarray | None = None
+        self.prev_hsv: np.ndarray | None = None
+        self.index = -1
+
+    def __call__(self, frame) -> PreparedFrame:
+        import cv2
+
+        self.index += 1
+        index = self.index
+        wants_picture = index % _PICTURE_STRIDE == 0
+        reduced = reduce_frame(frame, self.flow_size, self.size if wants_picture else None, self.info.rotation)
+        gray = reduced.gray
+        diff, delta = 1.0, None
+        hsv = cv2.cvtColor(reduced.small_bgr, cv2.COLOR_BGR2HSV)
+        if self.prev_gray is not None:  # fraction of pixels that changed visibly since the previous frame
+            changed = cv2.threshold(cv2.absdiff(gray, self.prev_gray), 10, 1, cv2.THRESH_BINARY)[1]
+            diff = cv2.countNonZero(changed) / changed.size
+            delta = hsv_delta(hsv, self.prev_hsv)
+        self.prev_gray, self.prev_hsv = gray, hsv
+        t = frame.time if frame.time is not None else index / self.info.fps
+        return PreparedFrame(
+            index, float(t), reduced.small_bgr, gray, cv2.mean(gray)[0], diff, delta, reduced.picture
+        )
+
+
 def analyze(
     path: Path | str, info: ProbeInfo, cfg: CurateConfig, stats: AnalysisStats | None = None
 ) -> Iterator[ClipSignals]:
     """Decode `path` once and yield its clips' signals as their shots close (see module doc)."""
-    import cv2
     from scenedetect import FrameTimecode
 
     stats = stats if stats is not None else AnalysisStats()
     a = cfg.analysis
     size = analysis_size(info.width, info.height, a.max_side)
     flow_size = analysis_size(size[0], size[1], a.flow_max_side)
-    tracker = _ShotTracker(cfg, info, size[0] / flow_size[0])
+    tracker = _ShotTracker(cfg, info, size, flow_size)
     detectors = _make_detectors(cfg)
     # a detector may report a cut up to this many frames after it happened
     latency = max([d.event_buffer_length for d in detectors.values()] + [0]) + 2
     # a long source may take long: the limit grows with its duration
     limit = cfg.probe.timeout_s + cfg.probe.timeout_per_video_second * info.duration
     deadline = Deadline(limit, path, "analysis")
-    prev_flow = None
+    decoded = decode_frames(path, deadline, stats)
     index = -1
-    for index, frame in enumerate(decode_frames(path, deadline, stats)):
-        # every frame: a small colour frame for the detectors, its gray for flow and frame change
-        small_bgr, flow_gray = shrink_frame(frame, flow_size, info.rotation)
-        diff = 1.0
-        if prev_flow is not None:  # fraction of pixels that changed visibly since the previous frame
-            changed = cv2.threshold(cv2.absdiff(flow_gray, prev_flow), 10, 1, cv2.THRESH_BINARY)[1]
-            diff = cv2.countNonZero(changed) / changed.size
-        prev_flow = flow_gray
-        # a few frames per shot: a larger picture for sharpness, colours and text
-        picture = shrink_frame(frame, size, info.rotation)[0] if tracker.wants_picture(index) else None
-        t = frame.time if frame.time is not None else index / info.fps
-        tracker.add_frame(index, float(t), small_bgr, flow_gray, diff, picture)
+    # decoding and shrinking run one frame batch ahead in a second thread, overlapping this loop
+    # (detectors, shot tracking) and whatever the caller does with each clip (scoring)
+    for frame in in_background(decoded, _FramePreparer(info, size, flow_size)):
+        index = frame.index
+        tracker.add_frame(frame)
         timecode = FrameTimecode(index, info.fps)
         for name, det in detectors.items():
-            for cut in det.process_frame(timecode, small_bgr):
+            for cut in det.process_frame(timecode, frame.hsv_delta):
                 tracker.pending.append((int(cut.frame_num), name))
                 stats.cuts[name] = stats.cuts.get(name, 0) + 1
         yield from _close_ready(tracker, index - latency)
@@ -413,6 +574,69 @@ def analyze(
             stats.cuts[name] = stats.cuts.get(name, 0) + 1
     yield from _close_ready(tracker, index + 1)
     yield from tracker.close(index + 1, "end", "cut")
+
+
+_BATCH = 4  # frames handed over at a time: fewer queue operations
+_QUEUE_BATCHES = 16  # how far the decode thread may run ahead (64 small frames: a few MB)
+_END = object()
+
+
+def in_background(items: Iterator, transform, batch: int = _BATCH, depth: int = _QUEUE_BATCHES) -> Iterator:
+    """`transform(item)` for each of `items`, computed in a second thread running ahead of the
+    consumer. An exception there (a decode error, the deadline) is raised here; closing this
+    generator early stops the thread and closes `items` (in that thread, where it runs)."""
+    import queue
+    import threading
+
+    handover: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(value) -> bool:
+        while not stop.is_set():
+            try:
+                handover.put(value, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work():
+        try:
+            done: list = []
+            for item in items:
+                done.append(transform(item))
+                if len(done) >= batch:
+                    if not put(done):
+                        return
+                    done = []
+            if done and not put(done):
+                return
+            put(_END)
+        except BaseException as e:  # handed to the consumer, which raises it
+            put(e)
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    worker = threading.Thread(target=work, name="rushes-decode", daemon=True)
+    worker.start()
+    try:
+        while True:
+            got = handover.get()
+            if got is _END:
+                return
+            if isinstance(got, BaseException):
+                raise got
+            yield from got
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a worker waiting to put, then let it finish
+            try:
+                handover.get(timeout=0.01)
+            except queue.Empty:
+                pass
+        worker.join()
 
 
 def _close_ready(tracker: _ShotTracker, up_to: int) -> Iterator[ClipSignals]:

@@ -59,11 +59,14 @@ def read_frames(path: Path | str, indices: list[int] | None = None, max_side: in
 def count_frames(path: Path | str) -> int:
     import av
 
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        if stream.frames:
-            return int(stream.frames)
-        return sum(1 for _ in container.demux(stream) if _.size)
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            if stream.frames:
+                return int(stream.frames)
+            return sum(1 for packet in container.demux(stream) if packet.size)
+    except (av.error.FFmpegError, IndexError) as e:
+        raise PermanentError(f"cannot read {path} as a video: {e}; re-extract the clip or quarantine its source") from e
 
 
 def sample_frames(path: Path | str, count: int, max_side: int | None = None) -> list[np.ndarray]:

@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import os
 import threading
 from pathlib import Path
@@ -37,6 +38,7 @@ from curation.frames import spread_indices
 M = schema.M
 _MIN_COLOR_SHARE = 0.08
 _MAX_COLORS = 3
+_MIN_FLOW_PAIRS = 4  # fewer pairs make the camera-motion vote too coarse
 _AGREEMENT_FOR_LABEL = 0.6  # below this share of agreeing pairs (or dominance), the move is "mixed"
 
 
@@ -89,9 +91,26 @@ def camera_label(tx: float, ty: float, zoom: float, static_px: float) -> tuple[s
     return ("zoom_in" if zoom > 0 else "zoom_out"), dominance
 
 
+def flow_pair_count(signals: ClipSignals, cfg: AnalysisConfig) -> int:
+    """Flow pairs for a clip, relative to its length: one per second, at least
+    `_MIN_FLOW_PAIRS`, at most `flow_samples` (a 2 s shot needs fewer than a 20 s one)."""
+    seconds = max(0.0, signals.end_time - signals.start_time)
+    return min(cfg.flow_samples, max(_MIN_FLOW_PAIRS, math.ceil(seconds)))
+
+
+def _at_flow_size(signals: ClipSignals, *grays: np.ndarray) -> list[np.ndarray]:
+    """The analysis keeps grays at flow level (up to twice flow size): resize the pairs flow reads."""
+    import cv2
+
+    if signals.flow_size is None:
+        return list(grays)
+    w, h = signals.flow_size
+    return [g if g.shape == (h, w) else cv2.resize(g, (w, h), interpolation=cv2.INTER_AREA) for g in grays]
+
+
 def motion_scores(signals: ClipSignals, cfg: AnalysisConfig) -> dict:
     pairs = [s for s in signals.samples if s.next_flow_gray is not None]
-    pairs = [pairs[i] for i in spread_indices(len(pairs), cfg.flow_samples)]
+    pairs = [pairs[i] for i in spread_indices(len(pairs), flow_pair_count(signals, cfg))]
     if not pairs:  # a one-frame clip: no motion can be measured
         return {
             M.motion_score: 0.0,
@@ -102,7 +121,7 @@ def motion_scores(signals: ClipSignals, cfg: AnalysisConfig) -> dict:
     scale = signals.flow_to_analysis
     means, p90s, moves = [], [], []
     for s in pairs:
-        flow = pair_flow(s.flow_gray, s.next_flow_gray) * scale
+        flow = pair_flow(*_at_flow_size(signals, s.flow_gray, s.next_flow_gray)) * scale
         mag = np.sqrt(flow[..., 0] ** 2 + flow[..., 1] ** 2)
         means.append(float(mag.mean()))
         p90s.append(float(np.percentile(mag, 90)))
@@ -338,6 +357,13 @@ def get_text_detector(cfg: AnalysisConfig) -> TextDetector | None:
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+def warm_up(cfg: AnalysisConfig) -> None:
+    """Pay the per-process start-up costs now (a worker does this once, not per clip): the text
+    model (~0.15 s) and the colour table (~0.1 s, mostly OpenCV's one-time Lab tables)."""
+    get_text_detector(cfg)
+    _palette_lut()
 
 
 def score_clip(signals: ClipSignals, cfg: AnalysisConfig, text_detector: TextDetector | None) -> dict:

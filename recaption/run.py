@@ -94,13 +94,7 @@ class CaptionWorker:
         path = self.run.root / row[M.clip_path]
         if not path.exists():
             raise PermanentError(f"clip file {path} is missing; re-run curation to extract it")
-        import av
-
-        try:
-            total = count_frames(path)
-        except (av.error.FFmpegError, IndexError) as e:  # a clip that cannot be opened is bad input
-            raise PermanentError(f"cannot open clip {path}: {e}; re-run curation to extract it again") from e
-        indices = spread_indices(total, self.frame_count(row))
+        indices = spread_indices(count_frames(path), self.frame_count(row))  # PermanentError if unreadable
         frames = read_frames(path, indices, self.config.frame_max_side)
         fps = float(row.get(M.fps) or 0) or 25.0
         return {**row, FRAMES_KEY: frames, FRAME_TIMES_KEY: [i / fps for i in indices[: len(frames)]]}

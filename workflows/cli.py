@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 
 import typer
@@ -33,6 +34,8 @@ _register_commands()
 
 
 def main() -> None:
+    # gRPC (under pymilvus and Ray) logs INFO lines such as "skipping fork() handlers" to the terminal
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     app()
 
 

@@ -18,6 +18,10 @@ _QUIET_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_DEDUP_LOGS": "0",
     "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
+    # The driver's C++ core worker prints to the terminal; its one routine line at actor-pool start
+    # ("constructor arguments in the object store") is about Ray Data internals. Real failures still
+    # surface as Python exceptions, and every process's full log stays in Ray's session directory.
+    "RAY_BACKEND_LOG_LEVEL": "fatal",
 }
 _LOCAL_OBJECT_STORE_BYTES = 256 << 20  # the pipeline moves paths and counts, never frames
 

@@ -34,6 +34,8 @@ SECTIONS: list[str] = [
     "workflows.report:kept_section",
     "workflows.report:filtered_section",
     "workflows.report:quarantine_section",
+    "workflows.report:captions_section",
+    "workflows.report:embeddings_section",
     "workflows.report:other_tables_section",
     "workflows.report:settings_section",
 ]
@@ -248,7 +250,7 @@ def _thumbs(run: RunDir, rows: list[dict]) -> str:
 
 
 def _rows(run: RunDir) -> list[dict]:
-    return sorted(read_manifest(run).to_pylist(), key=lambda r: (str(r[M.source]), r[M.start_frame]))
+    return sorted(read_manifest(run).to_pylist(), key=lambda r: (str(r[M.source]), r[M.start_frame] or 0))
 
 
 def kept_section(run: RunDir, cfg) -> str | None:
@@ -289,13 +291,51 @@ def quarantine_section(run: RunDir, cfg) -> str:
             f"<th>clip</th><th>error</th></tr>{body}</table></section>")
 
 
+def captions_section(run: RunDir, cfg) -> str | None:
+    """Captions per captioner (good and failed) and a few of the newest good ones beside their clips."""
+    if not run.captions.exists():
+        return None
+    from recaption.run import latest_captions, read_captions
+
+    C = schema.CAP
+    counts: dict[str, list[int]] = {}
+    for row in read_captions(run).select([C.captioner, C.error]).to_pylist():
+        counts.setdefault(row[C.captioner], [0, 0])[row[C.error] is not None] += 1
+    table = "".join(f"<tr><td>{html.escape(str(name))}</td><td class=n>{good}</td><td class=n>{failed}</td></tr>"
+                    for name, (good, failed) in sorted(counts.items()))
+    by_id = {r[M.clip_id]: r for r in read_manifest(run).to_pylist()}
+    examples = []
+    for cap in latest_captions(run).to_pylist()[:8]:
+        clip = by_id.get(cap[C.clip_id])
+        if clip is None:
+            continue
+        examples.append(f"<div class=cap>{_thumbs(run, [clip])}<p><b>{html.escape(str(cap[C.caption_short]))}</b>"
+                        f"<br>{html.escape(str(cap[C.caption_dense]))}<br><small>{html.escape(str(cap[C.captioner]))}"
+                        f" · prompt {html.escape(str(cap[C.prompt_version]))}</small></p></div>")
+    return (f"<section><h2>Captions</h2><table class=funnel><tr><th>captioner</th><th>good</th><th>failed</th></tr>"
+            f"{table}</table>{''.join(examples)}</section>")
+
+
+def embeddings_section(run: RunDir, cfg) -> str | None:
+    """Vectors per model and kind; an untrained placeholder model is named as such."""
+    if not run.embeddings.exists():
+        return None
+    E = schema.EMB
+    counts = Counter((r[E.kind], r[E.model]) for r in read_table(run.embeddings, schema.EMBEDDINGS)
+                     .select([E.kind, E.model]).to_pylist())
+    rows = "".join(f"<tr><td>{html.escape(str(kind))}</td><td>{html.escape(str(model))}</td><td class=n>{n}</td></tr>"
+                   for (kind, model), n in sorted(counts.items()))
+    untrained = any("untrained" in str(model) for _, model in counts)
+    note = ("<p><b>Untrained placeholder model:</b> these vectors come from random weights; search results and "
+            "near-duplicate decisions made with them mean little. Configure real weights (docs/indexing.md).</p>"
+            if untrained else "")
+    return (f"<section><h2>Embeddings</h2>{note}<table class=funnel><tr><th>kind</th><th>model</th><th>vectors</th>"
+            f"</tr>{rows}</table></section>")
+
+
 def other_tables_section(run: RunDir, cfg) -> str | None:
-    """Row counts of the tables later stages write, until they add sections of their own."""
-    tables = [("captions", run.captions, schema.CAPTIONS), ("embeddings", run.embeddings, schema.EMBEDDINGS)]
+    """Tables later stages write that have no section of their own yet (training shards)."""
     items = []
-    for name, directory, table_schema in tables:
-        if directory.exists():
-            items.append(f"<tr><td>{name}/</td><td class=n>{read_table(directory, table_schema).num_rows}</td></tr>")
     if run.shards.exists():
         items.append(f"<tr><td>shards/</td><td class=n>{sum(1 for _ in run.shards.rglob('*.parquet'))} files</td></tr>")
     if not items:
@@ -337,6 +377,7 @@ td.n {{ text-align: right; font-variant-numeric: tabular-nums; }}
 .nothumb {{ width: 180px; height: 100px; background: #eee; color: #999; font-size: 0.8em;
             display: flex; align-items: center; justify-content: center; }}
 table.q td:last-child {{ max-width: 60em; }}
+.cap {{ display: flex; gap: 1em; margin: 0.8em 0; max-width: 70em; }} .cap p {{ margin: 0; font-size: 0.9em; }}
 </style></head><body>
 <h1>{title}</h1><div class=sub>{root}</div>
 {body}

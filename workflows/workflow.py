@@ -67,3 +67,9 @@ def run_workflow(wf: WorkflowConfig) -> None:
             continue
         module_name, func_name = target.split(":")
         getattr(importlib.import_module(module_name), func_name)(wf, section)
+    # Later stages add tables the curation report did not see yet: render it once more at the end.
+    from curation.rundir import RunDir
+    from workflows.report import write_report
+
+    if RunDir(wf.out).manifest.exists():
+        print(f"report: {write_report(RunDir(wf.out), wf.curate)}")
