@@ -71,7 +71,9 @@ def bench(files: list[Path], repeat: int) -> None:
     no_text = CurateConfig()
     no_text.analysis.text_detector = "none"
     warm_up(cfg.analysis)  # once per process, as a worker does: outside the timing
-    print(f"ratio = analysis / plain decode (the faster of threaded and single-threaded); best of {repeat} rounds")
+    print(
+        f"ratio = analysis / plain decode (the faster of threaded and single-threaded); best of {repeat} rounds"
+    )
     print(
         f"{'file':30s} {'frames':>7s} {'plain s':>8s} {'analysis s':>10s} {'ratio':>6s} {'CPU ratio':>9s} "
         f"{'no-text CPU':>11s} {'ms/frame':>8s} {'clips':>6s} {'max RSS MB':>10s}"

@@ -1,17 +1,23 @@
 """Analysis: one decode pass per source, feeding shot detection and every per-clip signal.
 
-Each frame is decoded once (PyAV, frame threads) and shrunk straight from its YUV planes by
-OpenCV, which costs a fraction of a full-size RGB conversion:
+Each frame is decoded once (PyAV) and shrunk straight from its YUV planes by OpenCV with 2x2 area
+halvings only (its fastest resize), which costs a fraction of a full-size RGB conversion
+(`reduce_frame`). Decoding and shrinking run in a second thread a few frames ahead of the rest
+(`in_background`), so on a machine with a free core they overlap with shot detection and with the
+caller's per-clip scoring. Per frame:
 
-- every frame, at flow size (`analysis.flow_max_side`, 128 px): a colour frame fed to
-  PySceneDetect's detectors (`ContentDetector`, `AdaptiveDetector`; thresholds and minimum shot
-  length from `ShotConfig`) through `process_frame(FrameTimecode, bgr)`, and its gray image, from
-  which the per-frame signals are kept for the whole source (mean luma, share of pixels changed
-  since the previous frame: a few floats a frame, so a 20-minute file costs kilobytes);
-- a few frames per shot, at analysis size (`analysis.max_side`, 256 px): pictures for sharpness,
+- gray at *flow level* (the smallest halving still at least `analysis.flow_max_side`, 128 px):
+  the per-frame signals kept for the whole source (mean luma, share of pixels changed since the
+  previous frame: a few floats a frame, so a 20-minute file costs kilobytes), and the frames
+  optical flow may later read (resized to flow size then, only for the pairs it uses);
+- colour at *detector level* (the flow level halved once more, e.g. 80x45): its HSV difference
+  from the previous frame, measured once, is what PySceneDetect's `ContentDetector` and
+  `AdaptiveDetector` weigh (`process_frame`); their own code decides the cuts (thresholds,
+  adaptive ratio, flash filter, minimum shot length from `ShotConfig`);
+- every 8th frame, a picture at analysis size (`analysis.max_side`, 256 px) for sharpness,
   colours and text.
 
-Only the shot still open holds frames: at most `_MAX_SAMPLES` flow-size frames (each with the next
+Only the shot still open holds frames: at most `_MAX_SAMPLES` flow-level frames (each with the next
 frame, for optical flow) and `_MAX_PICTURES` pictures, thinned evenly by half whenever a buffer
 fills. Memory is bounded whatever the length of the source or of the shot.
 
@@ -39,7 +45,11 @@ from curation.stage import PermanentError
 
 _MAX_SAMPLES = 64  # flow frames kept for the open shot; thinned by half when full
 _MAX_PICTURES = 16  # analysis-size pictures kept for the open shot; thinned likewise
-_PICTURE_STRIDE = 8  # a shot starts with a picture every 8th frame
+_PICTURE_STRIDE = 8  # a picture every 8th frame, so any clip of 8+ frames has one (thinned in long shots)
+# FFmpeg's decoder threads pay off from about 720p; below, their hand-offs cost more CPU than they
+# save (640x360 h264: 0.40 s single-threaded, 0.52 s threaded) and the analysis' own decode thread
+# already overlaps decoding with the rest of the work
+_THREADED_DECODE_PIXELS = 1280 * 720
 _FROZEN_MIN_RUN = 3  # frozen lead-in/tail shorter than this is left alone (duplicated frames are common)
 
 
@@ -166,6 +176,8 @@ def reduce_frame(
         gray = _halve_while(y, fw, fh)
         if not full_range:
             gray = cv2.LUT(gray, _LIMITED_LUT)
+        elif not gray.flags.owndata:  # a source no larger than flow size: never keep the decoder's buffer
+            gray = gray.copy()
         det_y = _halve_while(gray, gray.shape[1] // 2, gray.shape[0] // 2) if min(gray.shape) >= 32 else gray
         dh, dw = det_y.shape
         det_u, det_v = (_to_size(_halve_while(p, dw, dh), dw, dh) for p in (u, v))
@@ -199,42 +211,24 @@ def _upright(img: np.ndarray, rotation: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(img, k=rotation // 90)) if rotation else img
 
 
-def shrink_frame_sizes(
-    frame, sizes: list[tuple[int, int]], rotation: int = 0
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """A decoded PyAV frame as (BGR, gray) uint8 at each of `sizes` (w, h, largest first), upright.
+def shrink_frame(frame, size: tuple[int, int], rotation: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A decoded PyAV frame as (BGR, gray) uint8 at exactly `size` (w, h), turned upright.
 
-    YUV frames are read from their planes, shrunk by OpenCV and converted at the small size:
-    several times cheaper than asking FFmpeg for a full-size RGB picture first.
+    Halvings then one bilinear step per plane, converted at the small size (the analysis itself
+    uses `reduce_frame`, which skips the bilinear step on every frame).
     """
     import cv2
 
-    turned = [((h, w) if rotation in (90, 270) else (w, h)) for w, h in sizes]  # before turning upright
-    fmt = frame.format.name
-    out = []
-    if fmt in _YUV_FORMATS:
-        full_range = fmt.startswith("yuvj") or getattr(frame, "color_range", 0) == 2
-        ys = _shrink_plane(_plane(frame.planes[0]), turned)
-        us = _shrink_plane(_plane(frame.planes[1]), turned)
-        vs = _shrink_plane(_plane(frame.planes[2]), turned)
-        for y, u, v in zip(ys, us, vs, strict=True):
-            if not full_range:
-                y = cv2.LUT(y, _LIMITED_LUT)
-                u = cv2.LUT(u, _LIMITED_CHROMA_LUT)
-                v = cv2.LUT(v, _LIMITED_CHROMA_LUT)
-            bgr = cv2.cvtColor(cv2.merge([y, v, u]), cv2.COLOR_YCrCb2BGR)
-            out.append((_upright(bgr, rotation), _upright(y, rotation)))
+    w, h = (size[1], size[0]) if rotation in (90, 270) else size  # before turning upright
+    if frame.format.name in _YUV_FORMATS:
+        full_range = frame.format.name.startswith("yuvj") or getattr(frame, "color_range", 0) == 2
+        y, u, v = (_shrink_plane(_plane(p), [(w, h)])[0] for p in frame.planes[:3])
+        gray = y if full_range else cv2.LUT(y, _LIMITED_LUT)
+        bgr = _yuv_to_bgr(gray, u, v, full_range, luma_done=True)
     else:
-        for w, h in turned:
-            bgr = frame.reformat(width=w, height=h, format="bgr24").to_ndarray()
-            gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
-            out.append((_upright(bgr, rotation), _upright(gray, rotation)))
-    return out
-
-
-def shrink_frame(frame, size: tuple[int, int], rotation: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A decoded PyAV frame as (BGR, gray) uint8 at `size` (w, h), turned upright."""
-    return shrink_frame_sizes(frame, [size], rotation)[0]
+        bgr = frame.reformat(width=w, height=h, format="bgr24").to_ndarray()
+        gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    return _upright(bgr, rotation), _upright(gray, rotation)
 
 
 def _make_detectors(cfg: CurateConfig) -> dict:
@@ -304,11 +298,17 @@ def hsv_delta(hsv: np.ndarray, previous: np.ndarray) -> HsvDelta:
     return HsvDelta(sums[0] / pixels, sums[1] / pixels, sums[2] / pixels)
 
 
-def decode_frames(path: Path | str, deadline: Deadline, stats: AnalysisStats) -> Iterator:
-    """Every decodable frame of the first video stream, in order; corrupt packets are skipped."""
+def decode_frames(
+    path: Path | str, deadline: Deadline, stats: AnalysisStats, frame_threads: bool = True
+) -> Iterator:
+    """Every decodable frame of the first video stream, in order; corrupt packets are skipped.
+
+    `frame_threads=False` decodes on the calling thread only (see `_THREADED_DECODE_PIXELS`)."""
     import av
 
     container, stream = open_video(path)
+    if not frame_threads:
+        stream.thread_type = "NONE"
     packets = container.demux(stream)
     try:
         while True:
@@ -462,7 +462,9 @@ class _ShotTracker:
         if not pics and inside:  # a clip shorter than the picture stride: upscale a small frame
             import cv2
 
-            pics = [(inside[0].index, cv2.resize(inside[0].small_bgr, self.size, interpolation=cv2.INTER_LINEAR))]
+            pics = [
+                (inside[0].index, cv2.resize(inside[0].small_bgr, self.size, interpolation=cv2.INTER_LINEAR))
+            ]
         t0 = self.times[0] if self.times else 0.0
         start_time = self.times[shot.start] - t0
         if shot.end < len(self.times):
@@ -517,7 +519,9 @@ class _FramePreparer:
         self.index += 1
         index = self.index
         wants_picture = index % _PICTURE_STRIDE == 0
-        reduced = reduce_frame(frame, self.flow_size, self.size if wants_picture else None, self.info.rotation)
+        reduced = reduce_frame(
+            frame, self.flow_size, self.size if wants_picture else None, self.info.rotation
+        )
         gray = reduced.gray
         diff, delta = 1.0, None
         hsv = cv2.cvtColor(reduced.small_bgr, cv2.COLOR_BGR2HSV)
@@ -549,7 +553,7 @@ def analyze(
     # a long source may take long: the limit grows with its duration
     limit = cfg.probe.timeout_s + cfg.probe.timeout_per_video_second * info.duration
     deadline = Deadline(limit, path, "analysis")
-    decoded = decode_frames(path, deadline, stats)
+    decoded = decode_frames(path, deadline, stats, info.width * info.height >= _THREADED_DECODE_PIXELS)
     index = -1
     # decoding and shrinking run one frame batch ahead in a second thread, overlapping this loop
     # (detectors, shot tracking) and whatever the caller does with each clip (scoring)

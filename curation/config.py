@@ -79,7 +79,7 @@ class ShotConfig(StrictModel):
 class AnalysisConfig(StrictModel):
     max_side: int = Field(256, ge=32, description="longest side of the downscaled frames analysis reads")
     flow_max_side: int = Field(128, ge=16, description="longest side of the gray frames optical flow reads")
-    flow_samples: int = Field(8, ge=2, description="frame pairs per clip for optical flow, spread over its length")
+    flow_samples: int = Field(8, ge=2, description="most frame pairs per clip for optical flow (one per second)")
     text_detector: Literal["tesseract", "none"] = "tesseract"
     text_samples: int = Field(3, ge=1, description="frames per clip given to the text detector")
     text_min_confidence: float = Field(70.0, ge=0, le=100, description="tesseract word confidence counted as text")

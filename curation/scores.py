@@ -105,7 +105,8 @@ def _at_flow_size(signals: ClipSignals, *grays: np.ndarray) -> list[np.ndarray]:
     if signals.flow_size is None:
         return list(grays)
     w, h = signals.flow_size
-    return [g if g.shape == (h, w) else cv2.resize(g, (w, h), interpolation=cv2.INTER_AREA) for g in grays]
+    # less than 2x larger: one bilinear step is enough (and much cheaper than a fractional area average)
+    return [g if g.shape == (h, w) else cv2.resize(g, (w, h), interpolation=cv2.INTER_LINEAR) for g in grays]
 
 
 def motion_scores(signals: ClipSignals, cfg: AnalysisConfig) -> dict:
@@ -223,11 +224,21 @@ class TextDetector:
     """Burnt-in text via tesseract's C API (tesserocr): the model is loaded once per process."""
 
     def __init__(self, tessdata: Path, min_confidence: float, prefilter: bool = True):
-        os.environ.setdefault("OMP_THREAD_LIMIT", "1")  # tesseract's own threads fight the workers'
-        import tesserocr
+        # Tesseract's own OpenMP threads fight the workers', so its runtime is capped at one thread. The cap
+        # is an environment variable OpenMP reads once, as it loads: set it only for that moment. Left set,
+        # it reached torch's OpenMP in the same process (and its children), whose kernels then ran 100x slower.
+        previous = os.environ.get("OMP_THREAD_LIMIT")
+        os.environ["OMP_THREAD_LIMIT"] = "1"
+        try:
+            import tesserocr
 
+            self._api = tesserocr.PyTessBaseAPI(path=str(tessdata), lang="eng", psm=tesserocr.PSM.SPARSE_TEXT)
+        finally:
+            if previous is None:
+                os.environ.pop("OMP_THREAD_LIMIT", None)
+            else:
+                os.environ["OMP_THREAD_LIMIT"] = previous
         self.min_confidence, self.prefilter = min_confidence, prefilter
-        self._api = tesserocr.PyTessBaseAPI(path=str(tessdata), lang="eng", psm=tesserocr.PSM.SPARSE_TEXT)
         self._lock = threading.Lock()
         version = tesserocr.tesseract_version().split()[1]
         self.name = f"tesseract-{version}/eng/psm11/conf{int(min_confidence)}" + (

@@ -100,8 +100,13 @@ class ResBlock3d(nn.Module):
 
 
 def _groups(channels: int) -> int:
+    """Up to 32 groups, but at least 4 channels per group where possible.
+
+    One channel per group is instance norm: it subtracts each channel's per-frame mean, which for a
+    plain-coloured frame is the colour itself, so narrow (tiny) autoencoders lost colour and learned slowly.
+    """
     for g in (32, 16, 8, 4, 2, 1):
-        if channels % g == 0:
+        if channels % g == 0 and (channels // g >= 4 or g == 1):
             return g
     return 1
 

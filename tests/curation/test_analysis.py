@@ -203,3 +203,40 @@ def test_analysis_time_limit_grows_with_the_source(tmp_path):
         list(analyze(path, info, cfg))
     cfg.probe.timeout_per_video_second = 30.0  # 60 s for this 2 s source
     assert list(analyze(path, info, cfg))
+
+
+def test_measured_detector_scores_equal_pyscenedetects_own(tmp_path):
+    """The decode thread's HSV differences give exactly the score ContentDetector computes itself."""
+    from scenedetect import FrameTimecode
+    from scenedetect.detectors import ContentDetector
+
+    from curation.analysis import _FramePreparer, _make_detectors, analysis_size, decode_frames
+    from curation.probe import Deadline
+
+    segs = [Segment(12, "circle", "red", "right", "blue"), Segment(12, "square", "yellow", "left", "green")]
+    path = tmp_path / "two.mp4"
+    write_footage(path, segs, 192, 144)
+    info = probe(path)
+    size = analysis_size(info.width, info.height, 256)
+    prepare = _FramePreparer(info, size, analysis_size(*size, 128))
+    upstream, measured = ContentDetector(), _make_detectors(CurateConfig())["content"]
+    scores = []
+    for frame in decode_frames(path, Deadline(None, path), AnalysisStats()):
+        prepared = prepare(frame)
+        tc = FrameTimecode(prepared.index, info.fps)
+        expected = upstream._calculate_frame_score(tc, prepared.small_bgr)
+        assert measured._calculate_frame_score(tc, prepared.hsv_delta) == pytest.approx(expected, abs=1e-9)
+        scores.append(expected)
+    assert max(scores) > 27 > scores[5]  # the cut scores far above the threshold, a moving shot below
+
+
+def test_stopping_early_ends_the_decode_thread(tmp_path):
+    import threading
+
+    path = tmp_path / "two_shots.mp4"
+    segs = [Segment(20, "circle", "red", "right", "blue"), Segment(20, "square", "yellow", "left", "green")]
+    write_footage(path, segs, 128, 96)
+    clips = analyze(path, probe(path), CurateConfig())
+    assert 19 <= next(clips).shot.end <= 21
+    clips.close()
+    assert not [t for t in threading.enumerate() if t.name == "rushes-decode"]

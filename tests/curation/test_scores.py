@@ -1,5 +1,7 @@
 """Scores against the generator's truth: camera moves, motion, luminance, sharpness, text, colours."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -118,3 +120,16 @@ def test_missing_tesseract_model_names_the_setting(tmp_path):
     with pytest.raises(TextDetectorUnavailable, match=str(tmp_path)):
         get_text_detector(AnalysisConfig(tessdata=str(tmp_path)))
     assert get_text_detector(AnalysisConfig(text_detector="none")) is None
+
+
+def test_text_detector_leaves_no_openmp_thread_cap_behind(monkeypatch):
+    # The one-thread cap is for tesseract alone; left in the environment it slowed torch 100x in the demo.
+    from curation.scores import TextDetector, find_tessdata
+
+    monkeypatch.delenv("OMP_THREAD_LIMIT", raising=False)
+    detector = TextDetector(find_tessdata(None), min_confidence=70)
+    assert "OMP_THREAD_LIMIT" not in os.environ
+    assert detector.word_boxes(np.zeros((64, 64, 3), np.uint8)) == []
+    monkeypatch.setenv("OMP_THREAD_LIMIT", "3")
+    TextDetector(find_tessdata(None), min_confidence=70)
+    assert os.environ["OMP_THREAD_LIMIT"] == "3"
