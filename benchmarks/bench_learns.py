@@ -1,14 +1,17 @@
 """Does it learn? Train the autoencoder and the DiT on a world of coloured shapes, then test held-out prompts.
 
-    .venv/bin/python benchmarks/bench_learns.py [--out /tmp/rushes-learns] [--vae-steps 500] [--dit-steps 1500]
+    OMP_NUM_THREADS=2 nice -n 10 .venv/bin/python benchmarks/bench_learns.py [--out /tmp/rushes-learns]
+        [--vae-steps 400] [--dit-steps 1000] [--textured] (see --help for the model sizes)
 
-The world: 3 shapes x 4 colours x 4 directions over 3 backgrounds, rendered by curation.footage and
-captioned with the truth ("a red circle moving left on a gray background"). Some colour x shape x
-direction combinations are never shown in training (every colour, shape and direction on its own
-is). After training on the CPU, the DiT samples the held-out prompts and every video is measured by
-frame analysis: the shape's colour (pixels nearest a palette colour other than the background) and
-its motion (centroid displacement from first to last frame). The analyser is first checked on the
-ground-truth clips. Targets: 90% colour and 80% direction accuracy on the held-out combinations.
+The world: 3 shapes x 4 colours x 4 directions over 3 plain backgrounds (the footage generator's
+shapes and trajectories; `--textured` keeps its textured backgrounds), captioned with the truth
+("a red circle moving left on a gray background"). Some colour x shape x direction combinations are
+never shown in training (every colour, shape and direction on its own is); the shards are checked
+for them. After training on the CPU, the DiT samples the held-out prompts and every video is
+measured by frame analysis: the shape's colour (pixels nearest a palette colour other than the
+background) and its motion (centroid displacement from first to last frame). The analyser is first
+checked on the ground-truth clips, then on the autoencoder's reconstructions of them (the ceiling
+for the DiT). Targets: 90% colour and 80% direction accuracy on the held-out combinations.
 Everything runs through the real pipeline: run directory -> shards -> autoencoder -> encode -> DiT.
 """
 

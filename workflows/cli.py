@@ -34,8 +34,9 @@ _register_commands()
 
 
 def main() -> None:
-    # gRPC (under pymilvus and Ray) logs INFO lines such as "skipping fork() handlers" to the terminal
-    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    # gRPC (under pymilvus, Milvus Lite and Ray) logs its transport chatter to the terminal ("skipping fork()
+    # handlers", keepalive "too_many_pings" notices). Real failures reach rushes as exceptions anyway.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     app()
 
 
