@@ -1,7 +1,7 @@
 """Does it learn? Train the autoencoder and the DiT on a world of coloured shapes, then test held-out prompts.
 
     OMP_NUM_THREADS=2 nice -n 10 .venv/bin/python benchmarks/bench_learns.py [--out /tmp/rushes-learns]
-        [--vae-steps 400] [--dit-steps 1000] [--textured] (see --help for the model sizes)
+        [--vae-steps 1200] [--dit-steps 4000] [--textured] (see --help for the model sizes)
 
 The world: 3 shapes x 4 colours x 4 directions over 3 plain backgrounds (the footage generator's
 shapes and trajectories; `--textured` keeps its textured backgrounds), captioned with the truth
@@ -147,15 +147,18 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--seeds", type=int, default=2, help="clips per training combination and background")
     parser.add_argument("--textured", action="store_true", help="the generator's textured backgrounds instead of plain ones")
-    parser.add_argument("--vae-steps", type=int, default=400)
+    parser.add_argument("--vae-steps", type=int, default=1200)
     parser.add_argument("--vae-width", type=int, default=8, help="autoencoder base channels")
     parser.add_argument("--vae-mult", default="1,2", help="autoencoder channel multiplier per level")
     parser.add_argument("--vae-spatial", type=int, default=2, help="autoencoder spatial compression")
-    parser.add_argument("--vae-temporal", type=int, default=2, help="autoencoder temporal compression (<= spatial)")
+    parser.add_argument("--vae-temporal", type=int, default=1,
+                        help="autoencoder temporal compression (<= spatial); 1 keeps every frame's motion")
     parser.add_argument("--vae-z", type=int, default=8, help="autoencoder latent channels")
     parser.add_argument("--vae-batch", type=int, default=8)
-    parser.add_argument("--vae-lr", type=float, default=2e-3)
-    parser.add_argument("--dit-steps", type=int, default=1000)
+    parser.add_argument("--vae-lr", type=float, default=4e-3)
+    parser.add_argument("--vae-gradient-weight", type=float, default=0.1,
+                        help="weight of the autoencoder's edge/motion (spatial and temporal difference) loss")
+    parser.add_argument("--dit-steps", type=int, default=4000)
     parser.add_argument("--dit-width", type=int, default=128)
     parser.add_argument("--dit-depth", type=int, default=4)
     parser.add_argument("--dit-batch", type=int, default=16)
@@ -194,7 +197,8 @@ def main() -> None:
 
     vae_cfg = TrainConfig.from_dict({
         "kind": "vae", "model": "VAE-tiny", "batch_size": args.vae_batch, "max_steps": args.vae_steps, "lr": args.vae_lr,
-        "warmup_steps": 50, "ema_decay": 0.99, "log_every": 100, "ckpt_every": args.vae_steps, "gradient_weight": 0.1,
+        "warmup_steps": 50, "ema_decay": 0.99, "log_every": 100, "ckpt_every": args.vae_steps,
+        "gradient_weight": args.vae_gradient_weight,
         "model_args": {"base_channels": args.vae_width, "channel_mult": [int(m) for m in args.vae_mult.split(",")],
                        "spatial_factor": args.vae_spatial, "temporal_factor": args.vae_temporal, "z_channels": args.vae_z}})
     t0, c0 = time.time(), time.process_time()

@@ -351,6 +351,8 @@ def train(cfg: TrainConfig, shards: Path, run_dir: Path, vae_dir: Path | None = 
         plot_loss_curve(run_dir)
         if writer:
             writer.close()
+    if world > 1:  # no rank tears the process group down while another still uses it
+        torch.distributed.barrier()
     seconds = time.time() - started
     if master and not quiet:
         print(f"trained {cfg.model}: steps {start_step} -> {stop_at}, last loss {last_loss:.4f}, skipped {guard.skipped}, "
