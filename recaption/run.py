@@ -163,13 +163,18 @@ def count_outcome(summary: CaptionSummary, caption_rows: list[dict]) -> None:
             summary.failed += 1
 
 
+def plan_captions(out: Path | str, config: CaptionConfig) -> tuple[CaptionWorker, list[dict], CaptionSummary]:
+    """The worker (model not loaded yet: a missing model fails here), the clips still to caption, and the
+    summary that counts them. Shared by the in-process run below and the Ray run in workflows/."""
+    worker = CaptionWorker(out, config)
+    todo, kept, skipped = pending_rows(RunDir(out), worker.identity, worker.prompt_version)
+    return worker, todo, CaptionSummary(worker.identity, worker.prompt_version, kept=kept, skipped=skipped)
+
+
 def caption_run(out: Path | str, config: CaptionConfig | None = None, progress: bool = False) -> CaptionSummary:
     """Caption every kept clip of the run at `out` that this captioner has not done yet, in this process."""
     config = config or CaptionConfig()
-    run = RunDir(out)
-    worker = CaptionWorker(out, config)
-    todo, kept, skipped = pending_rows(run, worker.identity, worker.prompt_version)
-    summary = CaptionSummary(worker.identity, worker.prompt_version, kept=kept, skipped=skipped)
+    worker, todo, summary = plan_captions(out, config)
     if not todo:
         return summary
     worker.setup()

@@ -41,16 +41,12 @@ def run_caption(out: Path | str, config: CaptionConfig, ray_address: str | None 
     """Caption the run at `out` with Ray; returns a recaption.run.CaptionSummary."""
     import pyarrow as pa
 
-    from curation.rundir import RunDir
     from curation.schema import MANIFEST
-    from recaption.run import CaptionSummary, CaptionWorker, ProgressBar, pending_rows
+    from recaption.run import ProgressBar, plan_captions
     from workflows.raysession import ray_session
 
-    run = RunDir(out)
-    # built on the driver only to name the captioner: a missing model fails here, before Ray starts
-    probe = CaptionWorker(out, config)
-    todo, kept, skipped = pending_rows(run, probe.identity, probe.prompt_version)
-    summary = CaptionSummary(probe.identity, probe.prompt_version, kept=kept, skipped=skipped)
+    # planned on the driver: a missing model fails here, before Ray starts; the actors load the model
+    _, todo, summary = plan_captions(out, config)
     if not todo:
         return summary
 
