@@ -1,7 +1,7 @@
 """Does it learn? Train the autoencoder and the DiT on a world of coloured shapes, then test held-out prompts.
 
     OMP_NUM_THREADS=2 nice -n 10 .venv/bin/python benchmarks/bench_learns.py [--out /tmp/rushes-learns]
-        [--vae-steps 1200] [--dit-steps 4000] [--textured] (see --help for the model sizes)
+        [--vae-steps 1200] [--dit-steps 3000] [--textured] (see --help for the model sizes)
 
 The world: 3 shapes x 4 colours x 4 directions over 3 plain backgrounds (the footage generator's
 shapes and trajectories; `--textured` keeps its textured backgrounds), captioned with the truth
@@ -45,14 +45,10 @@ def render(shape, colour, direction, background, frames, size, seed, textured=Fa
     swamp the shape. The issue's world is "coloured shapes over coloured backgrounds", so the
     benchmark flattens the background to its colour and draws the generator's shape on it.
     """
-    from curation import footage
+    from curation.footage import render_shape_clip
 
-    if textured:
-        return footage.render_shape_clip(shape, colour, direction, background, frames, size, size, seed=seed, speed=SPEED)
-    seg = footage.Segment(frames, shape, colour, direction, background, speed=SPEED, shape_size=SHAPE_SIZE)
-    renderer = footage._SegmentRenderer(seg, size, size, seed, 0)  # same geometry as render_shape_clip
-    renderer.canvas[:] = footage.COLORS[background]
-    return np.stack([renderer.frame(t) for t in range(frames)])
+    return render_shape_clip(shape, colour, direction, background, frames, size, size, seed=seed, speed=SPEED,
+                             shape_size=SHAPE_SIZE, textured=textured)
 
 
 def caption(shape, colour, direction, background):
@@ -158,12 +154,15 @@ def main() -> None:
     parser.add_argument("--vae-lr", type=float, default=4e-3)
     parser.add_argument("--vae-gradient-weight", type=float, default=0.1,
                         help="weight of the autoencoder's edge/motion (spatial and temporal difference) loss")
-    parser.add_argument("--dit-steps", type=int, default=4000)
+    parser.add_argument("--dit-steps", type=int, default=3000)
     parser.add_argument("--dit-width", type=int, default=128)
     parser.add_argument("--dit-depth", type=int, default=4)
     parser.add_argument("--dit-batch", type=int, default=16)
-    parser.add_argument("--dit-lr", type=float, default=8e-4)
+    parser.add_argument("--dit-lr", type=float, default=2e-3)
     parser.add_argument("--dit-patch", type=int, default=4, help="DiT patch height and width in latent cells")
+    parser.add_argument("--dit-frame-pos", type=int, default=8,
+                        help="DiT frame_pos_freqs: Fourier features of where a token sits in the frame (0: RoPE only)")
+    parser.add_argument("--seed", type=int, default=0, help="training seed of both models")
     parser.add_argument("--samples-per-prompt", type=int, default=2)
     parser.add_argument("--sample-steps", type=int, default=30)
     parser.add_argument("--cfg", type=float, default=4.0)
@@ -197,7 +196,7 @@ def main() -> None:
 
     vae_cfg = TrainConfig.from_dict({
         "kind": "vae", "model": "VAE-tiny", "batch_size": args.vae_batch, "max_steps": args.vae_steps, "lr": args.vae_lr,
-        "warmup_steps": 50, "ema_decay": 0.99, "log_every": 100, "ckpt_every": args.vae_steps,
+        "warmup_steps": 50, "ema_decay": 0.99, "log_every": 100, "ckpt_every": args.vae_steps, "seed": args.seed,
         "gradient_weight": args.vae_gradient_weight,
         "model_args": {"base_channels": args.vae_width, "channel_mult": [int(m) for m in args.vae_mult.split(",")],
                        "spatial_factor": args.vae_spatial, "temporal_factor": args.vae_temporal, "z_channels": args.vae_z}})
@@ -221,7 +220,9 @@ def main() -> None:
         "kind": "dit", "model": "DiT-S", "batch_size": args.dit_batch, "max_steps": args.dit_steps, "lr": args.dit_lr,
         "warmup_steps": 100, "ema_decay": 0.995, "log_every": 100, "ckpt_every": args.dit_steps, "caption_dropout": 0.1,
         "caption_blend": 0.9, "shift_base_tokens": 48,
-        "model_args": {"hidden_size": args.dit_width, "depth": args.dit_depth, "num_heads": 4, "patch_size": [1, args.dit_patch, args.dit_patch]}})
+        "seed": args.seed,
+        "model_args": {"hidden_size": args.dit_width, "depth": args.dit_depth, "num_heads": 4,
+                       "patch_size": [1, args.dit_patch, args.dit_patch], "frame_pos_freqs": args.dit_frame_pos}})
     t0, c0 = time.time(), time.process_time()
     train(dit_cfg, run.shards, args.out / "dit", args.out / "vae", quiet=False)
     dit_seconds, dit_cpu = time.time() - t0, time.process_time() - c0
@@ -238,7 +239,8 @@ def main() -> None:
                 truths.append(combo)
         videos = []
         for seed in range(args.samples_per_prompt):
-            videos += generate(dit, meta, prompts, args.frames, args.size, args.size, args.sample_steps, args.cfg, seed, "cpu")
+            videos += generate(dit, meta, prompts, args.frames, args.size, args.size, args.sample_steps, args.cfg,
+                               1000 * args.seed + seed, "cpu")
         results[name] = score(list(zip(videos, truths * args.samples_per_prompt, strict=True)))
         from training.sample import write_video
 
@@ -255,7 +257,8 @@ def main() -> None:
         "vae_train_seconds": round(vae_seconds), "encode_seconds": round(encode_seconds),
         "dit_train_seconds": round(dit_seconds), "sample_seconds": round(sample_seconds),
         "vae_cpu_seconds": round(vae_cpu), "dit_cpu_seconds": round(dit_cpu), "threads": args.threads,
-        "vae_steps": args.vae_steps, "dit_steps": args.dit_steps, "total_seconds": round(total),
+        "vae_steps": args.vae_steps, "dit_steps": args.dit_steps, "dit_lr": args.dit_lr,
+        "dit_frame_pos_freqs": args.dit_frame_pos, "seed": args.seed, "total_seconds": round(total),
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary, indent=1))

@@ -455,16 +455,27 @@ def render_shape_clip(
     seed: int = 0,
     camera: str = "static",
     speed: float = 0.04,
+    shape_size: float = 0.3,
+    textured: bool = True,
 ) -> np.ndarray:
     """One shot of one shape, (num_frames, height, width, 3) uint8 RGB: the trainer's toy data.
 
-    Its caption is `shape_caption(shape, color, direction, background, camera)`.
+    Its caption is `shape_caption(shape, color, direction, background, camera)`. `textured=False`
+    paints the background flat (static camera only): at tiny sizes the texture's blobs are as large
+    as the shape and swamp it.
     """
     seg = Segment(
-        num_frames, shape, color, direction, background, camera=camera, speed=speed, camera_speed=speed
+        num_frames, shape, color, direction, background, camera=camera, speed=speed, camera_speed=speed,
+        shape_size=shape_size,
     )
-    frames, _ = make_footage([seg], width, height, seed=seed)
-    return frames
+    if textured:
+        frames, _ = make_footage([seg], width, height, seed=seed)
+        return frames
+    if camera != "static":
+        raise ValueError(f"render_shape_clip: a flat background needs camera='static', got {camera!r}")
+    renderer = _SegmentRenderer(seg, width, height, seed, 0)  # the geometry make_footage gives segment 0
+    renderer.canvas[:] = COLORS[background]
+    return np.stack([renderer.frame(t) for t in range(num_frames)])
 
 
 def shape_caption(shape: str, color: str, direction: str, background: str, camera: str = "static") -> str:

@@ -1,7 +1,7 @@
 """Checkpoints: tensors in safetensors, everything else in JSON, written atomically, last N kept.
 
 A checkpoint is a directory `step-000123/` with model.safetensors, ema.safetensors, optimizer.safetensors
-and state.json (step, config, optimizer hyper-parameters, scheduler, RNG states, data position, guard
+(plus discriminator.safetensors when the autoencoder trains with an adversarial term) and state.json (step, config, optimizer hyper-parameters, scheduler, RNG states, data position, guard
 counters). It is written under a temporary name and renamed into place, so a killed run never leaves
 a checkpoint that looks whole. Loading reads tensors and JSON only: nothing is ever unpickled.
 """
@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 CHECKPOINTS = "checkpoints"
+DISCRIMINATOR = "discriminator.safetensors"
 
 
 def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
@@ -67,8 +68,10 @@ def set_rng_state(tensors: dict[str, torch.Tensor]) -> None:
 
 
 def save_checkpoint(run_dir: Path, step: int, model_state: dict, ema_state: dict, optimizer_state: dict,
-                    state: dict, keep_last: int = 3) -> Path:
-    """Write checkpoints/step-XXXXXX atomically; delete all but the newest `keep_last`."""
+                    state: dict, keep_last: int = 3, discriminator: tuple[dict, dict] | None = None) -> Path:
+    """Write checkpoints/step-XXXXXX atomically; delete all but the newest `keep_last`.
+
+    `discriminator`: (weights, optimizer state) of the autoencoder's adversarial critic, if it has one."""
     root = Path(run_dir) / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:07d}"
@@ -78,6 +81,11 @@ def save_checkpoint(run_dir: Path, step: int, model_state: dict, ema_state: dict
     _save_tensors(model_state, tmp / "model.safetensors")
     _save_tensors(ema_state, tmp / "ema.safetensors")
     _save_tensors({**opt_tensors, **rng_state()}, tmp / "optimizer.safetensors")
+    if discriminator is not None:
+        d_opt_tensors, d_opt_meta = flatten_optimizer(discriminator[1])
+        _save_tensors({**{f"model.{k}": v for k, v in discriminator[0].items()},
+                       **{f"optimizer.{k}": v for k, v in d_opt_tensors.items()}}, tmp / DISCRIMINATOR)
+        state = {**state, "discriminator_optimizer": d_opt_meta}
     (tmp / "state.json").write_text(json.dumps({**state, "step": step, "optimizer": opt_meta}, indent=1))
     for f in tmp.iterdir():  # make the bytes durable before the rename publishes them
         with open(f, "rb") as fh:
@@ -100,13 +108,21 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 
 
 def load_checkpoint(path: Path, device: str = "cpu") -> dict:
-    """{'model', 'ema', 'optimizer', 'rng', 'state'} from a checkpoint directory."""
+    """{'model', 'ema', 'optimizer', 'rng', 'state'} from a checkpoint directory, plus 'discriminator':
+    (weights, optimizer state) when it has one."""
     path = Path(path)
     state = json.loads((path / "state.json").read_text())
     extra = load_tensors(path / "optimizer.safetensors", device="cpu")
     rng = {k: v for k, v in extra.items() if k.startswith("rng.")}
     opt_tensors = {k: v.to(device) for k, v in extra.items() if not k.startswith("rng.")}
+    discriminator = None
+    if (path / DISCRIMINATOR).exists():
+        tensors = load_tensors(path / DISCRIMINATOR, device)
+        weights = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+        opt = {k.removeprefix("optimizer."): v for k, v in tensors.items() if k.startswith("optimizer.")}
+        discriminator = (weights, unflatten_optimizer(opt, state.pop("discriminator_optimizer")))
     return {
+        "discriminator": discriminator,
         "model": load_tensors(path / "model.safetensors", device),
         "ema": load_tensors(path / "ema.safetensors", device),
         "optimizer": unflatten_optimizer(opt_tensors, state.pop("optimizer")),

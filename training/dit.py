@@ -1,9 +1,10 @@
 """Video diffusion transformer: latents (B, C, T, H, W) + timestep + text states -> velocity (B, C, T, H, W).
 
-Latents are cut into (pt, ph, pw) patches that become tokens. Positions enter only through a 3D
-rotary embedding over (t, h, w) computed on the fly, so any frame count, resolution and aspect ratio
-works with no table to retrain. Timesteps condition every block with adaLN-zero; text enters by
-cross-attention over the text encoder's token states (plus its pooled state in the adaLN signal).
+Latents are cut into (pt, ph, pw) patches that become tokens. Positions enter through a 3D rotary
+embedding over (t, h, w) computed on the fly, plus Fourier features of each token's place as a
+fraction of the frame, so any frame count, resolution and aspect ratio works with no table to
+retrain. Timesteps condition every block with adaLN-zero; text enters by cross-attention over the
+text encoder's token states (plus its pooled state in the adaLN signal).
 """
 
 from __future__ import annotations
@@ -29,6 +30,15 @@ class DiTConfig:
     patch_size: tuple[int, int, int] = (1, 2, 2)  # (pt, ph, pw)
     text_dim: int = 384  # width of the text encoder's token states
     rope_theta: float = 10000.0
+    # RoPE alone is relative: a token can tell where it sits in the frame only from the frame's edges.
+    # frame_pos_freqs > 0 adds Fourier features of each token's place as a fraction of the frame
+    # (and its frame index), which mean the same at any size or aspect ratio; 0 turns them off.
+    # benchmarks/bench_learns.py: without them a small DiT placed shapes but not their motion
+    # (held-out direction 25%, chance); with 8 it scored 100% for the same training time.
+    frame_pos_freqs: int = 8
+    # image-to-video and extension by frame masking: the DiT also reads clean latents of the frames it
+    # is given and a mask of which frames those are (channels beside the noisy latents)
+    frame_conditioning: bool = False
     grad_checkpoint: bool = False
 
     def __post_init__(self):
@@ -92,11 +102,32 @@ def rope_3d(grid_t: int, grid_h: int, grid_w: int, head_dim: int, theta: float, 
     return angles.cos(), angles.sin()
 
 
+def frame_position_features(grid_t: int, grid_h: int, grid_w: int, n_freqs: int, device) -> torch.Tensor:
+    """(N, 6 * n_freqs) sin/cos features of each token's (frame index, row, column); rows and columns as
+    fractions of the frame (cell centres in (0, 1)) so that "top left" means the same at any size."""
+    t = torch.arange(grid_t, device=device, dtype=torch.float32) / 4.0  # time: index scaled to a few cycles
+    h = (torch.arange(grid_h, device=device, dtype=torch.float32) + 0.5) / grid_h
+    w = (torch.arange(grid_w, device=device, dtype=torch.float32) + 0.5) / grid_w
+    pos = torch.stack(torch.meshgrid(t, h, w, indexing="ij"), dim=-1).reshape(-1, 3, 1)  # (N, 3, 1)
+    freqs = math.pi * 2.0 ** torch.arange(n_freqs, device=device, dtype=torch.float32)  # (F,)
+    angles = (pos * freqs).reshape(pos.shape[0], -1)  # (N, 3F)
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
 def apply_rope(x, cos, sin):
     """Rotate consecutive pairs of x (B, heads, N, head_dim) by the angles of each token."""
     x1, x2 = x.float().unflatten(-1, (-1, 2)).unbind(-1)  # (B, H, N, head_dim/2) each
     out = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
     return out.type_as(x)
+
+
+def conditioning_channels(x, cond, cond_mask):
+    """[noisy latents, given latents (zero elsewhere), mask] for a frame-conditioned DiT's input."""
+    b, c, t, h, w = x.shape
+    if cond is None or cond_mask is None:
+        return x, torch.zeros_like(x), x.new_zeros(b, 1, t, h, w)
+    m = cond_mask.to(x.dtype).view(b, 1, t, 1, 1)
+    return x, cond.to(x.dtype) * m, m.expand(b, 1, t, h, w)
 
 
 #################################################################################
@@ -193,7 +224,9 @@ class VideoDiT(nn.Module):
         d = cfg.hidden_size
         pt, ph, pw = cfg.patch_size
         self.patch_volume = pt * ph * pw
-        self.x_embedder = nn.Linear(cfg.in_channels * self.patch_volume, d)
+        in_channels = 2 * cfg.in_channels + 1 if cfg.frame_conditioning else cfg.in_channels
+        self.x_embedder = nn.Linear(in_channels * self.patch_volume, d)
+        self.pos_embedder = nn.Linear(6 * cfg.frame_pos_freqs, d) if cfg.frame_pos_freqs else None
         self.t_embedder = TimestepEmbedder(d)
         self.text_proj = nn.Sequential(nn.Linear(cfg.text_dim, d), nn.GELU(approximate="tanh"), nn.Linear(d, d))
         self.pooled_proj = nn.Linear(d, d)
@@ -256,10 +289,20 @@ class VideoDiT(nn.Module):
         pooled = (states * weights).sum(1) / weights.sum(1)  # (B, D)
         return states, mask, pooled
 
-    def forward(self, x, t, text, mask):
-        """x (B, C, T, H, W) noisy latents, t (B,) in [0, 1], text (B, L, text_dim), mask (B, L) bool."""
+    def forward(self, x, t, text, mask, cond=None, cond_mask=None):
+        """x (B, C, T, H, W) noisy latents, t (B,) in [0, 1], text (B, L, text_dim), mask (B, L) bool.
+
+        With `frame_conditioning`: cond (B, C, T, H, W) clean latents of the given frames (zeros
+        elsewhere) and cond_mask (B, T) bool, True on given latent frames; both None = nothing given.
+        """
+        if self.cfg.frame_conditioning:
+            x = torch.cat(conditioning_channels(x, cond, cond_mask), dim=1)
+        elif cond is not None and cond_mask is not None and cond_mask.any():
+            raise ValueError("this DiT was trained without frame_conditioning: it cannot start from given frames")
         tokens, grid, size = self.patchify(x)  # (B, N, C*P)
         h = self.x_embedder(tokens)  # (B, N, D)
+        if self.pos_embedder is not None:
+            h = h + self.pos_embedder(frame_position_features(*grid, self.cfg.frame_pos_freqs, x.device))
         states, mask, pooled = self.encode_text(text, mask)
         c = self.t_embedder(t) + self.pooled_proj(pooled)  # (B, D)
         cos, sin = rope_3d(*grid, self.cfg.hidden_size // self.cfg.num_heads, self.cfg.rope_theta, x.device)

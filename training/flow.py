@@ -39,11 +39,19 @@ def interpolate(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch
     return (1 - t) * x0 + t * noise
 
 
-def flow_loss(model: Callable, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, **cond) -> torch.Tensor:
-    """Mean squared error between the model's velocity at x_t and the true velocity noise - x0."""
+def flow_loss(model: Callable, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, weight=None,
+              **cond) -> torch.Tensor:
+    """Mean squared error between the model's velocity at x_t and the true velocity noise - x0.
+
+    `weight` (broadcastable to x0, e.g. (B, 1, T, 1, 1)) leaves out elements with weight 0: frames the
+    model was given as conditions are not its to predict."""
     x_t = interpolate(x0, noise, t.to(x0.device))
     pred = model(x_t, t.to(x0.device), **cond)
-    return torch.mean((pred.float() - (noise - x0).float()) ** 2)
+    error = (pred.float() - (noise - x0).float()) ** 2
+    if weight is None:
+        return error.mean()
+    weight = weight.to(error.dtype).expand_as(error)
+    return (error * weight).sum() / weight.sum().clamp(min=1.0)
 
 
 def sampling_schedule(steps: int, shift: float = 1.0) -> torch.Tensor:

@@ -41,8 +41,13 @@ def latent_size(frames: int, height: int, width: int, temporal_factor: int, spat
 @torch.no_grad()
 def generate(dit, meta: dict, prompts: list[str], frames: int | None = 17, height: int | None = 64,
              width: int | None = 64, steps: int = 30, cfg_scale: float = 4.0, seed: int = 0, device="cpu",
-             method: str = "euler", vae_dir: str | None = None, text_states=None) -> list[np.ndarray]:
-    """Videos (T, H, W, 3) uint8, one per prompt. `text_states` (states, mask) skips the text encoder."""
+             method: str = "euler", vae_dir: str | None = None, text_states=None,
+             first_frames: np.ndarray | None = None) -> list[np.ndarray]:
+    """Videos (T, H, W, 3) uint8, one per prompt. `text_states` (states, mask) skips the text encoder.
+
+    `first_frames` (k, H, W, 3) uint8 — an image (k = 1) or the start of a clip — makes every video
+    begin with them (a DiT trained with frame_conditioning): image-to-video or extension. They are
+    resized to height x width; the first 1 + temporal_factor*j of them that fit are used."""
     frames, height, width = frames or 17, height or 64, width or 64
     if frames < 1 or height < 1 or width < 1:
         raise ValueError(f"frames, height and width must be positive, got {frames}x{height}x{width}")
@@ -61,17 +66,53 @@ def generate(dit, meta: dict, prompts: list[str], frames: int | None = 17, heigh
     noise = torch.randn(b, dit.cfg.in_channels, lt, lh, lw, generator=gen).to(device)
     cond = {"text": text, "mask": mask}
     uncond = {"text": torch.zeros_like(text), "mask": torch.zeros_like(mask)}  # all masked: the DiT's null token
+    vae = _autoencoder(vae_dir or meta["vae"], device)
+    mean = torch.tensor(meta["latent_mean"], device=device).view(1, -1, 1, 1, 1)
+    std = torch.tensor(meta["latent_std"], device=device).view(1, -1, 1, 1, 1)
+    given = None
+    if first_frames is not None:
+        if not dit.cfg.frame_conditioning:
+            raise ValueError("this DiT was trained without frame_conditioning: it cannot start from given frames; "
+                             "train one with model_args: {frame_conditioning: true} and condition_prob > 0")
+        latents = encode_first_frames(vae, first_frames, frames, height, width, meta["temporal_factor"], device)
+        given = torch.zeros(b, dit.cfg.in_channels, lt, lh, lw, device=device)
+        given[:, :, : latents.shape[2]] = ((latents - mean) / std)[:, :, :, :lh, :lw]
+        cond_mask = torch.zeros(b, lt, dtype=torch.bool, device=device)
+        cond_mask[:, : latents.shape[2]] = True
+        for half in (cond, uncond):  # guidance is on the caption only: both halves see the given frames
+            half.update(cond=given, cond_mask=cond_mask)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else torch.autocast("cpu", enabled=False)
     with autocast:
         z = sample(lambda x, t, **c: dit(x, t, **c).float(), noise, cond, uncond if cfg_scale != 1.0 else None,
                    steps=steps, cfg_scale=cfg_scale, shift=shift_for_size(tokens, meta.get("shift_base_tokens", 256)),
                    method=method)
-    mean = torch.tensor(meta["latent_mean"], device=device).view(1, -1, 1, 1, 1)
-    std = torch.tensor(meta["latent_std"], device=device).view(1, -1, 1, 1, 1)
-    vae = _autoencoder(vae_dir or meta["vae"], device)
+    if given is not None:  # the given frames exactly, not the sampler's approximation of them
+        z = torch.where(cond["cond_mask"].view(b, 1, lt, 1, 1), given, z)
     video = vae.decode_chunked(z * std + mean)  # (B, 3, T', H', W')
     video = video[:, :, :frames, :height, :width].clamp(-1, 1)
     return [((v.permute(1, 2, 3, 0).float().cpu().numpy() + 1) * 127.5).round().astype(np.uint8) for v in video]
+
+
+@torch.no_grad()
+def encode_first_frames(vae, first_frames: np.ndarray, frames: int, height: int, width: int, temporal_factor: int,
+                        device) -> torch.Tensor:
+    """Autoencoder latents (1, C, j, h, w) of the given frames, resized to height x width (padded up to the
+    autoencoder's factor), at most 1 + temporal_factor*k frames and fewer than the video's."""
+    first_frames = np.asarray(first_frames)
+    if first_frames.ndim == 3:
+        first_frames = first_frames[None]
+    if first_frames.ndim != 4 or first_frames.shape[-1] != 3 or len(first_frames) == 0:
+        raise ValueError(f"first frames must be (k, H, W, 3) RGB, got shape {first_frames.shape}")
+    usable = 1 + (min(len(first_frames), frames) - 1) // temporal_factor * temporal_factor
+    if usable >= frames and frames > 1:  # leave at least one latent frame to generate
+        usable -= temporal_factor
+    x = torch.from_numpy(first_frames[:usable]).to(device).float().permute(3, 0, 1, 2)[None] / 127.5 - 1
+    x = torch.nn.functional.interpolate(x[0].transpose(0, 1), size=(height, width), mode="bilinear",
+                                        antialias=True, align_corners=False).transpose(0, 1)[None]
+    from training.vae import pad_to_multiple
+
+    x, _ = pad_to_multiple(x.clamp(-1, 1), vae.cfg.spatial_factor)
+    return vae.encode(x)[0]
 
 
 def write_video(path: Path | str, frames: np.ndarray, fps: float = 8) -> Path:

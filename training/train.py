@@ -28,7 +28,17 @@ from training import checkpoint as ckpt
 from training.data import LatentBatches, PixelBatches, make_loader, parse_bucket, read_latent_info
 from training.dit import DiT_models, DiTConfig, VideoDiT
 from training.flow import flow_loss, sample_timesteps, shift_for_size
-from training.vae import VAE_models, VAEConfig, VideoAutoencoder, psnr, vae_loss, valid_frames
+from training.vae import (
+    PatchDiscriminator,
+    VAE_models,
+    VAEConfig,
+    VideoAutoencoder,
+    critic_loss,
+    fool_loss,
+    psnr,
+    vae_loss,
+    valid_frames,
+)
 
 MODEL_JSON = "model.json"
 METRICS = "metrics.jsonl"
@@ -61,12 +71,16 @@ class TrainConfig:
     # autoencoder
     kl_weight: float = 1e-6
     gradient_weight: float = 0.1
+    adv_weight: float = 0.0  # > 0: a 3D PatchGAN critic trains alongside and its verdict joins the loss
+    adv_start_step: int = 0  # let reconstructions settle before the critic starts to push
+    disc_channels: int = 32
     # DiT
     caption_blend: float | None = None  # p(dense caption); None: what `rushes shard --caption-blend` recorded
     caption_dropout: float = 0.1
     timestep_mean: float = 0.0
     timestep_std: float = 1.0
     shift_base_tokens: int = 256
+    condition_prob: float = 0.0  # p(a clip's first latent frames are given): image-to-video and extension training
     sample_every: int = 0  # 0: no samples during training
     sample_prompts: list = field(default_factory=list)
     sample_steps: int = 20
@@ -188,12 +202,31 @@ def step_generator(seed: int, step: int, rank: int, device) -> torch.Generator:
     return g
 
 
-def vae_step_loss(model, batch, cfg: TrainConfig, gen, device):
+def vae_step_loss(model, batch, cfg: TrainConfig, gen, device, critic=None):
+    """Loss, parts to log, and (clips, reconstructions) for the critic's own step."""
     video = batch["video"].to(device, non_blocking=True)  # (B, 3, T, H, W)
     recon, mean, logvar = model(video, generator=gen)
     loss, parts = vae_loss(recon.float(), video, mean.float(), logvar.float(), cfg.kl_weight, cfg.gradient_weight)
     parts["psnr"] = psnr(recon.detach(), video)
-    return loss, parts
+    if critic is not None:  # the critic's weights are frozen here: only the autoencoder learns from this term
+        fool = fool_loss(critic(recon).float())
+        loss = loss + cfg.adv_weight * fool
+        parts["adv_fool"] = fool.detach()
+    return loss, parts, (video, recon)
+
+
+def critic_step(critic, train_critic, optimizer, video, recon, autocast) -> float:
+    """One update of the autoencoder's critic on real clips and (detached) reconstructions."""
+    critic.requires_grad_(True)
+    with autocast:  # real and fake in one call: DDP allows one forward per backward
+        logits = train_critic(torch.cat([video, recon.detach()])).float()
+    real, fake = logits.chunk(2)
+    loss = critic_loss(real, fake)
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    critic.requires_grad_(False)
+    return loss.item()
 
 
 def dit_step_loss(model, batch, cfg: TrainConfig, gen, device, patch_size):
@@ -203,8 +236,22 @@ def dit_step_loss(model, batch, cfg: TrainConfig, gen, device, patch_size):
     t = sample_timesteps(x0.shape[0], gen, cfg.timestep_mean, cfg.timestep_std,
                          shift_for_size(tokens, cfg.shift_base_tokens)).to(device)
     noise = torch.randn(x0.shape, generator=gen, device=device)
-    loss = flow_loss(model, x0, t, noise, text=text, mask=mask)
+    given, weight = {}, None
+    if cfg.condition_prob > 0:  # drawn after t and noise: runs without conditioning keep their batches
+        cond_mask = conditioning_frames(x0.shape[0], x0.shape[2], cfg.condition_prob, gen).to(device)
+        given = {"cond": x0, "cond_mask": cond_mask}
+        weight = (~cond_mask).view(x0.shape[0], 1, x0.shape[2], 1, 1)  # given frames are not predicted
+    loss = flow_loss(model, x0, t, noise, weight=weight, text=text, mask=mask, **given)
     return loss, {"tokens": tokens}
+
+
+def conditioning_frames(batch: int, frames: int, prob: float, gen: torch.Generator) -> torch.Tensor:
+    """(batch, frames) bool: with probability `prob` a clip's first k latent frames (1 <= k < frames) are
+    given — k = 1 is image-to-video, more is extending a clip; images (1 frame) are never given."""
+    chosen = torch.rand(batch, generator=gen, device=gen.device) < prob
+    k = torch.randint(1, max(2, frames), (batch,), generator=gen, device=gen.device)
+    given = torch.arange(frames, device=gen.device)[None] < k[:, None]
+    return given & chosen[:, None] & (frames > 1)
 
 
 def setup_distributed() -> tuple[int, int, int, torch.device]:
@@ -256,10 +303,17 @@ def train(cfg: TrainConfig, shards: Path, run_dir: Path, vae_dir: Path | None = 
     # model, EMA, optimizer (same seed on every rank: identical initial weights)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.kind, cfg.model, cfg.model_args).to(device)
+    if cfg.kind == "dit" and cfg.condition_prob > 0 and not model.cfg.frame_conditioning:
+        raise ValueError(f"condition_prob {cfg.condition_prob} needs a DiT that reads given frames: "
+                         "set model_args: {frame_conditioning: true}")
     ema = copy.deepcopy(model).requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, cfg))
     guard = LossGuard(cfg.spike_factor, cfg.max_bad_steps)
+    critic = critic_optimizer = None
+    if cfg.kind == "vae" and cfg.adv_weight > 0:
+        critic = PatchDiscriminator(cfg.disc_channels).to(device).requires_grad_(False)
+        critic_optimizer = torch.optim.AdamW(critic.parameters(), lr=cfg.lr, betas=(0.5, 0.9), weight_decay=0.0)
     meta = {"kind": cfg.kind, "model": cfg.model, "model_config": model.cfg.to_dict(), "train_config": asdict(cfg), **extra_meta}
     start_step = 0
 
@@ -272,6 +326,11 @@ def train(cfg: TrainConfig, shards: Path, run_dir: Path, vae_dir: Path | None = 
         scheduler.load_state_dict({**state["state"]["scheduler"], "lr_lambdas": [None]})
         guard.load(state["state"]["guard"])
         ckpt.set_rng_state(state["rng"])
+        if critic is not None:
+            if state["discriminator"] is None:
+                raise ValueError(f"{existing[-1]} was trained without the adversarial term; resume with adv_weight 0")
+            critic.load_state_dict(state["discriminator"][0])
+            critic_optimizer.load_state_dict(state["discriminator"][1])
         start_step = state["state"]["step"]
         if state["state"]["data"]["world_size"] != world and master:
             print(f"note: resumed with {world} processes, the checkpoint had {state['state']['data']['world_size']}: batch order differs")
@@ -283,7 +342,16 @@ def train(cfg: TrainConfig, shards: Path, run_dir: Path, vae_dir: Path | None = 
 
     train_model = model
     if world > 1:
-        train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        # a 1-frame (image) batch skips the autoencoder's temporal layers: DDP must look for unused parameters,
+        # or the rank with the image never joins the all-reduce of their gradients and the other rank waits forever
+        images = cfg.kind == "vae" and any(parse_bucket(b)[0] == 1 for b in dataset.buckets)
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=images)
+    train_critic = critic
+    if critic is not None and world > 1:
+        train_critic = torch.nn.parallel.DistributedDataParallel(critic.requires_grad_(True),
+                                                                 device_ids=[device.index] if device.type == "cuda" else None)
+        critic.requires_grad_(False)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     loader = make_loader(dataset, start_step, stop_at, rank, world, cfg.workers)
     writer = _tensorboard(run_dir) if master else None
@@ -296,9 +364,11 @@ def train(cfg: TrainConfig, shards: Path, run_dir: Path, vae_dir: Path | None = 
     model.train()
     for step, batch in zip(range(start_step, stop_at), loader, strict=False):
         gen = step_generator(cfg.seed, step, rank, device)
+        adversarial = critic is not None and step >= cfg.adv_start_step
         with autocast:
             if cfg.kind == "vae":
-                loss, parts = vae_step_loss(train_model, batch, cfg, gen, device)
+                loss, parts, (video, recon) = vae_step_loss(train_model, batch, cfg, gen, device,
+                                                            critic if adversarial else None)
             else:
                 loss, parts = dit_step_loss(train_model, batch, cfg, gen, device, model.cfg.patch_size)
 
@@ -317,6 +387,8 @@ def train(cfg: TrainConfig, shards: Path, run_dir: Path, vae_dir: Path | None = 
             optimizer.step()
             update_ema(ema, model, cfg.ema_decay)
             last_loss = mean_loss
+            if adversarial:
+                parts["adv_critic"] = critic_step(critic, train_critic, critic_optimizer, video, recon, autocast)
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
         done = step + 1
@@ -341,12 +413,14 @@ def train(cfg: TrainConfig, shards: Path, run_dir: Path, vae_dir: Path | None = 
                      "guard": guard.state(),
                      "data": {"next_step": done, "world_size": world, "seed": cfg.seed,
                               "batches_per_epoch": dataset.plan.batches_per_epoch}}
-            ckpt.save_checkpoint(run_dir, done, model.state_dict(), ema.state_dict(), optimizer.state_dict(), state, cfg.keep_last)
+            ckpt.save_checkpoint(run_dir, done, model.state_dict(), ema.state_dict(), optimizer.state_dict(), state,
+                                 cfg.keep_last, (critic.state_dict(), critic_optimizer.state_dict()) if critic else None)
         if world > 1:
             torch.distributed.barrier()
 
     if world > 1:
-        check_replicas_in_sync(model, device)
+        for replicated in (model, critic) if critic is not None else (model,):
+            check_replicas_in_sync(replicated, device)
     if master:
         plot_loss_curve(run_dir)
         if writer:

@@ -320,6 +320,44 @@ def vae_loss(recon, target, mean, logvar, kl_weight: float = 1e-6, gradient_weig
     return total, parts
 
 
+class PatchDiscriminator(nn.Module):
+    """A 3D PatchGAN critic for the autoencoder's optional adversarial term: videos (B, 3, T, H, W) ->
+    real/fake logits per space-time patch. Strided in space only, so 1-frame clips (images) work;
+    GroupNorm rather than BatchNorm, so real and fake halves of one batch do not mix statistics."""
+
+    def __init__(self, channels: int = 32, layers: int = 3):
+        super().__init__()
+        self.layers = layers
+        blocks: list[nn.Module] = []
+        c_in, c = 3, channels
+        for i in range(layers):
+            blocks.append(nn.Conv3d(c_in, c, (3, 4, 4), stride=(1, 2, 2), padding=1))
+            if i:
+                blocks.append(nn.GroupNorm(_groups(c), c))
+            blocks.append(nn.LeakyReLU(0.2))
+            c_in, c = c, c * 2
+        blocks.append(nn.Conv3d(c_in, 1, 3, padding=1))
+        self.net = nn.Sequential(*blocks)
+
+    def forward(self, video):
+        if min(video.shape[-2:]) < 2**self.layers:
+            raise ValueError(f"the discriminator halves each side {self.layers} times; frames of "
+                             f"{video.shape[-2]}x{video.shape[-1]} are too small (at least {2**self.layers} px a side)")
+        return self.net(video)
+
+
+# Non-saturating GAN losses. Both are >= 0, so the trainer's spike guard (a multiple of the recent
+# median loss) keeps working with the adversarial term added.
+def critic_loss(real_logits, fake_logits):
+    """The discriminator's loss: call real clips real and reconstructions fake."""
+    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+
+
+def fool_loss(fake_logits):
+    """The autoencoder's adversarial term: make the discriminator call its reconstructions real."""
+    return F.softplus(-fake_logits).mean()
+
+
 def psnr(recon, target) -> float:
     """PSNR in dB for videos in [-1, 1] (peak-to-peak 2)."""
     mse = F.mse_loss(recon.clamp(-1, 1).float(), target.float()).item()

@@ -68,6 +68,19 @@ def test_shape_moves_in_its_stated_direction(direction):
     assert moved > 10 and across < 2, (dx, dy)
 
 
+def test_flat_background_clip_keeps_the_shape_and_its_path():
+    textured = render_shape_clip("square", "yellow", "up", "brown", num_frames=6, height=48, width=40, seed=3)
+    flat = render_shape_clip("square", "yellow", "up", "brown", num_frames=6, height=48, width=40, seed=3,
+                             textured=False)
+    background = ~np.all(flat == COLORS["yellow"], axis=-1)
+    assert (flat[background] == COLORS["brown"]).all()  # one colour wherever the shape is not
+    assert len(np.unique(textured[0].reshape(-1, 3), axis=0)) > len(np.unique(flat[0].reshape(-1, 3), axis=0))
+    assert _centroid(flat[0], "yellow") == pytest.approx(_centroid(textured[0], "yellow"), abs=1.0)
+    assert _centroid(flat[-1], "yellow")[1] < _centroid(flat[0], "yellow")[1] - 5  # moving up
+    with pytest.raises(ValueError, match="static"):
+        render_shape_clip("circle", camera="pan_left", textured=False)
+
+
 @pytest.mark.parametrize(
     "camera, content",
     [("pan_right", (-1, 0)), ("pan_left", (1, 0)), ("tilt_up", (0, 1)), ("tilt_down", (0, -1))],

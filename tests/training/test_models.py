@@ -3,8 +3,17 @@
 import pytest
 import torch
 
-from training.dit import DiTConfig, VideoDiT, apply_rope, rope_3d
-from training.vae import VAEConfig, VideoAutoencoder, pad_to_multiple, psnr, vae_loss
+from training.dit import DiTConfig, VideoDiT, apply_rope, frame_position_features, rope_3d
+from training.vae import (
+    PatchDiscriminator,
+    VAEConfig,
+    VideoAutoencoder,
+    critic_loss,
+    fool_loss,
+    pad_to_multiple,
+    psnr,
+    vae_loss,
+)
 
 
 def tiny_vae(**kw):
@@ -26,6 +35,22 @@ def test_autoencoder_shapes(frames, height, width):
     loss.backward()
     assert torch.isfinite(loss) and set(parts) == {"l1", "mse", "kl", "gradient"}
     assert 0 < psnr(recon, x) < 60
+
+
+@pytest.mark.parametrize("frames,height,width", [(1, 8, 8), (5, 32, 48)])
+def test_patch_discriminator_scores_patches_of_images_and_videos(frames, height, width):
+    critic = PatchDiscriminator(channels=8)
+    logits = critic(torch.rand(2, 3, frames, height, width) * 2 - 1)
+    assert logits.shape == (2, 1, frames, height // 8, width // 8)
+    with pytest.raises(ValueError, match="too small.*at least 8 px"):
+        critic(torch.zeros(1, 3, 1, 4, 16))
+
+
+def test_adversarial_losses_point_the_right_way():
+    sure_real, sure_fake = torch.full((4,), 5.0), torch.full((4,), -5.0)
+    assert critic_loss(sure_real, sure_fake) < 0.1 < critic_loss(sure_fake, sure_real)  # a critic that is right
+    assert fool_loss(sure_real) < 0.1 < fool_loss(sure_fake)  # reconstructions called real cost little
+    assert min(critic_loss(sure_fake, sure_real), fool_loss(sure_fake)) >= 0  # the loss guard needs >= 0
 
 
 def test_autoencoder_other_factors():
@@ -84,8 +109,9 @@ def tiny_dit(**kw):
 
 
 @pytest.mark.parametrize("size", [(1, 4, 4), (1, 3, 5), (5, 6, 10), (3, 7, 9)])
-def test_dit_shapes_any_size_via_padding(size):
-    dit = tiny_dit(patch_size=(2, 2, 2))
+@pytest.mark.parametrize("frame_pos_freqs", [0, 3])
+def test_dit_shapes_any_size_via_padding(size, frame_pos_freqs):
+    dit = tiny_dit(patch_size=(2, 2, 2), frame_pos_freqs=frame_pos_freqs)
     x = torch.randn(2, 4, *size)
     text = torch.randn(2, 5, 16)
     mask = torch.tensor([[True, True, True, False, False], [False] * 5])  # the second caption was dropped
@@ -118,6 +144,16 @@ def test_dit_activation_checkpointing_gives_the_same_gradients():
 def test_dit_config_errors():
     with pytest.raises(ValueError, match="head size"):
         DiTConfig(hidden_size=50, num_heads=4)
+
+
+def test_frame_position_features_are_fractions_of_the_frame():
+    small = frame_position_features(2, 3, 3, 4, "cpu").view(2, 3, 3, -1)
+    large = frame_position_features(2, 5, 7, 4, "cpu").view(2, 5, 7, -1)
+    assert small.shape[-1] == 6 * 4
+    torch.testing.assert_close(small[1, 1, 1], large[1, 2, 3])  # the centre of the frame, at any size
+    assert not torch.allclose(large[0, 2, 0], large[0, 2, -1])  # left and right edges differ
+    assert not torch.allclose(large[0, 0, 3], large[0, -1, 3])  # so do top and bottom
+    assert not torch.allclose(large[0, 2, 3], large[1, 2, 3])  # and frames
 
 
 def test_rope_3d_scores_depend_only_on_the_offset():

@@ -31,10 +31,15 @@ def assert_same_run(a, b):
             assert torch.equal(value, opt_b["state"][pid][name]), (pid, name)
 
 
-@pytest.mark.parametrize("kind", ["vae", "dit"])
+ADVERSARIAL = {"adv_weight": 0.5, "adv_start_step": 1, "disc_channels": 8}
+
+
+@pytest.mark.parametrize("kind", ["vae", "vae-adversarial", "dit"])
 def test_resume_is_exact(kind, tiny_latents, tmp_path):
     shards, vae_run, _ = tiny_latents
-    cfg = dict(TINY_VAE if kind == "vae" else TINY_DIT, max_steps=5, ckpt_every=2)
+    cfg = dict(TINY_DIT if kind == "dit" else TINY_VAE, max_steps=5, ckpt_every=2)
+    if kind == "vae-adversarial":
+        cfg.update(ADVERSARIAL)
     vae = vae_run if kind == "dit" else None
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     train(TrainConfig.from_dict(cfg), shards, straight, vae, quiet=True)
@@ -44,6 +49,19 @@ def test_resume_is_exact(kind, tiny_latents, tmp_path):
         train(TrainConfig.from_dict(cfg), shards, stopped, vae, quiet=True)
     train(TrainConfig.from_dict(cfg), shards, stopped, vae, resume=True, quiet=True)
     assert_same_run(straight, stopped)
+    if kind == "vae-adversarial":  # the critic resumes exactly too
+        critic_a, critic_b = (load_checkpoint(list_checkpoints(r)[-1])["discriminator"] for r in (straight, stopped))
+        for k in critic_a[0]:
+            assert torch.equal(critic_a[0][k], critic_b[0][k]), k
+        for pid in critic_a[1]["state"]:
+            assert torch.equal(critic_a[1]["state"][pid]["exp_avg"], critic_b[1]["state"][pid]["exp_avg"])
+        metrics = [json.loads(line) for line in (straight / "metrics.jsonl").read_text().splitlines()]
+        assert "adv_fool" not in metrics[0] and metrics[-1]["adv_fool"] > 0 and metrics[-1]["adv_critic"] > 0
+        plain = tmp_path / "plain"
+        train(TrainConfig.from_dict(dict(TINY_VAE, max_steps=5, ckpt_every=2)), shards, plain, quiet=True)
+        assert not torch.equal(*(weights(r)[0]["decoder.conv_out.conv.weight"] for r in (plain, straight)))
+        with pytest.raises(ValueError, match="without the adversarial term"):
+            train(TrainConfig.from_dict(dict(cfg, max_steps=6)), shards, plain, resume=True, quiet=True)
     state = json.loads((list_checkpoints(stopped)[-1] / "state.json").read_text())
     assert state["step"] == 5 and state["data"]["next_step"] == 5 and state["scheduler"]["last_epoch"] == 5
     assert [p.name for p in list_checkpoints(stopped)][-1] == "step-0000005"
@@ -91,16 +109,20 @@ def test_learning_rate_warms_up_then_decays():
     assert lr_at(60, cfg) == pytest.approx(0.55) and lr_at(110, cfg) == pytest.approx(0.1)
 
 
-def test_ddp_with_two_cpu_processes(tiny_latents, tmp_path):
+@pytest.mark.parametrize("kind", ["dit", "vae-adversarial"])
+def test_ddp_with_two_cpu_processes(kind, tiny_latents, tmp_path):
     shards, vae_run, _ = tiny_latents
-    config = tmp_path / "dit.yaml"
-    config.write_text(json.dumps({**TINY_DIT, "batch_size": 1, "max_steps": 3}))  # JSON is YAML
+    config = tmp_path / "config.yaml"
+    if kind == "dit":
+        cfg, vae_args = {**TINY_DIT, "batch_size": 1, "max_steps": 3}, ["--vae", str(vae_run)]
+    else:  # the autoencoder and its critic are both replicated
+        cfg, vae_args = {**TINY_VAE, **ADVERSARIAL, "max_steps": 3}, []
+    config.write_text(json.dumps(cfg))  # JSON is YAML
     run = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
-         "-m", "training.train", "--shards", str(shards), "--vae", str(vae_run), "--run-dir", str(run),
-         "--config", str(config)],
+         "-m", "training.train", "--shards", str(shards), *vae_args, "--run-dir", str(run), "--config", str(config)],
         capture_output=True, text=True, env=env, cwd=Path(__file__).parents[2], timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -133,6 +133,10 @@ def sample(
     vae: Path | None = typer.Option(None, "--vae", help="autoencoder run [default: the one the DiT was trained with]"),
     upsample_prompt: bool = typer.Option(False, "--upsample-prompt", help="rewrite the prompt densely first"),
     enhancer: str | None = typer.Option(None, "--enhancer", help="'hf:<id or dir>' text LLM for --upsample-prompt"),
+    first_frame: Path | None = typer.Option(
+        None, "--first-frame",
+        help="an image to start from (image-to-video) or a video whose first frames to continue; "
+             "needs a DiT trained with frame_conditioning"),
 ) -> None:
     """Generate a video from a prompt with a trained DiT and write it as mp4."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -150,12 +154,42 @@ def sample(
         dit, meta = load_trained(run, device)
         if meta["kind"] != "dit":
             _fail(f"{run} is an autoencoder run; pass the DiT run to --run")
+        given = read_first_frames(first_frame, frames) if first_frame else None
         video = generate(dit, meta, [prompt], frames, height, width, steps, cfg, seed, device, method,
-                         vae_dir=str(vae) if vae else None)[0]
+                         vae_dir=str(vae) if vae else None, first_frames=given)[0]
     except (FileNotFoundError, RuntimeError, ValueError) as e:
         _fail(str(e))
     write_video(out, video, fps)
     typer.echo(f"sample: {video.shape[0]} frames {video.shape[2]}x{video.shape[1]} -> {out}")
+
+
+def read_first_frames(path: Path, limit: int):
+    """(k, H, W, 3) uint8 frames of an image (k = 1) or the first `limit` frames of a video."""
+    import numpy as np
+
+    if not path.is_file():
+        raise FileNotFoundError(f"--first-frame {path}: no such file")
+    try:
+        from PIL import Image
+
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))[None]
+    except OSError:
+        pass  # not an image: try it as a video
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            frames = []
+            for frame in container.decode(video=0):
+                frames.append(frame.to_ndarray(format="rgb24"))
+                if len(frames) == limit:
+                    break
+    except (av.error.FFmpegError, ValueError, IndexError) as e:
+        raise ValueError(f"--first-frame {path}: neither an image nor a readable video ({e})") from e
+    if not frames:
+        raise ValueError(f"--first-frame {path}: the video has no frames")
+    return np.stack(frames)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,86 @@
+"""Image-to-video and extension by frame masking: the DiT reads given frames, the trainer masks them out
+of the loss, and sampling starts every video with exactly the frames it was given."""
+
+import numpy as np
+import pytest
+import torch
+from training_testkit import TINY_DIT
+
+from training.dit import DiTConfig, VideoDiT
+from training.sample import generate
+from training.train import TrainConfig, conditioning_frames, load_trained, train
+from workflows.commands.train import read_first_frames
+
+CONDITIONED = {**TINY_DIT, "max_steps": 3, "condition_prob": 0.5,
+               "model_args": {**TINY_DIT["model_args"], "frame_conditioning": True}}
+
+
+def test_dit_reads_the_given_frames():
+    torch.manual_seed(0)
+    dit = VideoDiT(DiTConfig(in_channels=4, hidden_size=48, depth=2, num_heads=4, text_dim=16, frame_conditioning=True))
+    for p in dit.parameters():
+        p.data += 0.02 * torch.randn_like(p)
+    x, t, text, mask = torch.randn(2, 4, 3, 4, 6), torch.rand(2), torch.randn(2, 3, 16), torch.ones(2, 3, dtype=torch.bool)
+    given = torch.tensor([[True, False, False], [True, True, False]])
+    free = dit(x, t, text, mask)
+    assert free.shape == x.shape
+    torch.testing.assert_close(free, dit(x, t, text, mask, torch.randn_like(x), torch.zeros_like(given)))
+    a = dit(x, t, text, mask, torch.randn_like(x), given)
+    b = dit(x, t, text, mask, torch.randn_like(x), given)
+    assert not torch.allclose(a, free) and not torch.allclose(a, b)  # the given latents matter
+    plain = VideoDiT(DiTConfig(in_channels=4, hidden_size=48, depth=2, num_heads=4, text_dim=16))
+    with pytest.raises(ValueError, match="without frame_conditioning"):
+        plain(x, t, text, mask, x, given)
+
+
+def test_conditioning_frames_are_prefixes_and_never_whole_clips():
+    gen = torch.Generator().manual_seed(0)
+    given = conditioning_frames(4000, 5, 0.5, gen)
+    counts = given.sum(1)
+    assert 0.45 < (counts > 0).float().mean() < 0.55 and counts.max() == 4
+    for row, k in zip(given, counts, strict=True):  # the first k frames, nothing after
+        assert row[:k].all() and not row[k:].any()
+    assert not conditioning_frames(100, 1, 1.0, gen).any()  # an image is never given to itself
+
+
+def test_trained_dit_starts_from_the_given_image(tiny_latents, tmp_path):
+    shards, vae_run, _ = tiny_latents
+    train(TrainConfig.from_dict(CONDITIONED), shards, tmp_path / "dit", vae_run, quiet=True)
+    dit, meta = load_trained(tmp_path / "dit")
+    vae, _ = load_trained(vae_run)
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (32, 48, 3), dtype=np.uint8)
+    prompts = ["a red circle moving left on a blue background"] * 2
+    videos = generate(dit, meta, prompts, 9, 32, 48, steps=2, cfg_scale=2.0, seed=0, first_frames=image)
+    with torch.no_grad():  # the causal decoder's first frame depends on the first latent only
+        x = torch.from_numpy(image).float().permute(2, 0, 1)[None, :, None] / 127.5 - 1
+        recon = vae.decode(vae.encode(x)[0]).clamp(-1, 1)
+    expected = ((recon[0, :, 0].permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8)
+    for video in videos:
+        assert video.shape == (9, 32, 48, 3)
+        assert np.abs(video[0].astype(int) - expected.astype(int)).max() <= 1
+    free = generate(dit, meta, prompts[:1], 9, 32, 48, steps=2, cfg_scale=2.0, seed=0)[0]
+    assert np.abs(free[0].astype(int) - expected.astype(int)).mean() > 5
+
+    plain_run = tmp_path / "plain"
+    train(TrainConfig.from_dict({**TINY_DIT, "max_steps": 1}), shards, plain_run, vae_run, quiet=True)
+    with pytest.raises(ValueError, match="without frame_conditioning"):
+        generate(*load_trained(plain_run), prompts, 9, 32, 48, steps=1, first_frames=image)
+    with pytest.raises(ValueError, match="needs a DiT that reads given frames"):
+        train(TrainConfig.from_dict({**TINY_DIT, "condition_prob": 0.5}), shards, tmp_path / "x", vae_run, quiet=True)
+
+
+def test_first_frames_come_from_an_image_or_a_video(tmp_path):
+    from PIL import Image
+
+    from curation.footage import render_shape_clip, write_video
+
+    Image.fromarray(np.full((20, 30, 3), 200, np.uint8)).save(tmp_path / "first.png")
+    assert read_first_frames(tmp_path / "first.png", 9).shape == (1, 20, 30, 3)
+    write_video(tmp_path / "clip.mp4", render_shape_clip(num_frames=12, height=32, width=32), fps=12)
+    assert read_first_frames(tmp_path / "clip.mp4", 5).shape == (5, 32, 32, 3)
+    (tmp_path / "junk.mp4").write_bytes(b"not a video")
+    with pytest.raises(ValueError, match="junk.mp4: neither an image nor a readable video"):
+        read_first_frames(tmp_path / "junk.mp4", 5)
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        read_first_frames(tmp_path / "missing.png", 5)
