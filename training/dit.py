@@ -33,8 +33,8 @@ class DiTConfig:
     # RoPE alone is relative: a token can tell where it sits in the frame only from the frame's edges.
     # frame_pos_freqs > 0 adds Fourier features of each token's place as a fraction of the frame
     # (and its frame index), which mean the same at any size or aspect ratio; 0 turns them off.
-    # benchmarks/bench_learns.py: without them a small DiT placed shapes but not their motion
-    # (held-out direction 25%, chance); with 8 it scored 100% for the same training time.
+    # benchmarks/bench_learns.py: without them a small DiT's shapes moved any way (held-out direction
+    # 25%, chance); with 8 it scored 100% for the same training time.
     frame_pos_freqs: int = 8
     # image-to-video and extension by frame masking: the DiT also reads clean latents of the frames it
     # is given and a mask of which frames those are (channels beside the noisy latents)

@@ -98,7 +98,7 @@ def encode_first_frames(vae, first_frames: np.ndarray, frames: int, height: int,
                         device) -> torch.Tensor:
     """Autoencoder latents (1, C, j, h, w) of the given frames, resized to height x width (padded up to the
     autoencoder's factor), at most 1 + temporal_factor*k frames and fewer than the video's."""
-    first_frames = np.asarray(first_frames)
+    first_frames = np.array(first_frames, dtype=np.uint8)  # a writable copy: PIL arrays are read-only
     if first_frames.ndim == 3:
         first_frames = first_frames[None]
     if first_frames.ndim != 4 or first_frames.shape[-1] != 3 or len(first_frames) == 0:

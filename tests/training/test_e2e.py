@@ -41,6 +41,9 @@ def test_shard_train_encode_train_sample(tmp_path):
     with av.open(str(video)) as container:
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     assert len(frames) == 6 and frames[0].shape == (30, 44, 3)
+    result = CliRunner().invoke(app, ["sample", "--run", str(runs / "dit"), "--prompt", "x", "--first-frame", str(video),
+                                      "--steps", "1", "--out", str(tmp_path / "i2v.mp4")])
+    assert result.exit_code == 2 and "without frame_conditioning" in result.output  # this DiT cannot take frames
 
 
 def test_cli_errors_are_clear(tmp_path):

@@ -62,6 +62,18 @@ def test_trained_dit_starts_from_the_given_image(tiny_latents, tmp_path):
     free = generate(dit, meta, prompts[:1], 9, 32, 48, steps=2, cfg_scale=2.0, seed=0)[0]
     assert np.abs(free[0].astype(int) - expected.astype(int)).mean() > 5
 
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from workflows.cli import app
+
+    Image.fromarray(image).save(tmp_path / "first.png")
+    result = CliRunner().invoke(app, ["sample", "--run", str(tmp_path / "dit"), "--prompt", prompts[0], "--first-frame",
+                                      str(tmp_path / "first.png"), "--frames", "9", "--height", "32", "--width", "48",
+                                      "--steps", "2", "--out", str(tmp_path / "i2v.mp4")])
+    assert result.exit_code == 0, result.output
+    assert read_first_frames(tmp_path / "i2v.mp4", 9).shape == (9, 32, 48, 3)
+
     plain_run = tmp_path / "plain"
     train(TrainConfig.from_dict({**TINY_DIT, "max_steps": 1}), shards, plain_run, vae_run, quiet=True)
     with pytest.raises(ValueError, match="without frame_conditioning"):
