@@ -1,9 +1,10 @@
 """Checkpoints: tensors in safetensors, everything else in JSON, written atomically, last N kept.
 
 A checkpoint is a directory `step-000123/` with model.safetensors, ema.safetensors, optimizer.safetensors
-(plus discriminator.safetensors when the autoencoder trains with an adversarial term) and state.json (step, config, optimizer hyper-parameters, scheduler, RNG states, data position, guard
-counters). It is written under a temporary name and renamed into place, so a killed run never leaves
-a checkpoint that looks whole. Loading reads tensors and JSON only: nothing is ever unpickled.
+(plus discriminator.safetensors when the autoencoder trains with an adversarial term) and state.json
+(step, config, optimizer hyper-parameters, scheduler, RNG states, data position, guard counters).
+It is written under a temporary name and renamed into place, so a killed run never leaves a
+checkpoint that looks whole. Loading reads tensors and JSON only: nothing is ever unpickled.
 """
 
 from __future__ import annotations
