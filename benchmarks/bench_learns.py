@@ -39,7 +39,22 @@ HELD_OUT = [  # every colour, shape and direction still appears in training with
 ]
 
 
-def render(shape, colour, direction, background, frames, size, seed, textured=False):
+def random_start(direction: str, frames: int, rng: np.random.Generator) -> tuple[float, float]:
+    """A frame-0 centre (fractions of the frame) anywhere the whole path stays inside the frame."""
+    margin, travel = SHAPE_SIZE / 2 + 0.03, SPEED * (frames - 1)
+    dx, dy = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}[direction]
+
+    def along(d):
+        if d > 0:
+            return rng.uniform(margin, 1 - margin - travel)
+        if d < 0:
+            return rng.uniform(margin + travel, 1 - margin)
+        return rng.uniform(margin, 1 - margin)
+
+    return along(dx), along(dy)
+
+
+def render(shape, colour, direction, background, frames, size, seed, textured=False, start=None):
     """(frames, size, size, 3) uint8: the footage generator's shape and trajectory, on a plain background by default.
 
     The generator's own backgrounds carry a texture (blobs of about size/12 px) so that camera motion
@@ -50,7 +65,7 @@ def render(shape, colour, direction, background, frames, size, seed, textured=Fa
     from curation.footage import render_shape_clip
 
     return render_shape_clip(shape, colour, direction, background, frames, size, size, seed=seed, speed=SPEED,
-                             shape_size=SHAPE_SIZE, textured=textured)
+                             shape_size=SHAPE_SIZE, textured=textured, start=start)
 
 
 def caption(shape, colour, direction, background):
@@ -59,7 +74,7 @@ def caption(shape, colour, direction, background):
     return shape_caption(shape, colour, direction, background)
 
 
-def make_world(root: Path, frames: int, size: int, seeds: int, textured: bool = False):
+def make_world(root: Path, frames: int, size: int, seeds: int, textured: bool = False, random_starts: bool = False):
     """A curated run directory: one kept clip per training combination x background x seed, with captions."""
     from curation import schema
     from curation.footage import write_video
@@ -71,7 +86,8 @@ def make_world(root: Path, frames: int, size: int, seeds: int, textured: bool = 
     for i, ((shape, colour, direction), background, seed) in enumerate(itertools.product(combos, BACKGROUNDS, range(seeds))):
         clip_id = schema.clip_id_for("learns", i, i + frames)
         path = run.clips / f"{clip_id}.mp4"
-        write_video(path, render(shape, colour, direction, background, frames, size, seed, textured), fps=12, crf=12)
+        start = random_start(direction, frames, np.random.default_rng([1, i])) if random_starts else None
+        write_video(path, render(shape, colour, direction, background, frames, size, seed, textured, start), fps=12, crf=12)
         manifest.append({schema.M.clip_id: clip_id, schema.M.source: "world", schema.M.fps: 12.0, schema.M.width: size,
                          schema.M.height: size, schema.M.status: schema.STATUS_KEPT, schema.M.filter_reasons: [],
                          schema.M.clip_path: run.rel(path)})
@@ -145,6 +161,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--seeds", type=int, default=2, help="clips per training combination and background")
     parser.add_argument("--textured", action="store_true", help="the generator's textured backgrounds instead of plain ones")
+    parser.add_argument("--random-starts", action="store_true",
+                        help="shapes start anywhere their path fits, not on the side they move away from: where a "
+                             "shape is no longer tells its direction, only how it moves does")
     parser.add_argument("--vae-steps", type=int, default=1200)
     parser.add_argument("--vae-width", type=int, default=8, help="autoencoder base channels")
     parser.add_argument("--vae-mult", default="1,2", help="autoencoder channel multiplier per level")
@@ -190,8 +209,11 @@ def main() -> None:
     if args.out.exists():
         shutil.rmtree(args.out)
     started = time.time()
-    run, clips, combos = make_world(args.out / "world", args.frames, args.size, args.seeds, args.textured)
-    truth_check = [(render(s, c, d, b, args.frames, args.size, 7, args.textured), (s, c, d))
+    run, clips, combos = make_world(args.out / "world", args.frames, args.size, args.seeds, args.textured,
+                                    args.random_starts)
+    starts = np.random.default_rng(2)
+    truth_check = [(render(s, c, d, b, args.frames, args.size, 7, args.textured,
+                           random_start(d, args.frames, starts) if args.random_starts else None), (s, c, d))
                    for (s, c, d) in HELD_OUT for b in BACKGROUNDS]
     analyser_colour, analyser_direction = score(truth_check)
     print(f"world: {clips} training clips ({combos} of {len(SHAPES) * len(COLOURS) * len(DIRECTIONS)} combinations), "
@@ -279,6 +301,7 @@ def main() -> None:
         "trained_direction_accuracy": results["trained"][1], "analyser_colour": analyser_colour,
         "analyser_direction": analyser_direction, "analyser_colour_on_reconstructions": recon_colour,
         "analyser_direction_on_reconstructions": recon_direction, "textured": args.textured,
+        "random_starts": args.random_starts,
         "vae_train_seconds": round(vae_seconds), "encode_seconds": round(encode_seconds),
         "dit_train_seconds": round(dit_seconds), "sample_seconds": round(sample_seconds),
         "vae_cpu_seconds": round(vae_cpu), "dit_cpu_seconds": round(dit_cpu), "threads": args.threads,

@@ -84,6 +84,8 @@ class Segment:
     camera_speed: float = 0.02
     zoom_rate: float = 1.015
     shape_size: float = 0.3  # fraction of the frame height
+    # shape centre at frame 0 as fractions of (width, height); None: on the side it moves away from
+    start: tuple[float, float] | None = None
 
     def __post_init__(self):
         if self.num_frames < 1:
@@ -279,6 +281,8 @@ class _SegmentRenderer:
             width * (0.5 - 0.3 * dx) + rng.uniform(-0.05, 0.05) * width * (dx == 0),
             height * (0.5 - 0.3 * dy) + rng.uniform(-0.05, 0.05) * height * (dy == 0),
         )
+        if seg.start is not None:
+            self.shape_start = (width * seg.start[0], height * seg.start[1])
         self.text_layout = None
         if seg.text:
             fscale, thick, _box, org = _text_layout(seg.text, width, height)
@@ -457,16 +461,18 @@ def render_shape_clip(
     speed: float = 0.04,
     shape_size: float = 0.3,
     textured: bool = True,
+    start: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """One shot of one shape, (num_frames, height, width, 3) uint8 RGB: the trainer's toy data.
 
     Its caption is `shape_caption(shape, color, direction, background, camera)`. `textured=False`
     paints the background flat (static camera only): at tiny sizes the texture's blobs are as large
-    as the shape and swamp it.
+    as the shape and swamp it. `start` places the shape's centre at frame 0 (fractions of width and
+    height) instead of on the side it moves away from.
     """
     seg = Segment(
         num_frames, shape, color, direction, background, camera=camera, speed=speed, camera_speed=speed,
-        shape_size=shape_size,
+        shape_size=shape_size, start=start,
     )
     if textured:
         frames, _ = make_footage([seg], width, height, seed=seed)

@@ -79,6 +79,8 @@ def test_flat_background_clip_keeps_the_shape_and_its_path():
     assert _centroid(flat[-1], "yellow")[1] < _centroid(flat[0], "yellow")[1] - 5  # moving up
     with pytest.raises(ValueError, match="static"):
         render_shape_clip("circle", camera="pan_left", textured=False)
+    placed = render_shape_clip("circle", "red", "left", "blue", num_frames=3, height=48, width=64, start=(0.75, 0.25))
+    assert _centroid(placed[0], "red") == pytest.approx((48, 12), abs=1.0)  # given as fractions of the frame
 
 
 @pytest.mark.parametrize(
