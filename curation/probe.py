@@ -23,6 +23,13 @@ from pathlib import Path
 
 from curation.stage import PermanentError
 
+
+class ProbeError(PermanentError):
+    """An input that cannot be read as a video; reported as stage "probe" even when analysis probes it."""
+
+    stage = "probe"
+
+
 _CHUNK = 64 * 1024
 _MIDDLE_CHUNKS = 8
 _VFR_PACKETS = 240
@@ -60,7 +67,7 @@ class Deadline:
 
     def check(self) -> None:
         if self.expires is not None and time.monotonic() > self.expires:
-            raise PermanentError(
+            raise ProbeError(
                 f"{self.path}: {self.what} took longer than the {self.seconds:g} s limit; the file is "
                 "pathological or far too long: raise probe.timeout_s (or probe.timeout_per_video_second) "
                 "or check the file"
@@ -94,15 +101,15 @@ def open_video(path: Path | str):
 
     path = Path(path)
     if not path.exists():
-        raise PermanentError(f"{path} does not exist; check the input path")
+        raise ProbeError(f"{path} does not exist; check the input path")
     if path.is_dir():
-        raise PermanentError(f"{path} is a directory, not a video file")
+        raise ProbeError(f"{path} is a directory, not a video file")
     if path.stat().st_size == 0:
-        raise PermanentError(f"{path} is empty (0 bytes); re-copy or re-export the file")
+        raise ProbeError(f"{path} is empty (0 bytes); re-copy or re-export the file")
     try:
         container = av.open(str(path), metadata_errors="ignore")
     except av.error.FFmpegError as e:
-        raise PermanentError(
+        raise ProbeError(
             f"{path} is not a readable video container ({_ffmpeg_reason(e)}); it may be truncated, "
             "corrupt or not a video at all: re-export it or leave it out"
         ) from e
@@ -110,15 +117,15 @@ def open_video(path: Path | str):
         kinds = sorted({s.type for s in container.streams})
         container.close()
         detail = f"only {', '.join(kinds)} streams" if kinds else "no streams at all"
-        raise PermanentError(f"{path} has no video stream ({detail}); curation needs video")
+        raise ProbeError(f"{path} has no video stream ({detail}); curation needs video")
     stream = container.streams.video[0]
     fmt = container.format.name
     if stream.codec_context.name in _NOT_VIDEO_CODECS or fmt in ("tty",):
         container.close()
-        raise PermanentError(f"{path} is a text file, not a video; leave it out of the inputs")
+        raise ProbeError(f"{path} is a text file, not a video; leave it out of the inputs")
     if fmt == "image2" or fmt.endswith("_pipe"):
         container.close()
-        raise PermanentError(f"{path} is a still image ({fmt}), not a video; leave it out of the inputs")
+        raise ProbeError(f"{path} is a still image ({fmt}), not a video; leave it out of the inputs")
     stream.thread_type = "AUTO"
     return container, stream
 
@@ -150,7 +157,7 @@ def probe(path: Path | str, timeout_s: float | None = 60.0) -> ProbeInfo:
             rate = (len(pts) - 1) / span if span > 0 else rate
         fps = float(rate) if rate else 0.0
         if fps <= 0:
-            raise PermanentError(f"{path}: the video stream has no usable frame rate; re-mux the file")
+            raise ProbeError(f"{path}: the video stream has no usable frame rate; re-mux the file")
         estimated = False
         num_frames = int(stream.frames or 0)
         if vfr or num_frames <= 0:
@@ -179,7 +186,7 @@ def probe(path: Path | str, timeout_s: float | None = 60.0) -> ProbeInfo:
             size_bytes=path.stat().st_size,
         )
     except av.error.FFmpegError as e:
-        raise PermanentError(
+        raise ProbeError(
             f"{path}: cannot read the video stream ({_ffmpeg_reason(e)}); the file is corrupt"
         ) from e
     finally:
@@ -216,7 +223,7 @@ def _first_frame_and_timestamps(container, stream, path: Path, deadline: Deadlin
         except av.error.FFmpegError:
             first = None
     if first is None:
-        raise PermanentError(
+        raise ProbeError(
             f"{path}: no frame of the video stream decodes (truncated or corrupt file); re-export it"
         )
     pts.sort()

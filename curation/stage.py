@@ -13,7 +13,12 @@ from __future__ import annotations
 
 
 class PermanentError(Exception):
-    """The input cannot be processed, now or later: quarantine it with this message, don't retry."""
+    """The input cannot be processed, now or later: quarantine it with this message, don't retry.
+
+    `stage` names where it failed in the quarantine table; None leaves it to the caller, which knows
+    which step it was running. Subclasses set it for errors raised inside another stage's step."""
+
+    stage: str | None = None
 
 
 class Stage:

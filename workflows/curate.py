@@ -177,7 +177,7 @@ def _process(source: str, run: RunDir, cfg: CurateConfig, chash: str) -> dict:
             row[M.created_at] = now_utc()
         rows, clip_failures = _extract(path, rows, run, cfg)
     except PermanentError as e:
-        stage = _failed_stage(e, stage)
+        stage = e.stage or stage
         _quarantine(run, source, chash, stage, str(e))
         return {"status": QUARANTINED, "error": f"{stage}: {e}"}
     except Exception as e:  # noqa: BLE001 - transient by contract: report it, write nothing, retry next run
@@ -188,20 +188,6 @@ def _process(source: str, run: RunDir, cfg: CurateConfig, chash: str) -> dict:
     _remove_stale_parts(run, source, chash)
     kept = sum(1 for row in rows if row[M.status] == schema.STATUS_KEPT)
     return {"status": PROCESSED, "detected": len(rows), "kept": kept}
-
-
-def _failed_stage(error: Exception, default: str) -> str:
-    """The stage a permanent error came from: its `stage` attribute, else the curation module that raised it."""
-    if getattr(error, "stage", None):
-        return error.stage
-    stage = default
-    tb = error.__traceback__
-    while tb is not None:  # the innermost curation module wins: probe inside analysis reads "probe"
-        filename = Path(tb.tb_frame.f_code.co_filename)
-        if filename.parent.name == "curation" and filename.stem in ("probe", "analysis", "scores", "filters", "extract"):
-            stage = filename.stem
-        tb = tb.tb_next
-    return stage
 
 
 def _extract(path: Path, rows: list[dict], run: RunDir, cfg: CurateConfig) -> tuple[list[dict], list[dict]]:
