@@ -41,8 +41,10 @@ HELD_OUT = [  # every colour, shape and direction still appears in training with
 
 def random_start(direction: str, frames: int, rng: np.random.Generator) -> tuple[float, float]:
     """A frame-0 centre (fractions of the frame) anywhere the whole path stays inside the frame."""
+    from curation.footage import DIRECTION_VECTORS
+
     margin, travel = SHAPE_SIZE / 2 + 0.03, SPEED * (frames - 1)
-    dx, dy = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}[direction]
+    dx, dy = DIRECTION_VECTORS[direction]
 
     def along(d):
         if d > 0:

@@ -46,7 +46,7 @@ DIRECTIONS = ("left", "right", "up", "down", "none")
 CAMERA_MOVES = ("static", "pan_left", "pan_right", "tilt_up", "tilt_down", "zoom_in", "zoom_out")
 TRANSITIONS = ("cut", "dissolve", "fade")
 
-_DIRECTION_VECTORS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1), "none": (0, 0)}
+DIRECTION_VECTORS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1), "none": (0, 0)}
 # where the crop window travels for each camera move (x, y per frame, in units of camera_speed)
 _CAMERA_VECTORS = {"pan_left": (-1, 0), "pan_right": (1, 0), "tilt_up": (0, -1), "tilt_down": (0, 1)}
 _CAMERA_WORDS = {
@@ -276,7 +276,7 @@ class _SegmentRenderer:
         )
         # the shape starts on the side it moves away from, and wraps around the frame
         self.size = seg.shape_size * height
-        dx, dy = _DIRECTION_VECTORS[seg.direction]
+        dx, dy = DIRECTION_VECTORS[seg.direction]
         self.shape_start = (
             width * (0.5 - 0.3 * dx) + rng.uniform(-0.05, 0.05) * width * (dx == 0),
             height * (0.5 - 0.3 * dy) + rng.uniform(-0.05, 0.05) * height * (dy == 0),
@@ -306,7 +306,7 @@ class _SegmentRenderer:
 
     def shape_center(self, t: int) -> tuple[float, float]:
         """Shape centre in output pixels at frame t (static camera), wrapping around the frame."""
-        dx, dy = _DIRECTION_VECTORS[self.seg.direction]
+        dx, dy = DIRECTION_VECTORS[self.seg.direction]
         step = self.seg.speed * self.w * t
         span_x, span_y = self.w + self.size, self.h + self.size
         x = (self.shape_start[0] + dx * step + self.size / 2) % span_x - self.size / 2

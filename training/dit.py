@@ -298,7 +298,8 @@ class VideoDiT(nn.Module):
         if self.cfg.frame_conditioning:
             x = torch.cat(conditioning_channels(x, cond, cond_mask), dim=1)
         elif cond is not None and cond_mask is not None and cond_mask.any():
-            raise ValueError("this DiT was trained without frame_conditioning: it cannot start from given frames")
+            raise ValueError("this DiT was trained without frame_conditioning: it cannot start from given frames; "
+                             "train one with model_args: {frame_conditioning: true} and condition_prob > 0")
         tokens, grid, size = self.patchify(x)  # (B, N, C*P)
         h = self.x_embedder(tokens)  # (B, N, D)
         if self.pos_embedder is not None:

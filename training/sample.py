@@ -69,11 +69,8 @@ def generate(dit, meta: dict, prompts: list[str], frames: int | None = 17, heigh
     vae = _autoencoder(vae_dir or meta["vae"], device)
     mean = torch.tensor(meta["latent_mean"], device=device).view(1, -1, 1, 1, 1)
     std = torch.tensor(meta["latent_std"], device=device).view(1, -1, 1, 1, 1)
-    given = None
+    given = cond_mask = None
     if first_frames is not None:
-        if not dit.cfg.frame_conditioning:
-            raise ValueError("this DiT was trained without frame_conditioning: it cannot start from given frames; "
-                             "train one with model_args: {frame_conditioning: true} and condition_prob > 0")
         latents = encode_first_frames(vae, first_frames, frames, height, width, meta["temporal_factor"], device)
         given = torch.zeros(b, dit.cfg.in_channels, lt, lh, lw, device=device)
         given[:, :, : latents.shape[2]] = ((latents - mean) / std)[:, :, :, :lh, :lw]
@@ -87,7 +84,7 @@ def generate(dit, meta: dict, prompts: list[str], frames: int | None = 17, heigh
                    steps=steps, cfg_scale=cfg_scale, shift=shift_for_size(tokens, meta.get("shift_base_tokens", 256)),
                    method=method)
     if given is not None:  # the given frames exactly, not the sampler's approximation of them
-        z = torch.where(cond["cond_mask"].view(b, 1, lt, 1, 1), given, z)
+        z = torch.where(cond_mask.view(b, 1, lt, 1, 1), given, z)
     video = vae.decode_chunked(z * std + mean)  # (B, 3, T', H', W')
     video = video[:, :, :frames, :height, :width].clamp(-1, 1)
     return [((v.permute(1, 2, 3, 0).float().cpu().numpy() + 1) * 127.5).round().astype(np.uint8) for v in video]

@@ -345,12 +345,10 @@ def train(cfg: TrainConfig, shards: Path, run_dir: Path, vae_dir: Path | None = 
         # a 1-frame (image) batch skips the autoencoder's temporal layers: DDP must look for unused parameters,
         # or the rank with the image never joins the all-reduce of their gradients and the other rank waits forever
         images = cfg.kind == "vae" and any(parse_bucket(b)[0] == 1 for b in dataset.buckets)
-        train_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=images)
+        train_model = _ddp(model, device, find_unused_parameters=images)
     train_critic = critic
     if critic is not None and world > 1:
-        train_critic = torch.nn.parallel.DistributedDataParallel(critic.requires_grad_(True),
-                                                                 device_ids=[device.index] if device.type == "cuda" else None)
+        train_critic = _ddp(critic.requires_grad_(True), device)  # DDP hooks only parameters that need grad
         critic.requires_grad_(False)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     loader = make_loader(dataset, start_step, stop_at, rank, world, cfg.workers)
@@ -432,6 +430,11 @@ def train(cfg: TrainConfig, shards: Path, run_dir: Path, vae_dir: Path | None = 
         print(f"trained {cfg.model}: steps {start_step} -> {stop_at}, last loss {last_loss:.4f}, skipped {guard.skipped}, "
               f"{seconds:.0f}s; checkpoints in {run_dir / ckpt.CHECKPOINTS}")
     return {"step": stop_at, "loss": last_loss, "skipped": guard.skipped, "seconds": seconds}
+
+
+def _ddp(module: nn.Module, device, **kwargs) -> nn.Module:
+    return torch.nn.parallel.DistributedDataParallel(
+        module, device_ids=[device.index] if device.type == "cuda" else None, **kwargs)
 
 
 def check_replicas_in_sync(model: nn.Module, device) -> None:
