@@ -22,8 +22,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def synthetic_rows(clips: int, frames: int, side: int) -> list[dict]:
+    from curation.core.schema import M
     from curation.footage import COLORS, render_shape_clip
-    from curation.schema import M
     from recaption.vlm import FRAME_TIMES_KEY, FRAMES_KEY
 
     colours = [c for c in COLORS if c not in ("black", "blue")]

@@ -31,7 +31,7 @@ def plain_decode(path: Path) -> int:
 
 
 def clip_rows(path: Path, spans: list[tuple[int, int]], fps: float) -> list[dict]:
-    from curation import schema
+    from curation.core import schema
 
     M = schema.M
     return [{M.clip_id: f"bench{i:05d}", M.source: str(path), M.start_frame: s, M.end_frame: e, M.fps: fps,
@@ -44,8 +44,8 @@ def even_spans(num_frames: int, length: int) -> list[tuple[int, int]]:
 
 def measure(name: str, path: Path, spans: list[tuple[int, int]], fps: float, work: Path) -> dict:
     from curation.config import ExtractConfig
+    from curation.core.rundir import RunDir
     from curation.extract import extract_source
-    from curation.rundir import RunDir
 
     t0 = time.perf_counter()
     frames = plain_decode(path)

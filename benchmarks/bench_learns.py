@@ -78,9 +78,9 @@ def caption(shape, colour, direction, background):
 
 def make_world(root: Path, frames: int, size: int, seeds: int, textured: bool = False, random_starts: bool = False):
     """A curated run directory: one kept clip per training combination x background x seed, with captions."""
-    from curation import schema
+    from curation.core import schema
+    from curation.core.rundir import RunDir, atomic_write_table, now_utc, rows_to_table
     from curation.footage import write_video
-    from curation.rundir import RunDir, atomic_write_table, now_utc, rows_to_table
 
     run = RunDir(root)
     manifest, captions = [], []
@@ -142,7 +142,7 @@ def check_held_out_unseen(shards: Path) -> int:
     """Raise if any shard caption names a held-out combination; returns how many captions were checked."""
     import pyarrow.parquet as pq
 
-    from curation.schema import SH
+    from curation.core.schema import SH
 
     held = {f"a {c} {s} moving {d}" for s, c, d in HELD_OUT}
     checked = 0

@@ -56,7 +56,7 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=None, help="where the Milvus Lite database goes (temp dir)")
     args = parser.parse_args()
 
-    from curation.schema import M
+    from curation.core.schema import M
     from indexing.store import F_BM25, F_HAS_CAPTION, F_TEXT, F_VISUAL, ClipStore, StoreMeta, store_row
 
     rng = np.random.default_rng(0)

@@ -40,8 +40,8 @@ from pathlib import Path
 import numpy as np
 
 from curation.config import CurateConfig
+from curation.core.stage import PermanentError
 from curation.probe import Deadline, ProbeInfo, open_video
-from curation.stage import PermanentError
 
 _MAX_SAMPLES = 64  # flow frames kept for the open shot; thinned by half when full
 _MAX_PICTURES = 16  # analysis-size pictures kept for the open shot; thinned likewise

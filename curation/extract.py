@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
-from curation import schema
 from curation.config import ExtractConfig
-from curation.rundir import RunDir, atomic_write_bytes, now_utc
-from curation.stage import PermanentError
+from curation.core import schema
+from curation.core.rundir import RunDir, atomic_write_bytes, now_utc
+from curation.core.stage import PermanentError
 
 M = schema.M
 EXTRACT_FAILED = "extract_failed"  # filter reason of a kept clip whose frames could not be written

@@ -21,8 +21,8 @@ A score that was not measured (null, e.g. text with `text_detector: none`) fails
 
 from __future__ import annotations
 
-from curation import schema
 from curation.config import FilterConfig
+from curation.core import schema
 
 M = schema.M
 REASONS = (

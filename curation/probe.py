@@ -21,7 +21,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from curation.stage import PermanentError
+from curation.core.stage import PermanentError
 
 
 class ProbeError(PermanentError):

@@ -26,12 +26,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from curation import schema
 from curation.analysis import analyze
 from curation.config import CurateConfig
+from curation.core import schema
+from curation.core.rundir import config_hash
 from curation.filters import apply_filters
 from curation.probe import probe
-from curation.rundir import config_hash
 from curation.scores import get_text_detector, score_clip
 
 M = schema.M

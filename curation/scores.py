@@ -29,11 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
-from curation import schema
 from curation.analysis import ClipSignals
 from curation.config import AnalysisConfig
+from curation.core import schema
+from curation.core.video import spread_indices
 from curation.footage import COLORS
-from curation.frames import spread_indices
 
 M = schema.M
 _MIN_COLOR_SHARE = 0.08

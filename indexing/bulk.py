@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from curation.rundir import RunDir, atomic_write_table
-from curation.schema import M
+from curation.core.rundir import RunDir, atomic_write_table
+from curation.core.schema import M
 from indexing.config import IndexConfig
 from indexing.embed import TEXT, VISUAL, latest_captions, latest_vectors, text_input_hash, visual_input_hash
 from indexing.manifest_update import kept_rows

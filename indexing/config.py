@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from curation.config import StrictModel
+from curation.core.config import StrictModel
 
 TINY_CLIP = "tiny-random"
 DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"

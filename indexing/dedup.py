@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from curation import schema
-from curation.rundir import RunDir, read_manifest
-from curation.schema import M
+from curation.core import schema
+from curation.core.rundir import RunDir, read_manifest
+from curation.core.schema import M
 from indexing.manifest_update import update_manifest
 from indexing.models import is_untrained
 from indexing.store import F_VISUAL, ClipStore

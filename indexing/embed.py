@@ -1,7 +1,7 @@
 """Embedding stages and the embeddings table.
 
 `VisualEmbedder` (open_clip over frames sampled across each clip, pooled, normalized) and
-`CaptionEmbedder` (a sentence encoder over the dense caption) are `curation.stage.Stage`s: plain
+`CaptionEmbedder` (a sentence encoder over the dense caption) are `curation.core.stage.Stage`s: plain
 callables over a batch of row dicts that load their model once in `setup()`. `workflows/index.py`
 maps them with a Ray actor pool; `map_locally` runs them in-process.
 
@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from curation import schema
-from curation.rundir import RunDir, atomic_write_table, now_utc, read_table, rows_to_table
-from curation.schema import CAP, EMB, M
-from curation.stage import PermanentError, Stage
+from curation.core import schema
+from curation.core.rundir import RunDir, atomic_write_table, now_utc, read_table, rows_to_table
+from curation.core.schema import CAP, EMB, M
+from curation.core.stage import PermanentError, Stage
 from indexing.config import TextConfig, VisualConfig
 
 VISUAL = "visual"
@@ -68,7 +68,7 @@ class VisualEmbedder(Stage):
         import av
         from PIL import Image
 
-        from curation.frames import sample_frames
+        from curation.core.video import sample_frames
 
         if self.clip is None:
             self.setup()

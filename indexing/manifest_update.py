@@ -12,9 +12,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curation import schema
-from curation.rundir import RunDir, atomic_write_table, read_manifest
-from curation.schema import M
+from curation.core import schema
+from curation.core.rundir import RunDir, atomic_write_table, read_manifest
+from curation.core.schema import M
 
 
 def kept_rows(run: RunDir) -> list[dict]:

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from curation import schema
-from curation.rundir import (
+from curation.core import schema
+from curation.core.rundir import (
     RunDir,
     atomic_write_table,
     now_utc,
@@ -24,7 +24,7 @@ from curation.rundir import (
     read_table,
     rows_to_table,
 )
-from curation.schema import M
+from curation.core.schema import M
 from indexing.config import DedupConfig, IndexConfig, MilvusConfig, TextConfig, VisualConfig
 from indexing.embed import (
     TEXT,

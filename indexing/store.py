@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from curation import schema
-from curation.schema import M
+from curation.core import schema
+from curation.core.schema import M
 
 # Milvus field names that are not manifest columns.
 F_VISUAL = "visual_vector"
@@ -145,7 +145,7 @@ def collection_schema(meta: StoreMeta):
 
 
 def default_uri(out) -> str:
-    from curation.rundir import RunDir
+    from curation.core.rundir import RunDir
 
     return str(RunDir(out).milvus_db)
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from curation.config import StrictModel
+from curation.core.config import StrictModel
 
 
 def check_model_spec(value: str, setting: str) -> str:

@@ -7,8 +7,8 @@ say `metadata` in `captioner` so no one mistakes them for a VLM's.
 
 from __future__ import annotations
 
-from curation.schema import M
-from curation.stage import Stage
+from curation.core.schema import M
+from curation.core.stage import Stage
 from recaption.checks import check_caption
 from recaption.prompts import CAMERA_PHRASES, hints_from_row
 from recaption.vlm import caption_row

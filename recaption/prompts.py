@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from curation.schema import M
+from curation.core.schema import M
 
 PROMPT_VERSION = "dense-v1"
 

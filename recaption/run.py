@@ -15,10 +15,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.frames import count_frames, read_frames, spread_indices
-from curation.rundir import RunDir, atomic_write_table, read_manifest, read_table, rows_to_table
-from curation.schema import CAP, CAPTIONS, STATUS_KEPT, M
-from curation.stage import PermanentError, Stage
+from curation.core.rundir import RunDir, atomic_write_table, read_manifest, read_table, rows_to_table
+from curation.core.schema import CAP, CAPTIONS, STATUS_KEPT, M
+from curation.core.stage import PermanentError, Stage
+from curation.core.video import count_frames, read_frames, spread_indices
 from recaption.config import CaptionConfig
 from recaption.metadata import MetadataCaptioner
 from recaption.prompts import hints_from_row

@@ -7,9 +7,9 @@ left-padded generation: a dense caption and a short one per clip, each checked b
 
 from __future__ import annotations
 
-from curation.rundir import now_utc
-from curation.schema import CAP, M
-from curation.stage import Stage
+from curation.core.rundir import now_utc
+from curation.core.schema import CAP, M
+from curation.core.stage import Stage
 from recaption.checks import check_caption
 from recaption.config import CaptionConfig
 from recaption.models import ResolvedModel, eos_ids, pick_device, pick_dtype, resolve_model

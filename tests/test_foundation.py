@@ -6,9 +6,10 @@ import sys
 import pyarrow as pa
 import pytest
 
-from curation import schema
-from curation.config import ConfigError, CurateConfig, load_yaml, validate
-from curation.rundir import RunDir, atomic_write_table, config_hash, read_table, rows_to_table
+from curation.config import CurateConfig
+from curation.core import schema
+from curation.core.config import ConfigError, load_yaml, validate
+from curation.core.rundir import RunDir, atomic_write_table, config_hash, read_table, rows_to_table
 
 
 def test_clip_id_is_stable_and_distinguishes_boundaries():

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from curation.schema import LATENT_SHARDS, LSH, SH
+from curation.core.schema import LATENT_SHARDS, LSH, SH
 
 BUCKET_RE = re.compile(r"^f(\d+)_h(\d+)_w(\d+)$")
 LATENTS_DIR = "latents"

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from curation.schema import LATENT_SHARDS, LSH, SH
+from curation.core.schema import LATENT_SHARDS, LSH, SH
 from training.data import CAPTION_VARIANTS, LATENT_INFO, LATENTS_DIR, list_buckets
 from training.text import DEFAULT_TEXT_ENCODER
 

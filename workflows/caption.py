@@ -23,7 +23,7 @@ class CaptionActor:
         self.worker.setup()
 
     def __call__(self, batch):
-        from curation.schema import CAP
+        from curation.core.schema import CAP
 
         rows = self.worker(batch.to_pylist())
         return {"clip_id": [r[CAP.clip_id] for r in rows], "ok": [r[CAP.error] is None for r in rows]}
@@ -41,7 +41,7 @@ def run_caption(out: Path | str, config: CaptionConfig, ray_address: str | None 
     """Caption the run at `out` with Ray; returns a recaption.run.CaptionSummary."""
     import pyarrow as pa
 
-    from curation.schema import MANIFEST
+    from curation.core.schema import MANIFEST
     from recaption.run import ProgressBar, plan_captions
     from workflows.raysession import ray_session
 

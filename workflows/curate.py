@@ -22,10 +22,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from curation import schema
 from curation.config import CurateConfig
-from curation.inputs import InputError, is_remote, local_path, resolve_inputs, source_key
-from curation.rundir import (
+from curation.core import schema
+from curation.core.rundir import (
     RunDir,
     atomic_write_bytes,
     atomic_write_table,
@@ -33,7 +32,8 @@ from curation.rundir import (
     now_utc,
     rows_to_table,
 )
-from curation.stage import PermanentError
+from curation.core.stage import PermanentError
+from curation.inputs import InputError, is_remote, local_path, resolve_inputs, source_key
 
 M, Q = schema.M, schema.Q
 PROCESSED, QUARANTINED, FAILED, DONE_EARLIER = "processed", "quarantined", "failed", "done earlier"
@@ -218,7 +218,7 @@ class CurateOutcome:
 
 def fold_quarantine(run: RunDir) -> int:
     """Rebuild OUT/quarantine.parquet from the workers' parts; returns its row count."""
-    from curation.rundir import read_table
+    from curation.core.rundir import read_table
 
     table = read_table(run.quarantine_parts, schema.QUARANTINE)
     if table.num_rows or run.quarantine.exists():
@@ -346,7 +346,7 @@ def _not_our_outputs(sources: list[str], run: RunDir, console) -> list[str]:
 
 def _check_models(cfg: CurateConfig) -> None:
     """A model the config needs but this machine lacks stops the run here, before any work."""
-    from curation.config import ConfigError
+    from curation.core.config import ConfigError
     from curation.scores import TextDetectorUnavailable, get_text_detector
 
     try:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import typer
 
-from curation.stage import Stage
+from curation.core.stage import Stage
 
 
 def ray_mapper(workers: int | None = None) -> Callable:

@@ -23,8 +23,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from curation import schema
-from curation.rundir import RunDir, read_manifest, read_quarantine, read_table
+from curation.core import schema
+from curation.core.rundir import RunDir, read_manifest, read_quarantine, read_table
 
 M, Q = schema.M, schema.Q
 
@@ -99,7 +99,7 @@ def print_funnel(f: Funnel, console) -> None:
 
 def write_report(run: RunDir, cfg=None) -> Path:
     """Render OUT/report.html from the tables in `run` (atomically); returns its path."""
-    from curation.rundir import atomic_write_bytes
+    from curation.core.rundir import atomic_write_bytes
 
     cfg = cfg if cfg is not None else load_run_config(run)
     body = []
@@ -116,7 +116,8 @@ def write_report(run: RunDir, cfg=None) -> Path:
 
 def load_run_config(run: RunDir):
     """The curation config most manifest rows were made with (saved in OUT/configs/), else the defaults."""
-    from curation.config import CurateConfig, load_yaml
+    from curation.config import CurateConfig
+    from curation.core.config import load_yaml
 
     hashes = Counter(h for h in read_manifest(run).column(M.config_hash).to_pylist() if h)
     for chash, _ in hashes.most_common(1):

@@ -19,9 +19,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curation import schema
-from curation.rundir import RunDir, read_manifest, read_table
-from curation.schema import CAP, SH, M
+from curation.core import schema
+from curation.core.rundir import RunDir, read_manifest, read_table
+from curation.core.schema import CAP, SH, M
 from training.data import bucket_name, list_buckets, parse_bucket
 
 DEFAULT_BUCKETS = ("17x64x64", "17x64x96", "17x96x64", "1x64x64", "1x64x96", "1x96x64")
@@ -101,8 +101,8 @@ def metadata_caption(row: dict) -> str:
 
 def write_shards(out: Path, settings: ShardSettings | None = None, progress=None) -> dict:
     """Shard every kept clip of run directory `out` not yet sharded; returns counts per bucket."""
-    from curation.frames import count_frames, read_frames
-    from curation.stage import PermanentError
+    from curation.core.stage import PermanentError
+    from curation.core.video import count_frames, read_frames
 
     settings = settings or ShardSettings()
     run = RunDir(out)
@@ -192,7 +192,7 @@ def write_shards(out: Path, settings: ShardSettings | None = None, progress=None
 
 
 def _write_parquet(table: pa.Table, path: Path, row_group_size: int) -> None:
-    """Atomic like curation.rundir.atomic_write_table, with small row groups: the loader reads one group
+    """Atomic like curation.core.rundir.atomic_write_table, with small row groups: the loader reads one group
     per clip it needs, not a whole file."""
     import os
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from curation.config import StrictModel
+from curation.core.config import StrictModel
 
 CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from pydantic import Field
 
-from curation.config import CurateConfig, StrictModel
+from curation.config import CurateConfig
+from curation.core.config import StrictModel
 from indexing.config import DedupConfig, IndexConfig
 from recaption.config import CaptionConfig
 from workflows.train_steps import ShardStepConfig, TrainStepConfig
@@ -68,7 +69,7 @@ def run_workflow(wf: WorkflowConfig) -> None:
         module_name, func_name = target.split(":")
         getattr(importlib.import_module(module_name), func_name)(wf, section)
     # Later stages add tables the curation report did not see yet: render it once more at the end.
-    from curation.rundir import RunDir
+    from curation.core.rundir import RunDir
     from workflows.report import write_report
 
     if RunDir(wf.out).manifest.exists():

@@ -2,8 +2,8 @@
 
 import pytest
 
-from curation import schema
 from curation.config import FilterConfig
+from curation.core import schema
 from curation.filters import REASONS, apply_filters, filter_reasons
 
 M = schema.M

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from curation.core.video import read_frames
 from curation.footage import (
     COLORS,
     DIRECTIONS,
@@ -15,7 +16,6 @@ from curation.footage import (
     write_footage,
     write_video,
 )
-from curation.frames import read_frames
 
 
 def _frame_diffs(frames: np.ndarray) -> np.ndarray:

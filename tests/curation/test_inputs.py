@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
+from curation.core.stage import PermanentError
 from curation.inputs import InputError, cache_path_for, local_path, resolve_inputs, source_key
-from curation.stage import PermanentError
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
+from curation.core.stage import PermanentError
 from curation.footage import Segment, make_footage, write_video
 from curation.probe import Deadline, fingerprint, probe
-from curation.stage import PermanentError
 
 EXPECTED_MESSAGES = {
     "zero_bytes": "empty",

@@ -5,11 +5,11 @@ import shutil
 import pyarrow as pa
 import pytest
 
-from curation import schema
 from curation.config import CurateConfig
+from curation.core import schema
+from curation.core.rundir import config_hash, rows_to_table
+from curation.core.stage import PermanentError
 from curation.process import analyze_source
-from curation.rundir import config_hash, rows_to_table
-from curation.stage import PermanentError
 
 M = schema.M
 WORKFLOW_SETS = {M.clip_path, M.thumb_path, M.created_at}

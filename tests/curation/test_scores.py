@@ -5,9 +5,9 @@ import os
 import numpy as np
 import pytest
 
-from curation import schema
 from curation.analysis import ClipSignals, Sample, Shot
 from curation.config import AnalysisConfig, CurateConfig
+from curation.core import schema
 from curation.footage import Segment, make_footage
 from curation.scores import (
     TextDetectorUnavailable,

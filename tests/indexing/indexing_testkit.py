@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from curation import schema
+from curation.core import schema
+from curation.core.rundir import RunDir, atomic_write_table, now_utc, rows_to_table
+from curation.core.schema import CAP, M
 from curation.footage import render_shape_clip, shape_caption, write_video
-from curation.rundir import RunDir, atomic_write_table, now_utc, rows_to_table
-from curation.schema import CAP, M
 from indexing.config import DedupConfig, IndexConfig, MilvusConfig, TextConfig, VisualConfig
 
 # (shape, colour, direction, background, duration seconds, width)

@@ -7,9 +7,9 @@ import shutil
 from indexing_testkit import DUPLICATES_OF, SHOTS, clip_id
 from typer.testing import CliRunner
 
-from curation import schema
-from curation.rundir import RunDir, read_manifest
-from curation.schema import M
+from curation.core import schema
+from curation.core.rundir import RunDir, read_manifest
+from curation.core.schema import M
 from indexing.dedup import keeper_rank
 from indexing.store import ClipStore, default_uri
 from workflows.cli import app

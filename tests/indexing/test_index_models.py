@@ -9,7 +9,7 @@ import pytest
 from indexing_testkit import clip_id, tiny_visual
 from typer.testing import CliRunner
 
-from curation.rundir import RunDir
+from curation.core.rundir import RunDir
 from indexing.embed import VisualEmbedder, read_embeddings
 from indexing.models import (
     ModelNotFoundError,

@@ -14,9 +14,9 @@ import pytest
 from indexing_testkit import SHOTS, UNCAPTIONED, clip_id, index_config
 from typer.testing import CliRunner
 
-from curation import schema
-from curation.rundir import RunDir, atomic_write_table, now_utc, read_manifest, rows_to_table
-from curation.schema import CAP, EMB, M
+from curation.core import schema
+from curation.core.rundir import RunDir, atomic_write_table, now_utc, read_manifest, rows_to_table
+from curation.core.schema import CAP, EMB, M
 from indexing.embed import read_embeddings
 from indexing.pipeline import index_run
 from indexing.search import Searcher, SearchError

@@ -8,10 +8,10 @@ import pytest
 import yaml
 from indexing_testkit import DUPLICATES_OF, SHOTS, clip_id
 
-from curation import schema
-from curation.config import load_yaml
-from curation.rundir import RunDir, atomic_write_table, read_manifest, read_table, rows_to_table
-from curation.schema import M
+from curation.core import schema
+from curation.core.config import load_yaml
+from curation.core.rundir import RunDir, atomic_write_table, read_manifest, read_table, rows_to_table
+from curation.core.schema import M
 from indexing.store import ClipStore, default_uri
 from workflows.raysession import ray_session
 from workflows.workflow import WorkflowConfig, run_workflow

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from curation.core.rundir import RunDir, atomic_write_table, now_utc, rows_to_table
+from curation.core.schema import MANIFEST, STATUS_FILTERED, STATUS_KEPT, M, clip_id_for
 from curation.footage import render_shape_clip, write_video
-from curation.rundir import RunDir, atomic_write_table, now_utc, rows_to_table
-from curation.schema import MANIFEST, STATUS_FILTERED, STATUS_KEPT, M, clip_id_for
 
 # (shape, colour, direction, background, camera, luminance, motion) of the kept clips a run holds
 CLIP_SPECS = [

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
+from curation.core.schema import CAP, M
 from curation.footage import CAMERA_MOVES, Segment, make_footage
-from curation.schema import CAP, M
 from recaption.metadata import METADATA_CAPTIONER, METADATA_PROMPT_VERSION, MetadataCaptioner
 from recaption.prompts import PROMPT_VERSION, dense_prompt, hints_from_row, short_prompt
 

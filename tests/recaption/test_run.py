@@ -5,8 +5,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from curation.rundir import read_manifest
-from curation.schema import CAP, M
+from curation.core.rundir import read_manifest
+from curation.core.schema import CAP, M
 from recaption.config import CaptionConfig
 from recaption.enhance import Enhancer, upsample_prompt
 from recaption.run import caption_run, latest_captions, read_captions
@@ -110,7 +110,7 @@ def test_cli_captions_a_run_in_process(make_run):
 
 
 def test_workflow_config_has_a_caption_section(tmp_path):
-    from curation.config import ConfigError, validate
+    from curation.core.config import ConfigError, validate
     from workflows.workflow import STEPS, WorkflowConfig
 
     wf = validate({"out": str(tmp_path), "caption": {"captioner": "metadata", "batch_size": 8}}, WorkflowConfig)
@@ -137,7 +137,7 @@ def test_ray_actor_pool_captions_and_resumes(make_run, tiny_qwen, capsys):
         summary = run_caption(run.root, vlm, progress=False)
         assert (summary.captioned, summary.failed) == (3, 0)
         # `rushes run` with a caption section: the metadata captions are done, so nothing is redone
-        from curation.config import validate
+        from curation.core.config import validate
         from workflows.workflow import WorkflowConfig, run_workflow
 
         run_workflow(validate({"out": str(run.root), "caption": {"captioner": "metadata"}}, WorkflowConfig))

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from curation.schema import CAP, M
+from curation.core.schema import CAP, M
 from recaption.config import CaptionConfig
 from recaption.models import ModelNotFound
 from recaption.prompts import PROMPT_VERSION, dense_prompt, hints_from_row
@@ -34,7 +34,7 @@ def batch(make_run):
     """Three kept clips with frames sampled the way the stage samples them."""
     run = make_run(3)
     worker = CaptionWorker(run.root, CaptionConfig(**SMALL))  # metadata captioner: no model, just frame reading
-    from curation.rundir import read_manifest
+    from curation.core.rundir import read_manifest
 
     rows = [r for r in read_manifest(run).to_pylist() if r[M.clip_path]]
     return [worker.with_frames(r) for r in rows]

@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from curation.schema import SH
+from curation.core.schema import SH
 from training.data import BucketPlan, DatasetTooSmall, LatentBatches, PixelBatches, make_loader, parse_bucket
 from workflows.shard import ShardSettings, choose_bucket, frame_indices, write_shards
 

@@ -62,7 +62,7 @@ def test_cli_errors_are_clear(tmp_path):
 
 
 def test_workflow_shard_and_train_sections(tmp_path):
-    from curation.config import validate
+    from curation.core.config import validate
     from workflows.workflow import WorkflowConfig, run_workflow
 
     run = make_run(tmp_path / "out")

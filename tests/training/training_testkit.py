@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from curation import schema
-from curation.rundir import RunDir, atomic_write_table, now_utc, rows_to_table
+from curation.core import schema
+from curation.core.rundir import RunDir, atomic_write_table, now_utc, rows_to_table
 
 CLIPS = [  # shape, colour, direction, background, frames, height, width
     ("circle", "red", "right", "blue", 12, 40, 40),

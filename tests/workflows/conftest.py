@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from curation.rundir import RunDir, read_manifest
+from curation.core.rundir import RunDir, read_manifest
 
 OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
 TEST_CONFIG = """\

@@ -5,9 +5,10 @@ import threading
 import pytest
 from rich.console import Console
 
-from curation.config import CurateConfig, load_yaml
+from curation.config import CurateConfig
+from curation.core.config import load_yaml
+from curation.core.rundir import RunDir
 from curation.inputs import resolve_inputs
-from curation.rundir import RunDir
 from workflows.curate import curate
 from workflows.report import funnel
 

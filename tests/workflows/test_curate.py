@@ -12,11 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from curation import schema
 from curation.config import CurateConfig
-from curation.frames import count_frames
+from curation.core import schema
+from curation.core.rundir import RunDir, read_manifest, read_quarantine
+from curation.core.video import count_frames
 from curation.inputs import resolve_inputs
-from curation.rundir import RunDir, read_manifest, read_quarantine
 from workflows.cli import app
 from workflows.curate import DONE_EARLIER, FAILED, QUARANTINED, process_source
 from workflows.report import funnel

@@ -7,10 +7,10 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from curation import schema
 from curation.config import CurateConfig
-from curation.frames import count_frames
-from curation.rundir import RunDir, atomic_write_bytes, atomic_write_table, now_utc, rows_to_table
+from curation.core import schema
+from curation.core.rundir import RunDir, atomic_write_bytes, atomic_write_table, now_utc, rows_to_table
+from curation.core.video import count_frames
 from workflows.cli import app
 from workflows.curate import fold_quarantine, generate_footage
 from workflows.report import funnel, write_report

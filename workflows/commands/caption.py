@@ -23,7 +23,7 @@ def caption(
     ray_address: str = typer.Option(None, "--ray-address", help="Ray cluster address (or RAY_ADDRESS)"),
 ) -> None:
     """Caption every kept clip of OUT that this captioner (and prompt version) has not captioned yet."""
-    from curation.config import ConfigError, validate
+    from curation.core.config import ConfigError, validate
     from recaption.config import CaptionConfig
     from recaption.models import ModelNotFound
 

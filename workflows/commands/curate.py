@@ -23,7 +23,8 @@ def curate(
                                        "(default: every CPU Ray has)"),
 ) -> None:
     """Split footage into shot clips, score and filter them, extract the kept ones, and write the report."""
-    from curation.config import ConfigError, CurateConfig, load_yaml
+    from curation.config import CurateConfig
+    from curation.core.config import ConfigError, load_yaml
     from curation.inputs import InputError
     from workflows.curate import curate as run_curate
 
@@ -41,7 +42,7 @@ def curate(
 
 def run(config: Path = typer.Argument(..., help="workflow YAML: out, inputs, ray, and a section per stage")) -> None:
     """Run a whole workflow described in one YAML file (e.g. workflows/configs/demo.yaml)."""
-    from curation.config import ConfigError, load_yaml
+    from curation.core.config import ConfigError, load_yaml
     from curation.inputs import InputError
     from workflows.curate import TransientFailures
     from workflows.workflow import WorkflowConfig, run_workflow
@@ -59,7 +60,7 @@ def report(out: Path = typer.Argument(..., help="run directory")) -> None:
     """Re-render OUT/report.html from the tables in OUT and print the funnel."""
     from rich.console import Console
 
-    from curation.rundir import RunDir
+    from curation.core.rundir import RunDir
     from workflows import report as report_module
 
     run_dir = RunDir(out)
@@ -76,7 +77,7 @@ def generate_footage(
     seed: int = typer.Option(0, help="same seed, same footage"),
 ) -> None:
     """Write procedural test footage (moving shapes, cuts, camera moves, text, black shots) with its truth."""
-    from curation.config import ConfigError, validate
+    from curation.core.config import ConfigError, validate
     from workflows.curate import generate_footage as generate
     from workflows.workflow import GenerateConfig
 

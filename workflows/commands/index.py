@@ -33,7 +33,7 @@ def _fail(err: Exception) -> None:
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
-    from curation.config import ConfigError
+    from curation.core.config import ConfigError
     from indexing.models import ModelNotFoundError
     from indexing.search import SearchError
     from indexing.store import FilterExpressionError, StoreError
@@ -42,7 +42,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
 
 
 def _visual(clip_model, clip_pretrained, frames, pooling, aesthetic_head, min_aesthetic, device):
-    from curation.config import validate
+    from curation.core.config import validate
     from indexing.config import VisualConfig
 
     return validate({"clip_model": clip_model, "clip_pretrained": clip_pretrained, "frames": frames,
@@ -51,7 +51,7 @@ def _visual(clip_model, clip_pretrained, frames, pooling, aesthetic_head, min_ae
 
 
 def _milvus(uri, token, collection, recreate=False):
-    from curation.config import validate
+    from curation.core.config import validate
     from indexing.config import MilvusConfig
 
     return validate({"uri": uri, "token": token, "collection": collection, "recreate": recreate}, MilvusConfig, "options")
@@ -93,7 +93,7 @@ def index(
 ) -> None:
     """Embed kept clips (open_clip) and captions (MiniLM), score aesthetics, and upsert them into Milvus."""
     try:
-        from curation.config import validate
+        from curation.core.config import validate
         from indexing.config import IndexConfig
         from indexing.pipeline import index_run
 
@@ -139,7 +139,7 @@ def dedup(
 ) -> None:
     """Find near-duplicate clips through the index; keep the best of each group, mark the rest filtered."""
     try:
-        from curation.config import validate
+        from curation.core.config import validate
         from indexing.config import DedupConfig, TextConfig
         from indexing.pipeline import dedup_run
 

@@ -33,8 +33,8 @@ def shard(
     """Write bucketed training shards (raw frames + every caption variant + metadata) from kept clips."""
     from rich.progress import Progress
 
-    from curation import schema
-    from curation.rundir import RunDir, read_manifest
+    from curation.core import schema
+    from curation.core.rundir import RunDir, read_manifest
     from workflows.shard import ShardSettings, write_shards
 
     settings = ShardSettings(buckets=[b.strip() for b in buckets.split(",") if b.strip()], caption_blend=caption_blend,

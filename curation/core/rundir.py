@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curation import schema
+from curation.core import schema
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,14 @@ class RunDir:
     @property
     def thumbs(self) -> Path:
         return self.root / "thumbs"
+
+    @property
+    def scores(self) -> Path:
+        return self.root / "scores"
+
+    @property
+    def decisions(self) -> Path:
+        return self.root / "decisions"
 
     @property
     def captions(self) -> Path:
@@ -113,7 +121,7 @@ def rows_to_table(rows: list[dict], table_schema: pa.Schema) -> pa.Table:
     for row in rows:
         unknown = set(row) - names
         if unknown:
-            raise KeyError(f"columns {sorted(unknown)} are not in the schema; add them to curation/schema.py")
+            raise KeyError(f"columns {sorted(unknown)} are not in the schema; add them to curation/core/schema.py")
     columns = {name: [row.get(name) for row in rows] for name in table_schema.names}
     return pa.table(columns, schema=table_schema)
 
@@ -129,7 +137,18 @@ def read_table(directory: Path, table_schema: pa.Schema) -> pa.Table:
 
 
 def read_manifest(run: RunDir) -> pa.Table:
+    """The manifest exactly as curation wrote it; `tables.read_clips` adds every later decision."""
     return read_table(run.manifest, schema.MANIFEST)
+
+
+def append_part(directory: Path, rows: list[dict], table_schema: pa.Schema, prefix: str) -> Path | None:
+    """Add one new part of `rows` to an append-only table; None (and no file) when there are no rows."""
+    if not rows:
+        return None
+    stamp = now_utc().strftime("%Y%m%dT%H%M%S")
+    path = Path(directory) / f"{prefix}-{stamp}-{uuid.uuid4().hex[:8]}.parquet"
+    atomic_write_table(rows_to_table(rows, table_schema), path)
+    return path
 
 
 def read_quarantine(run: RunDir) -> pa.Table:

@@ -54,7 +54,7 @@ MANIFEST = pa.schema(
         ("text_area", pa.float32()),  # fraction of the frame covered by detected burnt-in text
         ("text_detector", pa.string()),
         ("dominant_colors", pa.list_(pa.string())),  # named colours, most frequent first
-        ("aesthetic_score", pa.float32()),  # filled by indexing/, null until then
+        ("aesthetic_score", pa.float32()),  # null as curation writes it; the clip view fills it from OUT/scores/
         ("aesthetic_model", pa.string()),
         # outcome
         ("status", pa.string()),  # kept | filtered
@@ -70,6 +70,41 @@ M = _fields(MANIFEST)
 STATUS_KEPT = "kept"
 STATUS_FILTERED = "filtered"
 CAMERA_MOTIONS = ("static", "pan_left", "pan_right", "tilt_up", "tilt_down", "zoom_in", "zoom_out", "mixed")
+
+# ---------------------------------------------------------------------------------------------
+# Later decisions about curated clips. No stage rewrites the manifest: a score measured after
+# curation, and a clip filtered after curation, are rows of their own tables, and `tables.read_clips`
+# joins them onto the manifest.
+
+# OUT/scores/: scores measured after curation (the aesthetic score, by indexing/). The newest row per
+# (clip_id, score) wins.
+SCORES = pa.schema(
+    [
+        ("clip_id", pa.string()),
+        ("score", pa.string()),  # which score: a key of LATER_SCORES
+        ("value", pa.float32()),
+        ("model", pa.string()),  # what measured it; says "untrained" for a placeholder
+        ("config_hash", pa.string()),  # hash of the settings of the stage that wrote the row
+        ("created_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+SC = _fields(SCORES)
+
+# score name -> the manifest columns the clip view shows it in (value, model)
+LATER_SCORES = {"aesthetic": (M.aesthetic_score, M.aesthetic_model)}
+
+# OUT/decisions/: clips filtered after curation (near duplicates, low aesthetic score). A row filters
+# its clip; its reason joins the clip's filter_reasons.
+DECISIONS = pa.schema(
+    [
+        ("clip_id", pa.string()),
+        ("stage", pa.string()),  # which stage decided: dedup | aesthetic | ...
+        ("reason", pa.string()),  # the filter reason shown in the report ("near_duplicate:<kept clip_id>")
+        ("config_hash", pa.string()),
+        ("created_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+DEC = _fields(DECISIONS)
 
 # ---------------------------------------------------------------------------------------------
 # OUT/quarantine.parquet: inputs (or clips) that could not be processed. Permanent failures only;
