@@ -39,7 +39,7 @@ def plain_decode(path: Path, thread_type: str) -> int:
 
 
 def generated(workdir: Path, minutes: float, width: int, height: int, fps: float) -> Path:
-    from curation.footage import random_segments, write_footage
+    from workflows.synthetic.footage import random_segments, write_footage
 
     path = workdir / f"reel_{minutes:g}min_{width}x{height}.mp4"
     if not path.exists():
@@ -112,8 +112,8 @@ def text_quality(clips: int = 60) -> None:
     import numpy as np
 
     from curation.config import AnalysisConfig
-    from curation.footage import CAMERA_MOVES, COLORS, DIRECTIONS, SHAPES, Segment, make_footage
     from curation.scores import get_text_detector
+    from workflows.synthetic.footage import CAMERA_MOVES, COLORS, DIRECTIONS, SHAPES, Segment, make_footage
 
     rng = np.random.default_rng(7)
     words = ["SALE", "BREAKING NEWS", "Hello world", "Episode 12", "LIVE", "www.example.com", "Chapter One"]

@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/bench_caption.py --layout 3b --frames 8 --side 448 --batch-sizes 1,4,8,16
                                                                         # Qwen2.5-VL-3B layout, on a GPU
 
-The model is built from its config with random weights (recaption.tiny) and loaded through the same
+The model is built from its config with random weights (workflows.synthetic.tiny_models) and loaded through the same
 `hf:/dir` path as a real checkpoint. Every clip generates exactly `--new-tokens` tokens
 (min_new_tokens = max_new_tokens), so the cost is what real weights would cost for captions of that
 length. Figures are measured in one run; compare the ratios, not absolute times across machines.
@@ -23,8 +23,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 def synthetic_rows(clips: int, frames: int, side: int) -> list[dict]:
     from curation.core.schema import M
-    from curation.footage import COLORS, render_shape_clip
     from recaption.vlm import FRAME_TIMES_KEY, FRAMES_KEY
+    from workflows.synthetic.footage import COLORS, render_shape_clip
 
     colours = [c for c in COLORS if c not in ("black", "blue")]
     rows = []
@@ -56,8 +56,8 @@ def main() -> None:
 
     from recaption.config import CaptionConfig
     from recaption.prompts import dense_prompt, hints_from_row
-    from recaption.tiny import build_idefics3, build_qwen2_5_vl
     from recaption.vlm import VLMCaptioner
+    from workflows.synthetic.tiny_models import build_idefics3, build_qwen2_5_vl
 
     torch.set_num_threads(args.threads)
     model_dir = args.model_dir or Path(tempfile.mkdtemp(prefix="bench-caption-")) / f"{args.family}-{args.layout}"

@@ -71,7 +71,7 @@ def main() -> None:
 
     import cv2
 
-    from curation import footage
+    from workflows.synthetic import footage
 
     cv2.setNumThreads(1)
     results = []

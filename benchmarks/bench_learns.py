@@ -41,7 +41,7 @@ HELD_OUT = [  # every colour, shape and direction still appears in training with
 
 def random_start(direction: str, frames: int, rng: np.random.Generator) -> tuple[float, float]:
     """A frame-0 centre (fractions of the frame) anywhere the whole path stays inside the frame."""
-    from curation.footage import DIRECTION_VECTORS
+    from workflows.synthetic.footage import DIRECTION_VECTORS
 
     margin, travel = SHAPE_SIZE / 2 + 0.03, SPEED * (frames - 1)
     dx, dy = DIRECTION_VECTORS[direction]
@@ -64,14 +64,14 @@ def render(shape, colour, direction, background, frames, size, seed, textured=Fa
     swamp the shape. The issue's world is "coloured shapes over coloured backgrounds", so the
     benchmark flattens the background to its colour and draws the generator's shape on it.
     """
-    from curation.footage import render_shape_clip
+    from workflows.synthetic.footage import render_shape_clip
 
     return render_shape_clip(shape, colour, direction, background, frames, size, size, seed=seed, speed=SPEED,
                              shape_size=SHAPE_SIZE, textured=textured, start=start)
 
 
 def caption(shape, colour, direction, background):
-    from curation.footage import shape_caption
+    from workflows.synthetic.footage import shape_caption
 
     return shape_caption(shape, colour, direction, background)
 
@@ -80,7 +80,7 @@ def make_world(root: Path, frames: int, size: int, seeds: int, textured: bool = 
     """A curated run directory: one kept clip per training combination x background x seed, with captions."""
     from curation.core import schema
     from curation.core.rundir import RunDir, atomic_write_table, now_utc, rows_to_table
-    from curation.footage import write_video
+    from workflows.synthetic.footage import write_video
 
     run = RunDir(root)
     manifest, captions = [], []
@@ -103,7 +103,7 @@ def make_world(root: Path, frames: int, size: int, seeds: int, textured: bool = 
 
 def analyse(video: np.ndarray) -> tuple[str | None, str | None]:
     """(shape colour, motion direction) of a (T, H, W, 3) uint8 video, by nearest-palette pixel labels."""
-    from curation.footage import COLORS
+    from workflows.synthetic.footage import COLORS
 
     v = video.astype(np.float32)
     border = np.concatenate([v[:, 0], v[:, -1], v[:, :, 0], v[:, :, -1]], axis=1).reshape(-1, 3)

@@ -15,7 +15,7 @@
   the frame covered by plausible word boxes above `text_min_confidence`, averaged over
   `text_samples` frames. With `text_prefilter`, frames without text-like edge bands skip OCR.
   Measured quality is in docs/curation.md.
-- dominant colours: the palette names (`curation.footage.COLORS`) nearest to the sampled pixels in
+- dominant colours: the palette names (`workflows.synthetic.footage.COLORS`) nearest to the sampled pixels in
   Lab space, most frequent first, those covering at least 8% of the pixels.
 """
 
@@ -33,7 +33,7 @@ from curation.analysis import ClipSignals
 from curation.config import AnalysisConfig
 from curation.core import schema
 from curation.core.video import spread_indices
-from curation.footage import COLORS
+from curation.core.vocab import COLORS
 
 M = schema.M
 _MIN_COLOR_SHARE = 0.08

@@ -192,20 +192,14 @@ def write_embeddings(run: RunDir, kind: str, model: str, results: list[dict], in
 
 def latest_caption_rows(run: RunDir) -> dict[str, tuple[str, str]]:
     """clip_id -> (newest dense caption that passed its checks, captioner); empty when none exist yet."""
-    try:
-        from recaption.run import latest_captions as newest  # the recaption stage's own rule, when present
-    except ImportError:
-        newest = None
-    if newest is not None:
-        table = newest(run)
-    else:
-        table = read_table(run.captions, schema.CAPTIONS)
-        table = table.filter(table[CAP.error].is_null()).sort_by([(CAP.created_at, "ascending")])
+    from curation.core.tables import latest_captions as newest
+
+    table = newest(run)
     out: dict[str, tuple[str, str]] = {}
     for clip_id, text, captioner in zip(table[CAP.clip_id].to_pylist(), table[CAP.caption_dense].to_pylist(),
                                         table[CAP.captioner].to_pylist(), strict=True):
         if text and text.strip():
-            out[clip_id] = (text.strip(), captioner)  # ascending order: the newest row wins
+            out[clip_id] = (text.strip(), captioner)
     return out
 
 

@@ -10,13 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from recaption.tiny import UNTRAINED_MARKER
-
-UNTRAINED_TAG = " [untrained random weights]"
-
-
-class ModelNotFound(ValueError):
-    """The model a setting names cannot be found; the message says which setting to change."""
+from curation.core.models import UNTRAINED_MARKER, UNTRAINED_TAG, ModelNotFound, pick_device  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -74,16 +68,6 @@ def resolve_model(spec: str, setting: str, revision: str | None = None) -> Resol
     untrained = (snapshot / UNTRAINED_MARKER).exists()
     identity = f"hf:{name}@{snapshot.name}" + (UNTRAINED_TAG if untrained else "")
     return ResolvedModel(str(snapshot), identity, revision, True, untrained)
-
-
-def pick_device(device: str = "auto") -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ModelNotFound("device 'cuda' was asked for but torch sees no GPU; set device to 'auto' or 'cpu'")
-    return device
 
 
 def pick_dtype(dtype: str, device: str):

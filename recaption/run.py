@@ -12,12 +12,12 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.core.rundir import RunDir, atomic_write_table, read_manifest, read_table, rows_to_table
+from curation.core.rundir import RunDir, atomic_write_table, read_manifest, rows_to_table
 from curation.core.schema import CAP, CAPTIONS, STATUS_KEPT, M
 from curation.core.stage import PermanentError, Stage
+from curation.core.tables import read_captions
 from curation.core.video import count_frames, read_frames, spread_indices
 from recaption.config import CaptionConfig
 from recaption.metadata import MetadataCaptioner
@@ -132,10 +132,6 @@ def write_captions(run: RunDir, rows: list[dict]) -> Path:
     return path
 
 
-def read_captions(run: RunDir) -> pa.Table:
-    return read_table(run.captions, CAPTIONS)
-
-
 def done_clip_ids(run: RunDir, captioner: str, prompt_version: str) -> set[str]:
     """Clips this captioner and prompt version has finished: good captions and permanent failures."""
     rows = read_captions(run).to_pylist()
@@ -205,18 +201,3 @@ class ProgressBar:
     def __exit__(self, *exc):
         if self.enabled:
             self.bar.stop()
-
-
-def latest_captions(run: RunDir | Path | str, captioner: str | None = None) -> pa.Table:
-    """The newest good caption per clip (of `captioner` only, when given): what downstream stages read."""
-    run = run if isinstance(run, RunDir) else RunDir(run)
-    table = read_captions(run)
-    table = table.filter(pc.is_null(table[CAP.error]))
-    if captioner is not None:
-        table = table.filter(pc.equal(table[CAP.captioner], captioner))
-    if table.num_rows == 0:
-        return table
-    table = table.sort_by([(CAP.clip_id, "ascending"), (CAP.created_at, "descending")])
-    ids = table[CAP.clip_id].to_pylist()
-    first = [i for i, cid in enumerate(ids) if i == 0 or ids[i - 1] != cid]
-    return table.take(first)

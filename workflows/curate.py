@@ -406,14 +406,14 @@ class TransientFailures(RuntimeError):
 def generate_footage(cfg) -> list[Path]:
     """Write `cfg.reels` procedural reels (and their truth as JSON) to `cfg.out_dir`; existing ones are kept.
 
-    Reel i is `reel_<seed+i>.mp4`, rendered from `curation.footage.random_segments` with that seed, so
+    Reel i is `reel_<seed+i>.mp4`, rendered from `workflows.synthetic.footage.random_segments` with that seed, so
     the same settings always give the same files and a re-run writes nothing.
     """
     import json
     import os
     import uuid
 
-    from curation import footage
+    from workflows.synthetic import footage
 
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -296,7 +296,7 @@ def captions_section(run: RunDir, cfg) -> str | None:
     """Captions per captioner (good and failed) and a few of the newest good ones beside their clips."""
     if not run.captions.exists():
         return None
-    from recaption.run import latest_captions, read_captions
+    from curation.core.tables import latest_captions, read_captions
 
     C = schema.CAP
     counts: dict[str, list[int]] = {}

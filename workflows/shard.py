@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curation.core import schema
-from curation.core.rundir import RunDir, read_manifest, read_table
+from curation.core.rundir import RunDir, read_manifest
 from curation.core.schema import CAP, SH, M
 from training.data import bucket_name, list_buckets, parse_bucket
 
@@ -73,19 +73,10 @@ def resize_cover(frame: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def newest_captions(run: RunDir) -> dict[str, dict]:
-    """clip_id -> caption row: the recaption stage's choice if it is installed, else the newest error-free row."""
-    try:
-        from recaption.run import latest_captions
-    except ImportError:
-        latest_captions = None
-    if latest_captions is not None:
-        table = latest_captions(run)
-        rows = table.to_pylist() if hasattr(table, "to_pylist") else list(table.values()) if isinstance(table, dict) else list(table)
-    else:
-        table = read_table(run.captions, schema.CAPTIONS)
-        table = table.filter(pc.is_null(table[CAP.error]))
-        rows = sorted(table.to_pylist(), key=lambda r: (r[CAP.created_at] is not None, r[CAP.created_at] or 0))
-    return {row[CAP.clip_id]: row for row in rows}  # later (newer) rows win
+    """clip_id -> the newest caption row that passed its checks."""
+    from curation.core.tables import latest_captions
+
+    return {row[CAP.clip_id]: row for row in latest_captions(run).to_pylist()}
 
 
 def metadata_caption(row: dict) -> str:

@@ -69,7 +69,6 @@ M = _fields(MANIFEST)
 
 STATUS_KEPT = "kept"
 STATUS_FILTERED = "filtered"
-CAMERA_MOTIONS = ("static", "pan_left", "pan_right", "tilt_up", "tilt_down", "zoom_in", "zoom_out", "mixed")
 
 # ---------------------------------------------------------------------------------------------
 # Later decisions about curated clips. No stage rewrites the manifest: a score measured after

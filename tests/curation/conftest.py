@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from curation.footage import Segment, make_footage, write_video
+from workflows.synthetic.footage import Segment, make_footage, write_video
 
 OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
 OPENCV_CLIPS = {
@@ -82,8 +82,8 @@ REEL_SEGMENTS = [
 def reel(tmp_path_factory):
     """(path, truth, manifest rows) of REEL_SEGMENTS written as h264 and analysed once."""
     from curation.config import CurateConfig
-    from curation.footage import write_footage
     from curation.process import analyze_source
+    from workflows.synthetic.footage import write_footage
 
     path = tmp_path_factory.mktemp("reel") / "reel.mp4"
     truth = write_footage(path, REEL_SEGMENTS, 256, 192, fps=24, seed=3)

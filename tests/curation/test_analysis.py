@@ -9,8 +9,8 @@ import pytest
 from curation.analysis import _MAX_SAMPLES, AnalysisStats, analyze, shrink_frame
 from curation.config import CurateConfig
 from curation.core.stage import PermanentError
-from curation.footage import Segment, make_footage, render_shape_clip, write_footage, write_video
 from curation.probe import probe
+from workflows.synthetic.footage import Segment, make_footage, render_shape_clip, write_footage, write_video
 
 
 def _clips(path: Path, cfg: CurateConfig | None = None, stats: AnalysisStats | None = None):

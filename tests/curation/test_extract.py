@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from curation import footage
 from curation.config import ExtractConfig
 from curation.core import schema
 from curation.core.rundir import RunDir
 from curation.core.video import read_frames
 from curation.extract import EXTRACT_FAILED, even_size, extract_source, output_frame_plan
+from workflows.synthetic import footage
 
 M = schema.M
 OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from curation.core.video import read_frames
-from curation.footage import (
+from workflows.synthetic.footage import (
     COLORS,
     DIRECTIONS,
     SHAPES,

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from curation.core.stage import PermanentError
-from curation.footage import Segment, make_footage, write_video
 from curation.probe import Deadline, fingerprint, probe
+from workflows.synthetic.footage import Segment, make_footage, write_video
 
 EXPECTED_MESSAGES = {
     "zero_bytes": "empty",

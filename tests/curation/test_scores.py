@@ -8,7 +8,6 @@ import pytest
 from curation.analysis import ClipSignals, Sample, Shot
 from curation.config import AnalysisConfig, CurateConfig
 from curation.core import schema
-from curation.footage import Segment, make_footage
 from curation.scores import (
     TextDetectorUnavailable,
     camera_label,
@@ -19,6 +18,7 @@ from curation.scores import (
     score_clip,
     sharpness,
 )
+from workflows.synthetic.footage import Segment, make_footage
 
 M = schema.M
 

@@ -1,6 +1,6 @@
 """A small run directory for the indexing tests: generated clips, a manifest, captions.
 
-Clips are real h264 mp4 files of coloured shapes (curation.footage), with truthful captions. Two
+Clips are real h264 mp4 files of coloured shapes (workflows.synthetic.footage), with truthful captions. Two
 clips are near-duplicates of another (the same shot re-encoded with faint noise), one clip has no
 caption, one row is filtered (no clip file).
 """
@@ -14,8 +14,8 @@ import numpy as np
 from curation.core import schema
 from curation.core.rundir import RunDir, atomic_write_table, now_utc, rows_to_table
 from curation.core.schema import CAP, M
-from curation.footage import render_shape_clip, shape_caption, write_video
 from indexing.config import DedupConfig, IndexConfig, MilvusConfig, TextConfig, VisualConfig
+from workflows.synthetic.footage import render_shape_clip, shape_caption, write_video
 
 # (shape, colour, direction, background, duration seconds, width)
 SHOTS = [

@@ -6,7 +6,7 @@ import pytest
 
 from curation.core.rundir import RunDir, atomic_write_table, now_utc, rows_to_table
 from curation.core.schema import MANIFEST, STATUS_FILTERED, STATUS_KEPT, M, clip_id_for
-from curation.footage import render_shape_clip, write_video
+from workflows.synthetic.footage import render_shape_clip, write_video
 
 # (shape, colour, direction, background, camera, luminance, motion) of the kept clips a run holds
 CLIP_SPECS = [
@@ -25,21 +25,21 @@ def _few_threads():
 
 @pytest.fixture(scope="session")
 def tiny_qwen(tmp_path_factory):
-    from recaption.tiny import build_qwen2_5_vl
+    from workflows.synthetic.tiny_models import build_qwen2_5_vl
 
     return build_qwen2_5_vl(tmp_path_factory.mktemp("models") / "tiny-qwen2_5_vl")
 
 
 @pytest.fixture(scope="session")
 def tiny_idefics(tmp_path_factory):
-    from recaption.tiny import build_idefics3
+    from workflows.synthetic.tiny_models import build_idefics3
 
     return build_idefics3(tmp_path_factory.mktemp("models") / "tiny-idefics3")
 
 
 @pytest.fixture(scope="session")
 def tiny_lm(tmp_path_factory):
-    from recaption.tiny import build_qwen2_lm
+    from workflows.synthetic.tiny_models import build_qwen2_lm
 
     return build_qwen2_lm(tmp_path_factory.mktemp("models") / "tiny-qwen2-lm")
 

@@ -5,9 +5,9 @@ import json
 import pytest
 
 from curation.core.schema import CAP, M
-from curation.footage import CAMERA_MOVES, Segment, make_footage
 from recaption.metadata import METADATA_CAPTIONER, METADATA_PROMPT_VERSION, MetadataCaptioner
 from recaption.prompts import PROMPT_VERSION, dense_prompt, hints_from_row, short_prompt
+from workflows.synthetic.footage import CAMERA_MOVES, Segment, make_footage
 
 WORDS = {"pan_left": "pans left", "pan_right": "pans right", "tilt_up": "tilts up", "tilt_down": "tilts down",
          "zoom_in": "zooms in", "zoom_out": "zooms out", "static": "is static"}
@@ -63,8 +63,8 @@ def test_metadata_caption_reports_brightness_motion_and_duration():
 def test_metadata_captions_of_analysed_footage_match_its_truth(tmp_path):
     """Generated footage -> curation's analysis -> metadata captions: each shot's real camera move is named."""
     from curation.config import CurateConfig
-    from curation.footage import write_footage
     from curation.process import analyze_source
+    from workflows.synthetic.footage import write_footage
 
     segments = [Segment(36, "triangle", "white", "none", "purple", camera="pan_left"),
                 Segment(36, "square", "pink", "none", "brown", camera="tilt_down"),

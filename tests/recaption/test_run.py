@@ -7,9 +7,10 @@ from typer.testing import CliRunner
 
 from curation.core.rundir import read_manifest
 from curation.core.schema import CAP, M
+from curation.core.tables import latest_captions, read_captions
 from recaption.config import CaptionConfig
 from recaption.enhance import Enhancer, upsample_prompt
-from recaption.run import caption_run, latest_captions, read_captions
+from recaption.run import caption_run
 
 SMALL = dict(frames=4, frame_max_side=64, max_new_tokens=12, short_max_new_tokens=6)
 

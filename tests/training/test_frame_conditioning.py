@@ -85,7 +85,7 @@ def test_trained_dit_starts_from_the_given_image(tiny_latents, tmp_path):
 def test_first_frames_come_from_an_image_or_a_video(tmp_path):
     from PIL import Image
 
-    from curation.footage import render_shape_clip, write_video
+    from workflows.synthetic.footage import render_shape_clip, write_video
 
     Image.fromarray(np.full((20, 30, 3), 200, np.uint8)).save(tmp_path / "first.png")
     assert read_first_frames(tmp_path / "first.png", 9).shape == (1, 20, 30, 3)

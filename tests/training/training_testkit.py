@@ -16,7 +16,7 @@ CLIPS = [  # shape, colour, direction, background, frames, height, width
 
 
 def make_run(root, clips=CLIPS, captions=True):
-    from curation.footage import render_shape_clip, shape_caption, write_video
+    from workflows.synthetic.footage import render_shape_clip, shape_caption, write_video
 
     run = RunDir(root)
     manifest, caption_rows = [], []

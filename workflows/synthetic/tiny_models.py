@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-UNTRAINED_MARKER = "rushes_untrained.json"
+from curation.core.models import UNTRAINED_MARKER
 
 # ChatML-style conversation format of the Qwen family, written for these tests.
 QWEN_CHAT_TEMPLATE = (
@@ -95,7 +95,7 @@ def _bpe_vocab(vocab_size: int = 1024) -> tuple[dict[str, int], list[tuple[str, 
 
 
 def _mark_untrained(out: Path, family: str, layout: str) -> None:
-    note = {"family": family, "layout": layout, "weights": "random (untrained placeholder built by recaption.tiny)"}
+    note = {"family": family, "layout": layout, "weights": "random (untrained placeholder built by workflows.synthetic.tiny_models)"}
     (out / UNTRAINED_MARKER).write_text(json.dumps(note, indent=2))
 
 

@@ -26,21 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-# Named colours (RGB). Shapes, backgrounds and the dominant-colour score share this palette.
-COLORS: dict[str, tuple[int, int, int]] = {
-    "red": (220, 30, 30),
-    "green": (30, 170, 50),
-    "blue": (30, 60, 210),
-    "yellow": (240, 220, 30),
-    "orange": (245, 140, 20),
-    "purple": (130, 40, 170),
-    "pink": (245, 130, 190),
-    "cyan": (40, 210, 220),
-    "brown": (120, 70, 30),
-    "white": (245, 245, 245),
-    "gray": (128, 128, 128),
-    "black": (10, 10, 10),
-}
+from curation.core.vocab import COLORS  # noqa: E402 - the palette the colour score names
+
 SHAPES = ("circle", "square", "triangle")
 DIRECTIONS = ("left", "right", "up", "down", "none")
 CAMERA_MOVES = ("static", "pan_left", "pan_right", "tilt_up", "tilt_down", "zoom_in", "zoom_out")
