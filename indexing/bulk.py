@@ -17,9 +17,9 @@ import pyarrow as pa
 
 from curation.core.rundir import RunDir, atomic_write_table
 from curation.core.schema import M
+from curation.core.tables import kept_clips
 from indexing.config import IndexConfig
 from indexing.embed import TEXT, VISUAL, latest_captions, latest_vectors, text_input_hash, visual_input_hash
-from indexing.manifest_update import kept_rows
 from indexing.models import clip_model_name, resolve_text_model
 from indexing.store import ClipStore, StoreMeta, collection_schema, store_row
 
@@ -43,7 +43,7 @@ def collect_rows(out, cfg: IndexConfig) -> tuple[list[dict], StoreMeta]:
                      text_model_ref=cfg.text.text_model)
     rows = [store_row(r, visual[r[M.clip_id]], text.get(r[M.clip_id]),
                       captions.get(r[M.clip_id]) if r[M.clip_id] in text else None, None, meta.text_dim)
-            for r in kept_rows(run) if r[M.clip_id] in visual]
+            for r in kept_clips(run) if r[M.clip_id] in visual]
     return rows, meta
 
 

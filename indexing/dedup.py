@@ -3,7 +3,8 @@
 Each clip asks Milvus for its nearest neighbours (an ANN search per clip, batched; never all pairs).
 Pairs at or above the cosine threshold are joined into groups (transitively: if A~B and B~C, all three
 are one group). Each group keeps one clip, the best by aesthetic score, then duration, then
-resolution; the others become `filtered` with reason `near_duplicate:<kept clip_id>`.
+resolution; the others are filtered with reason `near_duplicate:<kept clip_id>`: rows of
+OUT/decisions/ (stage "dedup"), so the manifest stays as curation wrote it.
 """
 
 from __future__ import annotations
@@ -11,14 +12,15 @@ from __future__ import annotations
 import numpy as np
 
 from curation.core import schema
-from curation.core.rundir import RunDir, read_manifest
+from curation.core.models import is_untrained
+from curation.core.rundir import RunDir
 from curation.core.schema import M
-from indexing.manifest_update import update_manifest
-from indexing.models import is_untrained
+from curation.core.tables import add_decisions, read_clips
 from indexing.store import F_VISUAL, ClipStore
 
 QUERY_BATCH = 64
 DUPLICATE_REASON = "near_duplicate"
+DEDUP = "dedup"  # the deciding stage in OUT/decisions/
 
 
 def find_duplicate_groups(store: ClipStore, vectors: dict[str, np.ndarray], threshold: float,
@@ -65,9 +67,9 @@ def keeper_rank(row: dict) -> tuple:
     )
 
 
-def apply_duplicates(run: RunDir, groups: list[list[str]]) -> dict[str, str]:
-    """Mark all but the best clip of each group filtered; returns {dropped clip_id: kept clip_id}."""
-    rows = {r[M.clip_id]: r for r in read_manifest(run).to_pylist()}
+def apply_duplicates(run: RunDir, groups: list[list[str]], settings=None) -> dict[str, str]:
+    """Filter all but the best clip of each group (decisions of stage "dedup"); returns {dropped: kept}."""
+    rows = {r[M.clip_id]: r for r in read_clips(run).to_pylist()}
     dropped: dict[str, str] = {}
     for group in groups:
         members = [rows[c] for c in group if c in rows]
@@ -77,8 +79,5 @@ def apply_duplicates(run: RunDir, groups: list[list[str]]) -> dict[str, str]:
         for row in members:
             if row[M.clip_id] != keeper:
                 dropped[row[M.clip_id]] = keeper
-    update_manifest(run, {
-        cid: {M.status: schema.STATUS_FILTERED, "filter_reasons_add": [f"{DUPLICATE_REASON}:{keeper}"]}
-        for cid, keeper in dropped.items()
-    })
+    add_decisions(run, DEDUP, {cid: f"{DUPLICATE_REASON}:{keeper}" for cid, keeper in dropped.items()}, settings)
     return dropped

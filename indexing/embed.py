@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -48,10 +47,12 @@ class VisualEmbedder(Stage):
 
     name = "embed_visual"
     num_cpus = 1
+    num_gpus = 1  # when the cluster has GPUs
 
     def __init__(self, run_root: Path | str, cfg: VisualConfig):
         self.run = RunDir(run_root)
         self.cfg = cfg
+        self.batch_size = cfg.batch_size
         self.clip = None
 
     def setup(self) -> None:
@@ -70,8 +71,6 @@ class VisualEmbedder(Stage):
 
         from curation.core.video import sample_frames
 
-        if self.clip is None:
-            self.setup()
         images, owners, out = [], [], []
         for row in batch:
             try:
@@ -97,9 +96,11 @@ class CaptionEmbedder(Stage):
 
     name = "embed_caption"
     num_cpus = 1
+    num_gpus = 1  # when the cluster has GPUs
 
     def __init__(self, cfg: TextConfig):
         self.cfg = cfg
+        self.batch_size = cfg.batch_size
         self.text = None
 
     def setup(self) -> None:
@@ -109,35 +110,30 @@ class CaptionEmbedder(Stage):
 
     def __call__(self, batch: list[dict]) -> list[dict]:
         """Rows with clip_id and caption -> rows with clip_id, vector."""
-        if self.text is None:
-            self.setup()
         vectors = self.text.encode([row["caption"] for row in batch], self.cfg.batch_size)
         return [{M.clip_id: row[M.clip_id], "vector": v, "error": None} for row, v in zip(batch, vectors, strict=True)]
 
 
-def map_locally(stage: Stage, rows: list[dict], batch_size: int, label: str = "embedding") -> list[dict]:
-    """Run a stage in this process over `rows` in batches, with a progress bar."""
-    from rich.progress import Progress
+class AestheticScorer(Stage):
+    """A LAION-style aesthetic score per clip from its visual vector (rows: clip_id, vector -> clip_id, score)."""
 
-    out: list[dict] = []
-    if not rows:
-        return out
-    stage.setup()
-    with Progress(transient=True) as progress:
-        task = progress.add_task(label, total=len(rows))
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start : start + batch_size]
-            out.extend(stage(chunk))
-            progress.advance(task, len(chunk))
-    return out
+    name = "score_aesthetic"
+    num_cpus = 1
+    batch_size = 1024  # an MLP over vectors: large batches cost nothing
 
+    def __init__(self, cfg: VisualConfig, clip_dim: int, clip_name: str, head=None):
+        self.cfg, self.clip_dim, self.clip_name = cfg, clip_dim, clip_name
+        self.head = head  # already loaded by the caller (it checks the head exists before any work), or None
 
-# A mapper runs a stage over rows: `map_locally`, or workflows/index.py's Ray actor pool.
-Mapper = Callable[[Callable[[], Stage], list[dict], int, str], list[dict]]
+    def setup(self) -> None:
+        from indexing.models import load_aesthetic_head
 
+        if self.head is None:
+            self.head = load_aesthetic_head(self.cfg.aesthetic_head, self.clip_dim, self.clip_name)
 
-def local_mapper(make_stage: Callable[[], Stage], rows: list[dict], batch_size: int, label: str) -> list[dict]:
-    return map_locally(make_stage(), rows, batch_size, label) if rows else []
+    def __call__(self, batch: list[dict]) -> list[dict]:
+        scores = self.head.score(np.stack([np.asarray(r["vector"], dtype=np.float32) for r in batch]))
+        return [{M.clip_id: r[M.clip_id], "score": float(s), "model": self.head.name} for r, s in zip(batch, scores, strict=True)]
 
 
 # ---------------------------------------------------------------------------------------------

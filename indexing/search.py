@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from curation.core.models import is_untrained
 from curation.core.schema import M
-from indexing.models import is_untrained
 from indexing.store import F_BM25, F_CAPTION, F_HAS_CAPTION, F_TEXT, F_VISUAL, ClipStore, StoreError
 
 MODES = ("hybrid", "visual", "text", "keyword")

@@ -12,12 +12,10 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow.compute as pc
-
 from curation.core.rundir import RunDir, atomic_write_table, read_manifest, rows_to_table
-from curation.core.schema import CAP, CAPTIONS, STATUS_KEPT, M
-from curation.core.stage import PermanentError, Stage
-from curation.core.tables import read_captions
+from curation.core.schema import CAP, CAPTIONS, M
+from curation.core.stage import PermanentError, Stage, map_in_process
+from curation.core.tables import kept_clips, read_captions
 from curation.core.video import count_frames, read_frames, spread_indices
 from recaption.config import CaptionConfig
 from recaption.metadata import MetadataCaptioner
@@ -48,8 +46,14 @@ def make_captioner(config: CaptionConfig) -> Stage:
     return VLMCaptioner(config)
 
 
-class CaptionWorker:
-    """What one worker does with a batch of manifest rows: frames, captions, enhancement, one part."""
+class CaptionWorker(Stage):
+    """The caption stage: a batch of kept clip rows in, their caption rows out, written as one part.
+
+    Per batch: frames, captions, enhancement, one atomic part of OUT/captions/. It holds a model, so an
+    executor keeps one per worker; it asks for `gpus_per_worker` GPUs when it runs a VLM."""
+
+    name = "caption"
+    num_cpus = 1
 
     def __init__(self, out: Path | str, config: CaptionConfig):
         from recaption.enhance import Enhancer
@@ -63,6 +67,8 @@ class CaptionWorker:
                                      dtype=config.dtype)
         self.identity = captioner_identity(self.captioner, self.enhancer, config.checks)
         self.prompt_version = self.captioner.prompt_version
+        self.batch_size = config.batch_size
+        self.num_gpus = config.gpus_per_worker if config.captioner != "metadata" else 0
 
     def setup(self) -> None:
         self.captioner.setup()
@@ -142,10 +148,9 @@ def done_clip_ids(run: RunDir, captioner: str, prompt_version: str) -> set[str]:
 
 def pending_rows(run: RunDir, captioner: str, prompt_version: str) -> tuple[list[dict], int, int]:
     """(kept manifest rows still to caption, kept clip count, skipped count)."""
-    manifest = read_manifest(run)
-    if manifest.num_rows == 0:
+    if read_manifest(run).num_rows == 0:
         raise FileNotFoundError(f"{run.manifest} holds no clips; run `rushes curate ... --out {run.root}` first")
-    kept = manifest.filter(pc.equal(manifest[M.status], STATUS_KEPT)).to_pylist()
+    kept = kept_clips(run)
     done = done_clip_ids(run, captioner, prompt_version)
     todo = [r for r in kept if r[M.clip_id] not in done]
     return todo, len(kept), len(kept) - len(todo)
@@ -167,37 +172,18 @@ def plan_captions(out: Path | str, config: CaptionConfig) -> tuple[CaptionWorker
     return worker, todo, CaptionSummary(worker.identity, worker.prompt_version, kept=kept, skipped=skipped)
 
 
-def caption_run(out: Path | str, config: CaptionConfig | None = None, progress: bool = False) -> CaptionSummary:
-    """Caption every kept clip of the run at `out` that this captioner has not done yet, in this process."""
+def caption_run(out: Path | str, config: CaptionConfig | None = None, mapper=None) -> CaptionSummary:
+    """Caption every kept clip of the run at `out` that this captioner has not done yet.
+
+    `mapper(stage, rows, label)` runs the stage: in this process by default, or any executor of
+    workflows/ (Ray Data)."""
     config = config or CaptionConfig()
     worker, todo, summary = plan_captions(out, config)
     if not todo:
         return summary
-    worker.setup()
-    batches = [todo[i: i + config.batch_size] for i in range(0, len(todo), config.batch_size)]
-    with ProgressBar(progress, len(todo)) as advance:
-        for batch in batches:
-            count_outcome(summary, worker(batch))
-            advance(len(batch))
+    if mapper is None:
+        caption_rows = map_in_process(worker, todo)
+    else:
+        caption_rows = mapper(worker, todo, "captioning clips")
+    count_outcome(summary, caption_rows)
     return summary
-
-
-class ProgressBar:
-    """A rich progress bar over clips when `enabled`, else nothing."""
-
-    def __init__(self, enabled: bool, total: int):
-        self.enabled, self.total = enabled, total
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda n: None
-        from rich.progress import Progress
-
-        self.bar = Progress(transient=True)
-        self.bar.start()
-        task = self.bar.add_task("captioning clips", total=self.total)
-        return lambda n: self.bar.advance(task, n)
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            self.bar.stop()

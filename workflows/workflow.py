@@ -51,7 +51,7 @@ class WorkflowConfig(StrictModel):
 
 # Order matters: each stage reads what the ones before it wrote.
 STEPS: list[tuple[str, str]] = [
-    ("generate", "workflows.curate:run_generate_step"),
+    ("generate", "workflows.generate:run_generate_step"),
     ("curate", "workflows.curate:run_step"),
     ("dedup", "workflows.index:run_dedup_step"),  # before captioning: duplicates are never captioned
     ("caption", "workflows.caption:run_step"),

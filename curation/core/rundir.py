@@ -78,6 +78,31 @@ class RunDir:
     def report(self) -> Path:
         return self.root / "report.html"
 
+    @property
+    def configs(self) -> Path:
+        return self.root / "configs"
+
+    @property
+    def input_cache(self) -> Path:
+        # local copies of remote inputs
+        return self.root / "_cache" / "inputs"
+
+    # one source's parts, named by its source key and the config hash that made them
+    def manifest_part(self, key: str, chash: str) -> Path:
+        return self.manifest / f"{key}-{chash}.parquet"
+
+    def quarantine_part(self, key: str, chash: str) -> Path:
+        """The whole source failed permanently (its presence marks the source done)."""
+        return self.quarantine_parts / f"{key}-{chash}.parquet"
+
+    def clip_quarantine_part(self, key: str, chash: str) -> Path:
+        """Clips of a processed source that could not be extracted (does not mark the source done)."""
+        return self.quarantine_parts / f"{key}-{chash}.clips.parquet"
+
+    def attempts(self, key: str, chash: str) -> Path:
+        """Markers of attempts at a source that are running, or whose worker died."""
+        return self.root / "_attempts" / f"{key}-{chash}"
+
     def rel(self, path: Path | str) -> str:
         """A path inside the run directory, as stored in tables (relative, forward slashes)."""
         return Path(path).resolve().relative_to(self.root.resolve()).as_posix()

@@ -50,18 +50,17 @@ def batches(rows: list[dict], size: int) -> Iterator[list[dict]]:
         yield rows[start : start + size]
 
 
-def map_in_process(stage: Stage, rows: list[dict], on_batch: Callable[[list[dict], list[dict]], None] | None = None,
-                   batch_size: int | None = None) -> list[dict]:
-    """Run `stage` over `rows` here, `batch_size` (default: the stage's) rows a call; returns all output rows.
+# An executor runs a stage over rows and returns its output rows: `map_in_process` here, or one of
+# workflows.executor's (Ray Data, with a progress display). Pipelines take one as their `mapper`.
+Mapper = Callable[[Stage, list[dict], str], list[dict]]
 
-    `on_batch(inputs, outputs)` is called after each batch (a progress display counts inputs)."""
+
+def map_in_process(stage: Stage, rows: list[dict], label: str = "") -> list[dict]:
+    """Run `stage` over `rows` in this process, `stage.batch_size` rows a call; returns all output rows."""
     out: list[dict] = []
     if not rows:
         return out
     stage.setup()
-    for chunk in batches(rows, batch_size or stage.batch_size):
-        result = stage(chunk)
-        out.extend(result)
-        if on_batch is not None:
-            on_batch(chunk, result)
+    for chunk in batches(rows, stage.batch_size):
+        out.extend(stage(chunk))
     return out

@@ -8,8 +8,9 @@ from indexing_testkit import DUPLICATES_OF, SHOTS, clip_id
 from typer.testing import CliRunner
 
 from curation.core import schema
-from curation.core.rundir import RunDir, read_manifest
+from curation.core.rundir import RunDir
 from curation.core.schema import M
+from curation.core.tables import read_clips
 from indexing.dedup import keeper_rank
 from indexing.store import ClipStore, default_uri
 from workflows.cli import app
@@ -31,12 +32,13 @@ def test_keeper_prefers_aesthetic_then_duration_then_resolution():
 def test_dedup_marks_duplicates_and_keeps_the_original(run_template, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(run_template, out)
+    curated = manifest_bytes(out)
     args = ["dedup", "--out", str(out), "--threshold", "0.99", "--clip-model", "tiny-random", "--frames", "3",
             "--device", "cpu", "--no-ray"]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "duplicates filtered 2" in res.stdout and "untrained" in res.stdout
-    rows = {r[M.clip_id]: r for r in read_manifest(RunDir(out)).to_pylist()}
+    rows = {r[M.clip_id]: r for r in read_clips(RunDir(out)).to_pylist()}
     original = clip_id(0)
     for dup in DUPLICATES_OF:
         assert rows[clip_id(dup)][M.status] == schema.STATUS_FILTERED
@@ -56,3 +58,10 @@ def test_dedup_marks_duplicates_and_keeps_the_original(run_template, tmp_path):
     assert res.exit_code == 0, res.output
     assert "index: kept clips 5, visual embedded 0" in res.stdout and "captions embedded 4" in res.stdout
     assert "collection rows 5" in res.stdout
+    # dedup and index decided in tables of their own: the manifest is byte for byte what curation wrote
+    assert manifest_bytes(out) == curated
+    assert {p.name.split("-")[0] for p in (out / "decisions").glob("*.parquet")} == {"dedup"}
+
+
+def manifest_bytes(out) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((out / "manifest").glob("*.parquet"))}

@@ -10,6 +10,7 @@ from indexing_testkit import clip_id, tiny_visual
 from typer.testing import CliRunner
 
 from curation.core.rundir import RunDir
+from curation.core.stage import map_in_process
 from indexing.embed import VisualEmbedder, read_embeddings
 from indexing.models import (
     ModelNotFoundError,
@@ -95,8 +96,8 @@ def test_visual_embedder_pools_frames_and_reports_unreadable_clips(run_template,
     rows = [{"clip_id": clip_id(0), "clip_path": f"clips/{clip_id(0)}.mp4"},
             {"clip_id": "broken", "clip_path": "clips/broken.mp4"},
             {"clip_id": clip_id(1), "clip_path": f"clips/{clip_id(1)}.mp4"}]
-    mean = VisualEmbedder(out, tiny_visual())(rows)
-    maxed = VisualEmbedder(out, tiny_visual(pooling="max"))(rows)
+    mean = map_in_process(VisualEmbedder(out, tiny_visual()), rows)
+    maxed = map_in_process(VisualEmbedder(out, tiny_visual(pooling="max")), rows)
     by_id = {r["clip_id"]: r for r in mean}
     assert by_id["broken"]["vector"] is None and "broken.mp4" in by_id["broken"]["error"]
     for cid in (clip_id(0), clip_id(1)):

@@ -15,8 +15,9 @@ from indexing_testkit import SHOTS, UNCAPTIONED, clip_id, index_config
 from typer.testing import CliRunner
 
 from curation.core import schema
-from curation.core.rundir import RunDir, atomic_write_table, now_utc, read_manifest, rows_to_table
+from curation.core.rundir import RunDir, atomic_write_table, now_utc, rows_to_table
 from curation.core.schema import CAP, EMB, M
+from curation.core.tables import read_clips
 from indexing.embed import read_embeddings
 from indexing.pipeline import index_run
 from indexing.search import Searcher, SearchError
@@ -63,9 +64,9 @@ def test_index_embeds_every_kept_clip_once(indexed):
     assert "untrained" in " ".join(first.notes)
 
 
-def test_aesthetic_scores_fill_the_manifest(indexed):
+def test_aesthetic_scores_fill_the_clip_view(indexed):
     out, _, _ = indexed
-    rows = read_manifest(RunDir(out)).to_pylist()
+    rows = read_clips(RunDir(out)).to_pylist()
     kept = [r for r in rows if r[M.status] == schema.STATUS_KEPT]
     assert all(r[M.aesthetic_score] is not None for r in kept)
     assert all("untrained" in r[M.aesthetic_model] for r in kept)
@@ -186,17 +187,21 @@ def test_new_caption_reembeds_only_that_clip_and_recreate_rebuilds(indexed):
 
 def test_min_aesthetic_filters_and_removes_from_index(indexed):
     out, _, _ = indexed
-    scores = {r[M.clip_id]: r[M.aesthetic_score] for r in read_manifest(RunDir(out)).to_pylist()
+    curated = {p.name: p.read_bytes() for p in (out / "manifest").glob("*.parquet")}
+    scores = {r[M.clip_id]: r[M.aesthetic_score] for r in read_clips(RunDir(out)).to_pylist()
               if r[M.status] == schema.STATUS_KEPT}
     cut = sorted(scores.values())[2]  # the two lowest go
     cfg = index_config()
     cfg.visual.min_aesthetic = cut
     summary = index_run(out, cfg)
     assert summary.counts["aesthetic_filtered"] == 2
-    rows = {r[M.clip_id]: r for r in read_manifest(RunDir(out)).to_pylist()}
+    rows = {r[M.clip_id]: r for r in read_clips(RunDir(out)).to_pylist()}
     low = [c for c, s in scores.items() if s < cut]
     assert all(rows[c][M.status] == "filtered" and "low_aesthetic" in rows[c][M.filter_reasons] for c in low)
     assert summary.counts["collection_rows"] == KEPT - 2
+    # scores and the filter are rows of OUT/scores/ and OUT/decisions/: the manifest parts are untouched
+    assert {p.name: p.read_bytes() for p in (out / "manifest").glob("*.parquet")} == curated
+    assert index_run(out, cfg).counts["aesthetic_scored"] == 0  # a re-run appends nothing
 
 
 def test_bulk_export_writes_import_files_and_metadata(indexed, tmp_path):

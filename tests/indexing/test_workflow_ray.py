@@ -10,8 +10,9 @@ from indexing_testkit import DUPLICATES_OF, SHOTS, clip_id
 
 from curation.core import schema
 from curation.core.config import load_yaml
-from curation.core.rundir import RunDir, atomic_write_table, read_manifest, read_table, rows_to_table
+from curation.core.rundir import RunDir, atomic_write_table, read_table, rows_to_table
 from curation.core.schema import M
+from curation.core.tables import read_clips
 from indexing.store import ClipStore, default_uri
 from workflows.raysession import ray_session
 from workflows.workflow import WorkflowConfig, run_workflow
@@ -47,6 +48,6 @@ def test_dedup_then_index_on_ray(run_template, tmp_path, capsys):
     # (the quarantined clip is not retried)
     assert "index: kept clips 6, visual embedded 0, visual reused 5, visual failed 0" in printed
     assert "captions embedded 4" in printed
-    rows = {r[M.clip_id]: r for r in read_manifest(RunDir(out)).to_pylist()}
+    rows = {r[M.clip_id]: r for r in read_clips(RunDir(out)).to_pylist()}
     assert all(rows[clip_id(d)][M.status] == "filtered" for d in DUPLICATES_OF)
     assert ClipStore(default_uri(out), None, "rushes_clips").count() == len(SHOTS)

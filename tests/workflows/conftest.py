@@ -40,7 +40,7 @@ def ray_cluster():
 @pytest.fixture(scope="session")
 def footage_dir(tmp_path_factory):
     """Six short generated reels (resume and cluster tests) plus broken files."""
-    from workflows.curate import generate_footage
+    from workflows.generate import generate_footage
     from workflows.workflow import GenerateConfig
 
     root = tmp_path_factory.mktemp("footage")

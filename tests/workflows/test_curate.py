@@ -17,8 +17,8 @@ from curation.core import schema
 from curation.core.rundir import RunDir, read_manifest, read_quarantine
 from curation.core.video import count_frames
 from curation.inputs import resolve_inputs
+from curation.pipeline import DONE_EARLIER, FAILED, QUARANTINED, process_source
 from workflows.cli import app
-from workflows.curate import DONE_EARLIER, FAILED, QUARANTINED, process_source
 from workflows.report import funnel
 
 M, Q = schema.M, schema.Q
@@ -158,11 +158,12 @@ def test_process_source_failures_permanent_and_transient(footage_dir, tmp_path, 
 
 
 def test_a_source_that_keeps_killing_its_worker_is_quarantined(footage_dir, tmp_path):
-    from workflows.curate import MAX_ATTEMPTS, attempts_dir
+    from curation.inputs import source_key
+    from curation.pipeline import MAX_ATTEMPTS
 
     reel = str(footage_dir / "reels" / "reel_0009.mp4")
     # what MAX_ATTEMPTS dead workers leave behind: their attempt markers
-    markers = attempts_dir(RunDir(tmp_path), reel, "h2")
+    markers = RunDir(tmp_path).attempts(source_key(reel), "h2")
     markers.mkdir(parents=True)
     for i in range(MAX_ATTEMPTS):
         (markers / f"attempt-{i}").touch()
@@ -177,7 +178,7 @@ def test_the_watchdog_ends_a_hung_worker_and_leaves_its_marker(footage_dir, tmp_
     code = f"""
 import time, curation.process
 from curation.config import CurateConfig
-from workflows.curate import process_source
+from curation.pipeline import process_source
 curation.process.analyze_source = lambda *a: time.sleep(60)  # a decoder call that never returns
 process_source({str(footage_dir / "reels" / "reel_0009.mp4")!r}, {str(tmp_path)!r}, CurateConfig(), "h3", 1.0)
 """
@@ -220,7 +221,7 @@ def test_workers_let_go_of_the_users_terminal():
     import pty
 
     leader, follower = pty.openpty()
-    code = "import os; from workflows.curate import _detach_stdin; a = os.isatty(0); _detach_stdin(); print(a, os.isatty(0))"
+    code = "import os; from workflows.executor import _detach_stdin; a = os.isatty(0); _detach_stdin(); print(a, os.isatty(0))"
     try:
         proc = subprocess.run([sys.executable, "-c", code], stdin=follower, capture_output=True, text=True, timeout=60)
     finally:

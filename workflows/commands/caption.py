@@ -41,8 +41,9 @@ def caption(
             summary = run_caption(out, config, ray_address=ray_address)
         else:
             from recaption.run import caption_run
+            from workflows.executor import local_executor
 
-            summary = caption_run(out, config, progress=True)
+            summary = caption_run(out, config, mapper=local_executor)
     except (ModelNotFound, FileNotFoundError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None

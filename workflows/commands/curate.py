@@ -78,7 +78,7 @@ def generate_footage(
 ) -> None:
     """Write procedural test footage (moving shapes, cuts, camera moves, text, black shots) with its truth."""
     from curation.core.config import ConfigError, validate
-    from workflows.curate import generate_footage as generate
+    from workflows.generate import generate_footage as generate
     from workflows.workflow import GenerateConfig
 
     try:

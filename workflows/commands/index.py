@@ -58,17 +58,15 @@ def _milvus(uri, token, collection, recreate=False):
 
 
 def _mapper(use_ray: bool, ray_address: str | None, workers: int | None):
-    """(context manager, mapper): Ray when asked for, else in-process embedding."""
+    """(context manager, executor): the one executor on Ray when asked for, else in this process."""
     from contextlib import nullcontext
 
-    from indexing.embed import local_mapper
-
-    if not use_ray:
-        return nullcontext(), local_mapper
-    from workflows.index import ray_mapper
+    from workflows.executor import local_executor, ray_executor
     from workflows.raysession import ray_session
 
-    return ray_session(ray_address, workers), ray_mapper(workers)
+    if not use_ray:
+        return nullcontext(), local_executor
+    return ray_session(ray_address, workers), ray_executor(ray_address, workers)
 
 
 def index(

@@ -1,0 +1,214 @@
+"""One source through the whole of curation: analyse, extract, record. The stage the workflow maps.
+
+`CurateSource` is a stateless stage over batches of `{"source": ...}` rows. For each source a worker
+analyses it (`curation.process.analyze_source`), extracts its kept clips and thumbnails
+(`curation.extract.extract_source`) and writes the source's manifest part atomically as
+`OUT/manifest/<source key>-<config hash>.parquet`. That file is the proof the source is done: a
+re-run skips every source whose part exists for the same config, so a run killed at any point (even
+`kill -9`) resumes where it stopped, and a finished run re-run does nothing.
+
+Failures: a `PermanentError` (bad input) is written as a quarantine part under `OUT/_quarantine/`
+(which also marks the source done) and folded into `OUT/quarantine.parquet` by the driver; any other
+exception is transient: nothing is written, the run reports it and the next run retries the source.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import shutil
+import uuid
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from curation.config import CurateConfig
+from curation.core import schema
+from curation.core.rundir import (
+    RunDir,
+    atomic_write_bytes,
+    atomic_write_table,
+    config_hash,
+    now_utc,
+    read_table,
+    rows_to_table,
+)
+from curation.core.stage import PermanentError, Stage
+from curation.inputs import local_path, source_key
+
+M, Q = schema.M, schema.Q
+PROCESSED, QUARANTINED, FAILED, DONE_EARLIER = "processed", "quarantined", "failed", "done earlier"
+RESULT_KEYS = ("source", "status", "detected", "kept", "error", "node")
+MAX_ATTEMPTS = 3  # a source whose processing killed its worker this many times is quarantined
+
+
+class CurateSource(Stage):
+    """Curate whole sources: one `{"source"}` row in, one summary row (RESULT_KEYS) out. Never raises."""
+
+    name = "curate"
+    num_cpus = 1
+    batch_size = 1
+    stateful = False  # the text detector is cached per process; nothing else is held
+
+    def __init__(self, out: Path | str, cfg: CurateConfig, time_limit_s: float | None = None):
+        self.out, self.cfg, self.chash = str(out), cfg, config_hash(cfg)
+        self.time_limit_s = time_limit_s
+
+    def setup(self) -> None:
+        import os
+
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        import cv2
+
+        cv2.setNumThreads(1)  # one CPU per source: no thread pools fighting over the cores
+
+    def __call__(self, batch: list[dict]) -> list[dict]:
+        return [process_source(row["source"], self.out, self.cfg, self.chash, self.time_limit_s) for row in batch]
+
+
+# ---------------------------------------------------------------------------------------------
+# Which sources are done
+
+
+def is_done(run: RunDir, source: str, chash: str) -> bool:
+    key = source_key(source)
+    return run.manifest_part(key, chash).exists() or run.quarantine_part(key, chash).exists()
+
+
+def hard_limit_s(cfg: CurateConfig) -> float:
+    """Backstop per source: probe and analysis each stop themselves at probe.timeout_s (cooperatively);
+    this catches a call that blocks inside FFmpeg, with room left for extraction."""
+    return 4 * cfg.probe.timeout_s + 60
+
+
+# ---------------------------------------------------------------------------------------------
+# One source
+
+
+def process_source(source: str, out: str | Path, cfg: CurateConfig, chash: str,
+                   time_limit_s: float | None = None) -> dict:
+    """Analyse, extract and record one source; returns a summary (see RESULT_KEYS). Never raises.
+
+    Each attempt leaves a marker file while it runs. A worker that dies mid-source (a decoder crash, a
+    lost node, the `time_limit_s` watchdog) leaves its marker behind; after MAX_ATTEMPTS such deaths the
+    source is quarantined instead of tried again, so one pathological file cannot stall a run forever.
+    """
+    run = RunDir(out)
+    result = {"source": source, "status": PROCESSED, "detected": 0, "kept": 0, "error": None, "node": None}
+    if is_done(run, source, chash):  # e.g. a retry of a task whose first attempt finished
+        return {**result, "status": DONE_EARLIER}
+    attempts = run.attempts(source_key(source), chash)
+    died = sorted(attempts.glob("attempt-*")) if attempts.exists() else []
+    if len(died) >= MAX_ATTEMPTS:
+        error = (f"processing this source stopped its worker {len(died)} times (a crash, or a hang past the "
+                 f"{hard_limit_s(cfg):g} s limit); quarantined so the run can finish. Check the file; "
+                 f"raise probe.timeout_s if it is just very long")
+        _quarantine(run, source, chash, "worker", error)
+        shutil.rmtree(attempts, ignore_errors=True)
+        return {**result, "status": QUARANTINED, "error": f"worker: {error}"}
+    marker = attempts / f"attempt-{uuid.uuid4().hex}"
+    attempts.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+    if time_limit_s:
+        faulthandler.dump_traceback_later(time_limit_s, exit=True)  # the traceback goes to the worker's log
+    try:
+        outcome = _process(source, run, cfg, chash)
+    finally:
+        if time_limit_s:
+            faulthandler.cancel_dump_traceback_later()
+        marker.unlink(missing_ok=True)  # a normal return (or exception) is not a dead worker
+    if outcome["status"] != FAILED:  # the source is done: earlier deaths no longer matter
+        shutil.rmtree(attempts, ignore_errors=True)
+    elif not any(attempts.iterdir()):
+        attempts.rmdir()
+    return {**result, **outcome}
+
+
+def _process(source: str, run: RunDir, cfg: CurateConfig, chash: str) -> dict:
+    from curation.extract import extract_source
+    from curation.process import analyze_source
+
+    key = source_key(source)
+    stage = "input"
+    try:
+        path = local_path(source, run.input_cache)
+        stage = "analysis"
+        rows = analyze_source(source, path, cfg)
+        stage = "extract"
+        for row in rows:
+            row[M.config_hash] = chash
+            row[M.created_at] = now_utc()
+        rows, clip_failures = extract_source(path, rows, run, cfg.extract)
+    except PermanentError as e:
+        stage = e.stage or stage
+        _quarantine(run, source, chash, stage, str(e))
+        return {"status": QUARANTINED, "error": f"{stage}: {e}"}
+    except Exception as e:  # noqa: BLE001 - transient by contract: report it, write nothing, retry next run
+        return {"status": FAILED, "error": f"{stage}: {type(e).__name__}: {e}"}
+    if clip_failures:  # written before the manifest part: a kill in between is redone on resume
+        atomic_write_table(rows_to_table(clip_failures, schema.QUARANTINE), run.clip_quarantine_part(key, chash))
+    atomic_write_table(rows_to_table(rows, schema.MANIFEST), run.manifest_part(key, chash))
+    _remove_stale_parts(run, source, chash)
+    kept = sum(1 for row in rows if row[M.status] == schema.STATUS_KEPT)
+    return {"status": PROCESSED, "detected": len(rows), "kept": kept}
+
+
+def _quarantine(run: RunDir, source: str, chash: str, stage: str, error: str) -> None:
+    row = {Q.source: source, Q.stage: stage, Q.error: error, Q.clip_id: None, Q.created_at: now_utc()}
+    atomic_write_table(rows_to_table([row], schema.QUARANTINE), run.quarantine_part(source_key(source), chash))
+    _remove_stale_parts(run, source, chash)
+
+
+def _remove_stale_parts(run: RunDir, source: str, chash: str) -> None:
+    """Parts of this source written under another config are replaced by the new ones."""
+    key = source_key(source)
+    for directory in (run.manifest, run.quarantine_parts):
+        if directory.exists():
+            for part in directory.glob(f"{key}-*.parquet"):
+                if not part.name.startswith(f"{key}-{chash}."):
+                    part.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The run directory before and after
+
+
+def remove_temp_files(run: RunDir) -> int:
+    """Delete the hidden temp files a killed run leaves (never trusted, only in the way); returns how many."""
+    count = 0
+    for directory in (run.clips, run.thumbs, run.manifest, run.quarantine_parts, run.input_cache, run.configs):
+        if directory.exists():
+            for tmp in directory.glob("**/.*.tmp"):
+                tmp.unlink(missing_ok=True)
+                count += 1
+    if run.root.exists():
+        for tmp in run.root.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+            count += 1
+    return count
+
+
+def save_config(run: RunDir, cfg: CurateConfig) -> Path:
+    """The config behind a config hash, kept in OUT so the report (and a person) can read it later."""
+    import yaml
+
+    path = run.configs / f"curate-{config_hash(cfg)}.yaml"
+    if not path.exists():
+        atomic_write_bytes(path, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False).encode())
+    return path
+
+
+def fold_quarantine(run: RunDir) -> int:
+    """Rebuild OUT/quarantine.parquet from the workers' parts; returns its row count."""
+    table = read_table(run.quarantine_parts, schema.QUARANTINE)
+    if table.num_rows or run.quarantine.exists():
+        old = pq.read_table(run.quarantine) if run.quarantine.exists() else None
+        if old is None or not old.equals(table):
+            atomic_write_table(table, run.quarantine)
+    return table.num_rows
+
+
+def remove_attempts_dir(run: RunDir) -> None:
+    try:
+        (run.root / "_attempts").rmdir()  # only when empty: no source has a dead worker behind it
+    except OSError:
+        pass
