@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from curation.core.schema import M
 from curation.core.stage import Stage
+from recaption.captions import caption_row
 from recaption.checks import check_caption
 from recaption.prompts import CAMERA_PHRASES, hints_from_row
-from recaption.vlm import caption_row
 
 METADATA_CAPTIONER = "metadata"
 METADATA_PROMPT_VERSION = "metadata-v1"

@@ -17,10 +17,11 @@ from curation.core.schema import CAP, CAPTIONS, M
 from curation.core.stage import PermanentError, Stage, map_in_process
 from curation.core.tables import kept_clips, read_captions
 from curation.core.video import count_frames, read_frames, spread_indices
+from recaption.captions import caption_row, captioner_name
 from recaption.config import CaptionConfig
 from recaption.metadata import MetadataCaptioner
 from recaption.prompts import hints_from_row
-from recaption.vlm import FRAME_TIMES_KEY, FRAMES_KEY, VLMCaptioner, caption_row
+from recaption.vlm import FRAME_TIMES_KEY, FRAMES_KEY, VLMCaptioner
 
 PERMANENT = "permanent: "  # error prefix of a clip that can never be captioned (not retried)
 
@@ -129,7 +130,7 @@ def captioner_identity(captioner: Stage, enhancer=None, checked: bool = True) ->
     identity = captioner.identity
     if enhancer is not None:
         identity += f" + enhancer {enhancer.identity}"
-    return identity if checked else f"{identity} [unchecked]"
+    return captioner_name(identity, checked)
 
 
 def write_captions(run: RunDir, rows: list[dict]) -> Path:

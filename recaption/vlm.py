@@ -7,13 +7,13 @@ left-padded generation: a dense caption and a short one per clip, each checked b
 
 from __future__ import annotations
 
-from curation.core.rundir import now_utc
-from curation.core.schema import CAP, M
+from curation.core.schema import M
 from curation.core.stage import Stage
+from recaption.captions import caption_row
 from recaption.checks import check_caption
 from recaption.config import CaptionConfig
 from recaption.models import ResolvedModel, eos_ids, pick_device, pick_dtype, resolve_model
-from recaption.prompts import PROMPT_VERSION, dense_prompt, hints_from_row, hints_json, short_prompt
+from recaption.prompts import PROMPT_VERSION, dense_prompt, hints_from_row, short_prompt
 
 # model_type in config.json -> how frames are given to the model
 VIDEO_FAMILIES = {"qwen2_vl", "qwen2_5_vl"}
@@ -128,21 +128,6 @@ class VLMCaptioner(Stage):
             rows.append(caption_row(row[M.clip_id], None if error else dense[i], None if error else short[i],
                                     self.identity, self.prompt_version, hints[i], error, self.config.checks))
         return rows
-
-
-def caption_row(clip_id: str, dense: str | None, short: str | None, captioner: str, prompt_version: str,
-                hints: dict, error: str | None, checked: bool = True) -> dict:
-    """One row of OUT/captions/. A failed caption keeps its error and no text."""
-    return {
-        CAP.clip_id: clip_id,
-        CAP.caption_dense: dense,
-        CAP.caption_short: short,
-        CAP.captioner: captioner if checked else f"{captioner} [unchecked]",
-        CAP.prompt_version: prompt_version,
-        CAP.hints: hints_json(hints),
-        CAP.created_at: now_utc(),
-        CAP.error: error,
-    }
 
 
 def _video_metadata(row: dict) -> dict:

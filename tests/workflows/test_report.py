@@ -9,14 +9,23 @@ from typer.testing import CliRunner
 
 from curation.config import CurateConfig
 from curation.core import schema
-from curation.core.rundir import RunDir, atomic_write_bytes, atomic_write_table, now_utc, rows_to_table
+from curation.core.rundir import (
+    RunDir,
+    append_part,
+    atomic_write_bytes,
+    atomic_write_table,
+    now_utc,
+    rows_to_table,
+)
+from curation.core.tables import add_decisions
 from curation.core.video import count_frames
+from curation.pipeline import fold_quarantine
 from workflows.cli import app
-from workflows.curate import fold_quarantine, generate_footage
+from workflows.generate import generate_footage
 from workflows.report import funnel, write_report
 from workflows.workflow import GenerateConfig
 
-M, Q = schema.M, schema.Q
+M, Q, CAP, E = schema.M, schema.Q, schema.CAP, schema.EMB
 # a 1x1 JPEG: the report inlines whatever thumbnail file a row names
 TINY_JPEG = base64.b64decode(
     "/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAAgGBgcGBQgHBwcJCQgKDBQNDAsLDBkSEw8UHRofHh0aHBwgJC4nICIsIxwcKDcpLDAxNDQ0"
@@ -70,6 +79,35 @@ def test_report_is_self_contained_with_every_section(run):
     assert "static (2 clips)" in page and "too_dark (1 clips)" in page
     assert "is empty (0 bytes) &lt;re-export&gt;" in page  # escaped, not injected
     assert "clip09" in page
+
+
+def test_a_clip_filtered_after_curation_counts_as_filtered_with_its_reason(run):
+    add_decisions(run, "dedup", {"clip03": "near_duplicate:clip00"}, {"threshold": 0.9})
+    f = funnel(run)
+    assert (f.detected, f.kept, f.filtered) == (4, 1, 3)
+    assert f.detected == f.kept + f.filtered
+    assert f.reasons == {"static": 2, "too_dark": 1, "near_duplicate:clip00": 1}
+    page = write_report(run, CurateConfig()).read_text()
+    assert "<td class=n>1</td>" in page and "<td class=n>3</td>" in page
+    assert "near_duplicate:clip00 (1 clips)" in page
+    assert page.count(base64.b64encode(TINY_JPEG).decode()) == 5  # 1 kept + static (2) + too_dark + duplicate
+
+
+def test_report_escapes_captions_and_names_untrained_models(run):
+    rows = [{CAP.clip_id: "clip00", CAP.caption_dense: "a <script>alert(1)</script> & more",
+             CAP.caption_short: "<b>bold</b>", CAP.captioner: "tiny-untrained-vlm", CAP.prompt_version: "v1",
+             CAP.created_at: now_utc()},
+            {CAP.clip_id: "clip03", CAP.captioner: "tiny-untrained-vlm", CAP.created_at: now_utc(),
+             CAP.error: "too short"}]
+    append_part(run.captions, rows, schema.CAPTIONS, "caption")
+    vectors = [{E.clip_id: "clip00", E.kind: "visual", E.model: "tiny-random [untrained random weights]",
+                E.vector: [0.0, 1.0], E.created_at: now_utc()}]
+    append_part(run.embeddings, vectors, schema.EMBEDDINGS, "visual")
+    page = write_report(run, CurateConfig()).read_text()
+    assert "<script>alert(1)" not in page and "<b>bold</b>" not in page
+    assert "a &lt;script&gt;alert(1)&lt;/script&gt; &amp; more" in page and "&lt;b&gt;bold&lt;/b&gt;" in page
+    assert "<tr><td>tiny-untrained-vlm</td><td class=n>1</td><td class=n>1</td></tr>" in page
+    assert "Untrained placeholder model:" in page
 
 
 def test_fold_quarantine_gathers_every_part(run):

@@ -1,0 +1,187 @@
+"""Curation's part of the run report: the funnel, score histograms, kept and filtered clips, quarantine, settings.
+
+`clips_section(tables)` takes the report's `RunTables` (workflows/report.py: plain rows, read once)
+and returns the context of templates/report_section.html.j2. The funnel is counted here too, from
+the same rows, so the console and the page print the same numbers. matplotlib is imported only
+while the histograms are drawn.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections import Counter
+from dataclasses import dataclass, field
+
+from curation.core import schema
+from curation.core.models import is_untrained
+
+M, Q = schema.M, schema.Q
+
+MAX_KEPT_THUMBS = 48
+MAX_THUMBS_PER_REASON = 12
+NO_REASON = "(no reason recorded)"
+
+
+@dataclass
+class Funnel:
+    processed: int = 0
+    quarantined: int = 0
+    detected: int = 0
+    kept: int = 0
+    filtered: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)  # filter reason -> clips, most common first
+    clip_failures: int = 0  # quarantine rows of single clips (extraction)
+
+    @property
+    def inputs(self) -> int:
+        return self.processed + self.quarantined
+
+
+def count_funnel(clips: list[dict], quarantine: list[dict], processed: int) -> Funnel:
+    """The funnel from the clip rows (later decisions applied), the quarantine rows and the manifest part count."""
+    statuses = Counter(r[M.status] for r in clips)
+    reasons = Counter(reason for r in clips for reason in (r[M.filter_reasons] or []))
+    return Funnel(
+        processed=processed,
+        quarantined=len({r[Q.source] for r in quarantine if r[Q.clip_id] is None}),
+        detected=len(clips),
+        kept=statuses.get(schema.STATUS_KEPT, 0),
+        filtered=statuses.get(schema.STATUS_FILTERED, 0),
+        reasons=dict(reasons.most_common()),
+        clip_failures=sum(1 for r in quarantine if r[Q.clip_id] is not None),
+    )
+
+
+def funnel_lines(f: Funnel) -> list[tuple[str, int]]:
+    """(label, count) rows; two leading spaces per level of nesting."""
+    lines = [("inputs", f.inputs), ("  quarantined", f.quarantined), ("  processed", f.processed),
+             ("clips detected", f.detected), ("  filtered", f.filtered)]
+    lines += [(f"    {reason}", n) for reason, n in f.reasons.items()]
+    lines.append(("  kept", f.kept))
+    return lines
+
+
+def clips_section(tables) -> dict:
+    clips = tables.clips
+    kept = [r for r in clips if r[M.status] == schema.STATUS_KEPT]
+    return {
+        "funnel": _funnel_rows(count_funnel(clips, tables.quarantine, tables.processed)),
+        "figures": _figures(clips, tables.cfg) if clips else [],
+        "untrained_scores": sorted({r[M.aesthetic_model] for r in clips if is_untrained(r[M.aesthetic_model])}),
+        "kept": [tables.card(r) for r in kept[:MAX_KEPT_THUMBS]],
+        "kept_total": len(kept),
+        "filtered": _filtered_groups(tables, clips),
+        "quarantine": [{"source": r[Q.source], "stage": r[Q.stage], "clip": r[Q.clip_id] or "(whole input)",
+                        "error": r[Q.error]} for r in tables.quarantine],
+        "detectors": Counter(r[M.text_detector] for r in clips if r[M.text_detector]).most_common(),
+        "configs": [{"hash": chash, "clips": n, "text": tables.configs[chash]}
+                    for chash, n in Counter(r[M.config_hash] for r in clips).most_common()],
+    }
+
+
+def _funnel_rows(f: Funnel) -> list[dict]:
+    rows = []
+    for label, n in funnel_lines(f):
+        level = (len(label) - len(label.lstrip())) // 2
+        rows.append({"label": label.strip(), "n": n, "indent": f"{0.4 + 1.2 * level:.1f}em"})
+    return rows
+
+
+def _filtered_groups(tables, clips: list[dict]) -> list[dict]:
+    """Filtered clips per reason, the most common reason first (a clip shows under each of its reasons)."""
+    by_reason: dict[str, list[dict]] = {}
+    for row in clips:
+        if row[M.status] != schema.STATUS_KEPT:
+            for reason in row[M.filter_reasons] or [NO_REASON]:
+                by_reason.setdefault(reason, []).append(row)
+    return [{"reason": reason, "total": len(rows), "cards": [tables.card(r) for r in rows[:MAX_THUMBS_PER_REASON]]}
+            for reason, rows in sorted(by_reason.items(), key=lambda kv: -len(kv[1]))]
+
+
+# ---------------------------------------------------------------------------------------------
+# Histograms
+
+
+def score_thresholds(cfg) -> dict[str, list[tuple[str, float]]]:
+    """Score column -> the config's thresholds on it (name, value); a score without one draws no line."""
+    f = cfg.filters
+    thresholds = {
+        M.duration: [("min_duration", f.min_duration), ("max_duration", f.max_duration)],
+        M.motion_score: [("min_motion", f.min_motion), ("max_motion", f.max_motion)],
+        M.luminance_mean: [("min_luminance", f.min_luminance), ("max_luminance", f.max_luminance)],
+        M.sharpness: [("min_sharpness", f.min_sharpness)],
+        M.text_area: [("max_text_area", f.max_text_area)],
+        M.black_fraction: [],
+        M.bright_fraction: [],
+        M.motion_p90: [],
+        M.aesthetic_score: [],
+    }
+    return {score: [(n, v) for n, v in items if v is not None] for score, items in thresholds.items()}
+
+
+def _figures(clips: list[dict], cfg) -> list[dict]:
+    """One histogram per score that has values (kept green, filtered grey), then the camera-motion bars."""
+    figures = []
+    for score, thresholds in score_thresholds(cfg).items():
+        kept = [r[score] for r in clips if r[score] is not None and r[M.status] == schema.STATUS_KEPT]
+        filtered = [r[score] for r in clips if r[score] is not None and r[M.status] != schema.STATUS_KEPT]
+        if kept or filtered:
+            figures.append({"name": score, "png": _histogram_png(score, kept, filtered, thresholds)})
+    cameras = Counter(r[M.camera_motion] for r in clips if r[M.camera_motion] is not None)
+    if cameras:
+        figures.append({"name": M.camera_motion, "png": _bar_png(M.camera_motion, cameras)})
+    return figures
+
+
+def _histogram_png(score: str, kept: list[float], filtered: list[float], thresholds) -> str:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.2, 2.6), dpi=90)
+    data = [x for x in (filtered, kept) if x]
+    colors = [c for x, c in ((filtered, "#9e9e9e"), (kept, "#2e7d32")) if x]
+    labels = [c for x, c in ((filtered, "filtered"), (kept, "kept")) if x]
+    everything = kept + filtered
+    lo, hi = min(everything), max(everything)
+    for _, value in thresholds:
+        lo, hi = min(lo, value), max(hi, value)
+    if hi <= lo:  # every clip has the same value: one narrow bar, not a bar as wide as the plot
+        lo, hi = lo - 0.5, hi + 0.5
+    ax.hist(data, bins=20, range=(lo, hi), stacked=True, color=colors, label=labels)
+    for name, value in thresholds:
+        ax.axvline(value, color="#c62828", linestyle="--", linewidth=1.2)
+        ax.annotate(f"{name}={value:g}", (value, ax.get_ylim()[1]), fontsize=7, color="#c62828",
+                    rotation=90, va="top", ha="right")
+    ax.set_title(score, fontsize=10)
+    ax.set_ylabel("clips", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7, loc="best", framealpha=0.8)
+    return _png_base64(fig)
+
+
+def _bar_png(title: str, counts: Counter) -> str:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.2, 2.6), dpi=90)
+    names, values = zip(*counts.most_common(), strict=True)
+    ax.bar(range(len(names)), values, color="#1565c0")
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=7)
+    ax.set_title(title, fontsize=10)
+    ax.tick_params(labelsize=7)
+    return _png_base64(fig)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: render to memory
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png_base64(fig) -> str:
+    plt = _pyplot()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
