@@ -157,8 +157,19 @@ def read_table(directory: Path, table_schema: pa.Schema) -> pa.Table:
     parts = sorted(p for p in directory.glob("*.parquet") if not p.name.startswith(".")) if directory.exists() else []
     if not parts:
         return table_schema.empty_table()
-    tables = [pq.read_table(p).select(table_schema.names).cast(table_schema) for p in parts]
-    return pa.concat_tables(tables)
+    return pa.concat_tables([_conform(_read_part(p, table_schema), table_schema) for p in parts])
+
+
+def _read_part(path: Path, table_schema: pa.Schema) -> pa.Table:
+    present = set(pq.read_schema(path).names)  # read only the columns asked for (not every vector)
+    return pq.read_table(path, columns=[n for n in table_schema.names if n in present])
+
+
+def _conform(table: pa.Table, table_schema: pa.Schema) -> pa.Table:
+    """A part as `table_schema`: its columns in order, and nulls for a column added since it was written."""
+    columns = {f.name: table[f.name] if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
+               for f in table_schema}
+    return pa.table(columns).cast(table_schema)
 
 
 def read_manifest(run: RunDir) -> pa.Table:
