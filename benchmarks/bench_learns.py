@@ -201,9 +201,10 @@ def main() -> None:
 
     import torch
 
+    from training.checkpoint import load_trained
     from training.encode import encode_shards
     from training.sample import generate
-    from training.train import TrainConfig, load_trained, train
+    from training.train import TrainConfig, train
     from training.vae import psnr
     from workflows.shard import ShardSettings, write_shards
 
@@ -275,7 +276,7 @@ def main() -> None:
             videos += generate(dit, meta, prompts, args.frames, args.size, args.size, args.sample_steps, args.cfg,
                                1000 * args.seed + seed, "cpu")
         results[name] = score(list(zip(videos, truths * args.samples_per_prompt, strict=True)))
-        from training.sample import write_video
+        from curation.core.video import write_video
 
         for i, v in enumerate(videos[: len(prompts)]):
             write_video(args.out / "samples" / f"{name}-{i:02d}.mp4", v, fps=8)
@@ -287,7 +288,7 @@ def main() -> None:
         from training.dit import DiTConfig, VideoDiT
 
         torch.manual_seed(args.seed)
-        untrained = VideoDiT(DiTConfig(**meta["model_config"]))
+        untrained = VideoDiT(DiTConfig(**meta.model_config))
         truths = [t for _, t in truth_check] * args.samples_per_prompt
         for name, model in (("image-to-video", dit), ("image-to-video, untrained DiT", untrained)):
             videos = [generate(model, meta, [caption(*combo, background)], args.frames, args.size, args.size,

@@ -1,4 +1,8 @@
-"""Checkpoints: tensors in safetensors, everything else in JSON, written atomically, last N kept.
+"""A run directory on disk: model.json (what the model is) and checkpoints (its weights and the trainer's state).
+
+`ModelMeta` is model.json; `load_trained` builds a run's model from it and loads its newest weights,
+for sampling, encoding and tests. Tensors are in safetensors, everything else in JSON, written
+atomically, the last N checkpoints kept.
 
 A checkpoint is a directory `step-000123/` with model.safetensors, ema.safetensors, optimizer.safetensors
 (plus discriminator.safetensors when the autoencoder trains with an adversarial term) and state.json
@@ -13,12 +17,80 @@ import json
 import os
 import shutil
 import uuid
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
+import torch.nn as nn
 
+from training.dit import DiTConfig, VideoDiT
+from training.vae import VAEConfig, VideoAutoencoder
+
+MODEL_JSON = "model.json"
 CHECKPOINTS = "checkpoints"
 DISCRIMINATOR = "discriminator.safetensors"
+
+
+#################################################################################
+#                               model.json                                      #
+#################################################################################
+
+
+@dataclass
+class ModelMeta:
+    """model.json: what a run's model is and, for the DiT, the latents and text it was trained on."""
+
+    kind: str  # vae | dit
+    model: str  # the size's name in VAE_models / DiT_models
+    model_config: dict  # every VAEConfig / DiTConfig field
+    train_config: dict  # the TrainConfig it was trained with
+    # DiT only (None for the autoencoder, and then not written): what sampling needs to match its training
+    vae: str | None = None  # the autoencoder run of its latent shards
+    text_encoder: str | None = None
+    latent_mean: list[float] | None = None  # per latent channel: the DiT sees (z - mean) / std
+    latent_std: list[float] | None = None
+    temporal_factor: int | None = None  # the autoencoder's, to size the latent grid of a requested video
+    spatial_factor: int | None = None
+    shift_base_tokens: int | None = None
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelMeta:
+        """From model.json as any version wrote it; keys this version does not know are ignored."""
+        known = {f.name for f in fields(cls)}
+        meta = cls(**{k: v for k, v in data.items() if k in known})
+        if meta.kind == "dit" and meta.shift_base_tokens is None:
+            meta.shift_base_tokens = 256  # DiT runs from before it was recorded trained with 256
+        return meta
+
+
+def write_model_json(run_dir: Path, meta: ModelMeta) -> None:
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / MODEL_JSON).write_text(json.dumps(meta.to_dict(), indent=1))
+
+
+def load_trained(run_dir: Path, device: str = "cpu", weights: str = "ema") -> tuple[nn.Module, ModelMeta]:
+    """The model of a run from model.json and its newest checkpoint's EMA (or raw) weights; plus model.json."""
+    run_dir = Path(run_dir)
+    meta_path = run_dir / MODEL_JSON
+    checkpoints = list_checkpoints(run_dir)
+    if not meta_path.exists() or not checkpoints:
+        raise FileNotFoundError(f"{run_dir} has no trained model (needs {MODEL_JSON} and {CHECKPOINTS}/); train it first")
+    meta = ModelMeta.from_dict(json.loads(meta_path.read_text()))
+    if meta.kind == "vae":
+        model = VideoAutoencoder(VAEConfig(**meta.model_config))
+    else:
+        model = VideoDiT(DiTConfig(**meta.model_config))
+    model.load_state_dict(load_tensors(checkpoints[-1] / f"{weights}.safetensors", device))
+    return model.to(device).eval(), meta
+
+
+#################################################################################
+#                               Checkpoints                                     #
+#################################################################################
 
 
 def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:

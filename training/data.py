@@ -13,7 +13,6 @@ the DiT, which is the long run, reads only the much smaller latent shards (`rush
 from __future__ import annotations
 
 import json
-import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,23 +22,11 @@ import pyarrow.parquet as pq
 import torch
 
 from curation.core.schema import LATENT_SHARDS, LSH, SH
+from training.shards import BUCKET_RE, DEFAULT_CAPTION_BLEND, bucket_name, parse_bucket
 
-BUCKET_RE = re.compile(r"^f(\d+)_h(\d+)_w(\d+)$")
 LATENTS_DIR = "latents"
 LATENT_INFO = "info.json"
 CAPTION_VARIANTS = ("dense", "short", "original")
-
-
-def bucket_name(frames: int, height: int, width: int) -> str:
-    return f"f{frames}_h{height}_w{width}"
-
-
-def parse_bucket(name: str) -> tuple[int, int, int]:
-    """'f17_h64_w96' or '17x64x96' -> (17, 64, 96)."""
-    m = BUCKET_RE.match(name) or re.match(r"^(\d+)x(\d+)x(\d+)$", name)
-    if not m:
-        raise ValueError(f"bucket {name!r} must look like '17x64x96' (frames x height x width)")
-    return int(m.group(1)), int(m.group(2)), int(m.group(3))
 
 
 #################################################################################
@@ -186,7 +173,7 @@ class LatentBatches(torch.utils.data.Dataset):
     a dropped caption has an all-False mask (the DiT swaps in its learned null token).
     """
 
-    def __init__(self, shards: Path, batch_size: int, seed: int, caption_blend: float = 0.95,
+    def __init__(self, shards: Path, batch_size: int, seed: int, caption_blend: float = DEFAULT_CAPTION_BLEND,
                  caption_dropout: float = 0.1, bucket_batch_size: dict | None = None):
         self.info = read_latent_info(shards)
         self.buckets = list_buckets(Path(shards) / LATENTS_DIR)

@@ -18,23 +18,25 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from curation.core.models import pick_device
 from curation.core.schema import LATENT_SHARDS, LSH, SH
+from training.checkpoint import list_checkpoints, load_trained
 from training.data import CAPTION_VARIANTS, LATENT_INFO, LATENTS_DIR, list_buckets
-from training.text import DEFAULT_TEXT_ENCODER
+from training.shards import recorded_caption_blend
+from training.text import DEFAULT_TEXT_ENCODER, TextEncoder
 
 
 def encode_shards(shards: Path, vae_dir: Path, text_encoder: str = DEFAULT_TEXT_ENCODER, batch_size: int = 4,
                   device: str | None = None, chunk_latents: int = 4, progress=None) -> dict:
-    """Encode every pixel-shard clip not yet in SHARDS/latents; returns counts and the info written."""
-    from training.text import TextEncoder
-    from training.train import load_trained
+    """Encode every pixel-shard clip not yet in SHARDS/latents; returns counts and the info written.
 
+    `device`: None or "auto" picks the GPU when torch sees one."""
     shards, vae_dir = Path(shards), Path(vae_dir).resolve()
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = pick_device(device)
     pixel_buckets = list_buckets(shards)
     if not pixel_buckets:
         raise FileNotFoundError(f"no pixel shards under {shards}; run `rushes shard --out OUT` first")
-    vae, vae_meta = load_trained(vae_dir, device)
+    vae, _ = load_trained(vae_dir, device)
     latents_dir = shards / LATENTS_DIR
     info_path = latents_dir / LATENT_INFO
     if info_path.exists():
@@ -63,9 +65,7 @@ def encode_shards(shards: Path, vae_dir: Path, text_encoder: str = DEFAULT_TEXT_
                 pq.write_table(pa.Table.from_pylist(out_rows, schema=LATENT_SHARDS), tmp, row_group_size=32)
                 tmp.replace(path)
                 counts["encoded"] += len(out_rows)
-    index = shards / "index.json"  # written by `rushes shard`
-    blend = json.loads(index.read_text())["settings"].get("caption_blend", 0.95) if index.exists() else 0.95
-    info = {"vae": str(vae_dir), "caption_blend": blend, "vae_step": _vae_step(vae_dir), "text_encoder": text_encoder, "text_dim": encoder.dim,
+    info = {"vae": str(vae_dir), "caption_blend": recorded_caption_blend(shards), "vae_step": _vae_step(vae_dir), "text_encoder": text_encoder, "text_dim": encoder.dim,
             "latent_channels": vae.cfg.z_channels, "temporal_factor": vae.cfg.temporal_factor,
             "spatial_factor": vae.cfg.spatial_factor, **latent_stats(latents_dir, vae.cfg.z_channels)}
     info_path.write_text(json.dumps(info, indent=1))
@@ -73,8 +73,6 @@ def encode_shards(shards: Path, vae_dir: Path, text_encoder: str = DEFAULT_TEXT_
 
 
 def _vae_step(vae_dir: Path) -> int | None:
-    from training.checkpoint import list_checkpoints
-
     found = list_checkpoints(vae_dir)
     return int(found[-1].name.split("-")[1]) if found else None
 

@@ -1,4 +1,7 @@
-"""Sampling: prompt -> text states -> flow sampler in latent space -> autoencoder decode -> mp4.
+"""Sampling: prompt -> text states -> flow sampler in latent space -> autoencoder decode -> uint8 frames.
+
+Callers write the frames with `curation.core.video.write_video` (imported where a video is written:
+the GPU box may not have PyAV).
 
 Any frame count and size: the latent grid is rounded up (frames to 1 + ft*k, sides to multiples of
 the autoencoder's factor) and the decoded video is cropped back to what was asked.
@@ -13,20 +16,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from training.checkpoint import ModelMeta, load_trained
 from training.flow import sample, shift_for_size
+from training.text import TextEncoder
+from training.vae import pad_to_multiple
 
 
 @functools.lru_cache(maxsize=2)
 def _text_encoder(name: str, device: str):
-    from training.text import TextEncoder
-
     return TextEncoder(name, device=device)
 
 
 @functools.lru_cache(maxsize=2)
 def _autoencoder(vae_dir: str, device: str):
-    from training.train import load_trained
-
     if not Path(vae_dir).exists():
         raise FileNotFoundError(f"autoencoder run {vae_dir} (recorded in the DiT run's model.json) is missing; pass --vae")
     return load_trained(Path(vae_dir), device)[0]
@@ -39,7 +41,7 @@ def latent_size(frames: int, height: int, width: int, temporal_factor: int, spat
 
 
 @torch.no_grad()
-def generate(dit, meta: dict, prompts: list[str], frames: int | None = 17, height: int | None = 64,
+def generate(dit, meta: ModelMeta, prompts: list[str], frames: int | None = 17, height: int | None = 64,
              width: int | None = 64, steps: int = 30, cfg_scale: float = 4.0, seed: int = 0, device="cpu",
              method: str = "euler", vae_dir: str | None = None, text_states=None,
              first_frames: np.ndarray | None = None) -> list[np.ndarray]:
@@ -54,24 +56,24 @@ def generate(dit, meta: dict, prompts: list[str], frames: int | None = 17, heigh
     device = str(device)
     dit.eval()
     if text_states is None:
-        text, mask = _text_encoder(meta["text_encoder"], device)(prompts)
+        text, mask = _text_encoder(meta.text_encoder, device)(prompts)
     else:
         text, mask = text_states
     text, mask = text.to(device), mask.to(device)
     b = len(prompts)
-    lt, lh, lw = latent_size(frames, height, width, meta["temporal_factor"], meta["spatial_factor"])
+    lt, lh, lw = latent_size(frames, height, width, meta.temporal_factor, meta.spatial_factor)
     pt, ph, pw = dit.cfg.patch_size
     tokens = math.ceil(lt / pt) * math.ceil(lh / ph) * math.ceil(lw / pw)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     noise = torch.randn(b, dit.cfg.in_channels, lt, lh, lw, generator=gen).to(device)
     cond = {"text": text, "mask": mask}
     uncond = {"text": torch.zeros_like(text), "mask": torch.zeros_like(mask)}  # all masked: the DiT's null token
-    vae = _autoencoder(vae_dir or meta["vae"], device)
-    mean = torch.tensor(meta["latent_mean"], device=device).view(1, -1, 1, 1, 1)
-    std = torch.tensor(meta["latent_std"], device=device).view(1, -1, 1, 1, 1)
+    vae = _autoencoder(vae_dir or meta.vae, device)
+    mean = torch.tensor(meta.latent_mean, device=device).view(1, -1, 1, 1, 1)
+    std = torch.tensor(meta.latent_std, device=device).view(1, -1, 1, 1, 1)
     given = cond_mask = None
     if first_frames is not None:
-        latents = encode_first_frames(vae, first_frames, frames, height, width, meta["temporal_factor"], device)
+        latents = encode_first_frames(vae, first_frames, frames, height, width, meta.temporal_factor, device)
         given = torch.zeros(b, dit.cfg.in_channels, lt, lh, lw, device=device)
         given[:, :, : latents.shape[2]] = ((latents - mean) / std)[:, :, :, :lh, :lw]
         cond_mask = torch.zeros(b, lt, dtype=torch.bool, device=device)
@@ -81,7 +83,7 @@ def generate(dit, meta: dict, prompts: list[str], frames: int | None = 17, heigh
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else torch.autocast("cpu", enabled=False)
     with autocast:
         z = sample(lambda x, t, **c: dit(x, t, **c).float(), noise, cond, uncond if cfg_scale != 1.0 else None,
-                   steps=steps, cfg_scale=cfg_scale, shift=shift_for_size(tokens, meta.get("shift_base_tokens", 256)),
+                   steps=steps, cfg_scale=cfg_scale, shift=shift_for_size(tokens, meta.shift_base_tokens),
                    method=method)
     if given is not None:  # the given frames exactly, not the sampler's approximation of them
         z = torch.where(cond_mask.view(b, 1, lt, 1, 1), given, z)
@@ -106,28 +108,8 @@ def encode_first_frames(vae, first_frames: np.ndarray, frames: int, height: int,
     x = torch.from_numpy(first_frames[:usable]).to(device).float().permute(3, 0, 1, 2)[None] / 127.5 - 1
     x = torch.nn.functional.interpolate(x[0].transpose(0, 1), size=(height, width), mode="bilinear",
                                         antialias=True, align_corners=False).transpose(0, 1)[None]
-    from training.vae import pad_to_multiple
-
     x, _ = pad_to_multiple(x.clamp(-1, 1), vae.cfg.spatial_factor)
     return vae.encode(x)[0]
-
-
-def write_video(path: Path | str, frames: np.ndarray, fps: float = 8) -> Path:
-    """Write (T, H, W, 3) uint8 frames as an h264 mp4 (odd sides are padded by one pixel for yuv420p)."""
-    import av  # only the sampling path needs PyAV
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    t, h, w, _ = frames.shape
-    frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=int(round(fps)))
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        stream.options = {"crf": "18"}
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
-        container.mux(stream.encode())
-    return path
 
 
 def upsample(prompt: str, enhancer: str | None) -> str:

@@ -3,8 +3,10 @@
     python -m training.train --kind dit --shards OUT/shards --vae RUNS/vae --run RUNS/dit --config training/configs/dit-tiny.yaml
     torchrun --nproc-per-node 2 -m training.train --run-dir RUNS/dit ...   # DDP: gloo on CPU, nccl on GPU
 
-Read `train()` top to bottom: set up (devices, data, model, EMA, optimizer), resume if asked, then for
-each step: batch -> loss -> guard -> backward -> clip -> step -> EMA -> log -> checkpoint.
+The file reads top to bottom: config, models, the pieces of a step, set-up, one step and one checkpoint,
+logging, then `train()`, a straight loop over those helpers: set up (devices, data, model, EMA,
+optimizer), resume if asked, then for each step: batch -> loss -> guard -> backward -> clip -> step ->
+EMA -> log -> sample -> checkpoint. model.json (`ModelMeta`) and checkpoints are training/checkpoint.py's.
 Every random draw of step s comes from a generator seeded with (seed, s, rank) and batch s comes from
 the data plan alone, so N steps + resume + M steps equals N + M steps straight.
 """
@@ -24,10 +26,14 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from curation.core.models import cap_torch_threads, pick_device
 from training import checkpoint as ckpt
-from training.data import LatentBatches, PixelBatches, make_loader, parse_bucket, read_latent_info
+from training.checkpoint import ModelMeta
+from training.data import LatentBatches, PixelBatches, make_loader, read_latent_info
 from training.dit import DiT_models, DiTConfig, VideoDiT
 from training.flow import flow_loss, sample_timesteps, shift_for_size
+from training.sample import generate
+from training.shards import DEFAULT_CAPTION_BLEND, parse_bucket
 from training.vae import (
     PatchDiscriminator,
     VAE_models,
@@ -40,7 +46,6 @@ from training.vae import (
     valid_frames,
 )
 
-MODEL_JSON = "model.json"
 METRICS = "metrics.jsonl"
 
 
@@ -114,31 +119,18 @@ def load_config(path: Path | str, **overrides) -> TrainConfig:
 #################################################################################
 
 
+def model_config(kind: str, name: str, args: dict) -> VAEConfig | DiTConfig:
+    """The config of a registry size plus overrides; the factory builds on the meta device (no weights)."""
+    factory = VAE_models[name] if kind == "vae" else DiT_models[name]
+    with torch.device("meta"):
+        base = factory().cfg.to_dict()
+    return VAEConfig(**{**base, **args}) if kind == "vae" else DiTConfig(**{**base, **args})
+
+
 def build_model(kind: str, name: str, args: dict) -> nn.Module:
     """A fresh model from its registry name plus config overrides."""
-    if kind == "vae":
-        return VideoAutoencoder(VAEConfig(**{**_factory_config(VAE_models[name]).to_dict(), **args}))
-    return VideoDiT(DiTConfig(**{**_factory_config(DiT_models[name]).to_dict(), **args}))
-
-
-def _factory_config(factory):
-    """The config a size factory builds, without keeping the model (built on the meta device)."""
-    with torch.device("meta"):
-        return factory().cfg
-
-
-def load_trained(run_dir: Path, device: str = "cpu", weights: str = "ema") -> tuple[nn.Module, dict]:
-    """Model of a run from model.json and its newest checkpoint's EMA (or raw) weights; plus model.json."""
-    run_dir = Path(run_dir)
-    meta_path = run_dir / MODEL_JSON
-    checkpoints = ckpt.list_checkpoints(run_dir)
-    if not meta_path.exists() or not checkpoints:
-        raise FileNotFoundError(f"{run_dir} has no trained model (needs {MODEL_JSON} and checkpoints/); train it first")
-    meta = json.loads(meta_path.read_text())
-    model = VideoAutoencoder(VAEConfig(**meta["model_config"])) if meta["kind"] == "vae" else VideoDiT(DiTConfig(**meta["model_config"]))
-    tensors = ckpt.load_tensors(checkpoints[-1] / f"{weights}.safetensors", device)
-    model.load_state_dict(tensors)
-    return model.to(device).eval(), meta
+    cfg = model_config(kind, name, args)
+    return VideoAutoencoder(cfg) if kind == "vae" else VideoDiT(cfg)
 
 
 #################################################################################
@@ -254,53 +246,77 @@ def conditioning_frames(batch: int, frames: int, prob: float, gen: torch.Generat
     return given & chosen[:, None] & (frames > 1)
 
 
-def setup_distributed() -> tuple[int, int, int, torch.device]:
-    """(rank, local_rank, world_size, device); DDP when torchrun set WORLD_SIZE > 1."""
+#################################################################################
+#                               Set-up                                          #
+#################################################################################
+
+
+@dataclass
+class Distributed:
+    """This process's place in a torchrun job (rank 0 of 1 without one)."""
+
+    rank: int
+    world: int
+    device: torch.device
+
+    @property
+    def master(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed() -> Distributed:
+    """DDP when torchrun set WORLD_SIZE > 1: nccl with a GPU per local rank, gloo on CPU."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
+    if pick_device() == "cuda":
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
     if world > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return rank, local, world, device
+    return Distributed(rank, world, device)
 
 
-#################################################################################
-#                               The loop                                        #
-#################################################################################
+def make_dataset(cfg: TrainConfig, shards: Path, vae_dir: Path | None) -> tuple[PixelBatches | LatentBatches, dict | None]:
+    """The run's batches, plus the latent shards' info.json for the DiT.
 
-
-def train(cfg: TrainConfig, shards: Path, run_dir: Path, vae_dir: Path | None = None, max_steps: int | None = None,
-          resume: bool = False, quiet: bool = False) -> dict:
-    """Train until `max_steps` (default cfg.max_steps); returns {'step', 'loss', 'skipped', 'seconds'}."""
-    rank, _, world, device = setup_distributed()
-    run_dir, shards = Path(run_dir), Path(shards)
-    stop_at = max_steps if max_steps is not None else cfg.max_steps
-    master = rank == 0
-
-    # data: batch s*world + rank for step s on this rank
+    For the DiT this also sets the input and text widths in cfg.model_args: the latent shards fix them."""
     if cfg.kind == "vae":
         dataset = PixelBatches(shards, cfg.batch_size, cfg.seed, cfg.bucket_batch_size)
-        vae_cfg = build_model("vae", cfg.model, cfg.model_args).cfg
-        bad = [b for b in dataset.buckets if not valid_frames(parse_bucket(b)[0], vae_cfg.temporal_factor)]
+        factor = model_config("vae", cfg.model, cfg.model_args).temporal_factor
+        bad = [b for b in dataset.buckets if not valid_frames(parse_bucket(b)[0], factor)]
         if bad:
-            raise ValueError(f"buckets {bad} have frame counts the autoencoder cannot take (1 + {vae_cfg.temporal_factor}k); re-shard with other --buckets")
-        extra_meta = {}
-    else:
-        info = read_latent_info(shards)
-        if vae_dir is not None and Path(info["vae"]).resolve() != Path(vae_dir).resolve():
-            raise ValueError(f"latent shards in {shards} were encoded with {info['vae']}, not {vae_dir}; run `rushes encode` again")
-        blend = cfg.caption_blend if cfg.caption_blend is not None else info.get("caption_blend", 0.95)
-        dataset = LatentBatches(shards, cfg.batch_size, cfg.seed, blend, cfg.caption_dropout, cfg.bucket_batch_size)
-        cfg.model_args = {**cfg.model_args, "in_channels": info["latent_channels"], "text_dim": info["text_dim"]}
-        extra_meta = {"vae": info["vae"], "text_encoder": info["text_encoder"], "latent_mean": info["latent_mean"],
-                      "latent_std": info["latent_std"], "temporal_factor": info["temporal_factor"],
-                      "spatial_factor": info["spatial_factor"], "shift_base_tokens": cfg.shift_base_tokens}
+            raise ValueError(f"buckets {bad} have frame counts the autoencoder cannot take (1 + {factor}k); re-shard with other --buckets")
+        return dataset, None
+    info = read_latent_info(shards)
+    if vae_dir is not None and Path(info["vae"]).resolve() != Path(vae_dir).resolve():
+        raise ValueError(f"latent shards in {shards} were encoded with {info['vae']}, not {vae_dir}; run `rushes encode` again")
+    # shards encoded before the blend was recorded in info.json get the default
+    blend = cfg.caption_blend if cfg.caption_blend is not None else info.get("caption_blend", DEFAULT_CAPTION_BLEND)
+    dataset = LatentBatches(shards, cfg.batch_size, cfg.seed, blend, cfg.caption_dropout, cfg.bucket_batch_size)
+    cfg.model_args = {**cfg.model_args, "in_channels": info["latent_channels"], "text_dim": info["text_dim"]}
+    return dataset, info
 
-    # model, EMA, optimizer (same seed on every rank: identical initial weights)
+
+@dataclass
+class Learner:
+    """What learns, and what a checkpoint holds: model, EMA, optimizer, schedule, guard (and the autoencoder's critic)."""
+
+    model: nn.Module
+    ema: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    guard: LossGuard
+    critic: nn.Module | None = None
+    critic_optimizer: torch.optim.Optimizer | None = None
+    # what forward and backward go through: the DDP wrappers under torchrun, else the modules themselves
+    train_model: nn.Module | None = None
+    train_critic: nn.Module | None = None
+
+
+def build_learner(cfg: TrainConfig, device: torch.device) -> Learner:
+    """Model, EMA, optimizer and schedule; the same seed on every rank gives identical initial weights."""
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.kind, cfg.model, cfg.model_args).to(device)
     if cfg.kind == "dit" and cfg.condition_prob > 0 and not model.cfg.frame_conditioning:
@@ -309,132 +325,123 @@ def train(cfg: TrainConfig, shards: Path, run_dir: Path, vae_dir: Path | None = 
     ema = copy.deepcopy(model).requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, cfg))
-    guard = LossGuard(cfg.spike_factor, cfg.max_bad_steps)
-    critic = critic_optimizer = None
+    learner = Learner(model, ema, optimizer, scheduler, LossGuard(cfg.spike_factor, cfg.max_bad_steps), train_model=model)
     if cfg.kind == "vae" and cfg.adv_weight > 0:
-        critic = PatchDiscriminator(cfg.disc_channels).to(device).requires_grad_(False)
-        critic_optimizer = torch.optim.AdamW(critic.parameters(), lr=cfg.lr, betas=(0.5, 0.9), weight_decay=0.0)
-    meta = {"kind": cfg.kind, "model": cfg.model, "model_config": model.cfg.to_dict(), "train_config": asdict(cfg), **extra_meta}
-    start_step = 0
+        learner.critic = learner.train_critic = PatchDiscriminator(cfg.disc_channels).to(device).requires_grad_(False)
+        learner.critic_optimizer = torch.optim.AdamW(learner.critic.parameters(), lr=cfg.lr, betas=(0.5, 0.9),
+                                                     weight_decay=0.0)
+    return learner
 
+
+def describe_model(cfg: TrainConfig, model: nn.Module, latent_info: dict | None) -> ModelMeta:
+    """model.json of this run; a DiT's records the latents and text encoder sampling must match."""
+    trained_on = {}
+    if latent_info is not None:
+        trained_on = {key: latent_info[key] for key in ("vae", "text_encoder", "latent_mean", "latent_std",
+                                                        "temporal_factor", "spatial_factor")}
+        trained_on["shift_base_tokens"] = cfg.shift_base_tokens
+    return ModelMeta(cfg.kind, cfg.model, model.cfg.to_dict(), asdict(cfg), **trained_on)
+
+
+def resume_or_refuse(learner: Learner, run_dir: Path, resume: bool, dist: Distributed) -> int:
+    """The step to start from: 0 for a new run, the newest checkpoint's with `resume` (everything restored,
+    RNG states too); a run directory with checkpoints and no `resume` is refused."""
     existing = ckpt.list_checkpoints(run_dir)
-    if resume and existing:
-        state = ckpt.load_checkpoint(existing[-1], device=str(device))
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict({**state["state"]["scheduler"], "lr_lambdas": [None]})
-        guard.load(state["state"]["guard"])
-        ckpt.set_rng_state(state["rng"])
-        if critic is not None:
-            if state["discriminator"] is None:
-                raise ValueError(f"{existing[-1]} was trained without the adversarial term; resume with adv_weight 0")
-            critic.load_state_dict(state["discriminator"][0])
-            critic_optimizer.load_state_dict(state["discriminator"][1])
-        start_step = state["state"]["step"]
-        if state["state"]["data"]["world_size"] != world and master:
-            print(f"note: resumed with {world} processes, the checkpoint had {state['state']['data']['world_size']}: batch order differs")
-    elif existing and not resume:
+    if not existing:
+        return 0
+    if not resume:
         raise FileExistsError(f"{run_dir} already has checkpoints; pass --resume to continue or choose a new --run")
-    if master:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / MODEL_JSON).write_text(json.dumps(meta, indent=1))
+    state = ckpt.load_checkpoint(existing[-1], device=str(dist.device))
+    learner.model.load_state_dict(state["model"])
+    learner.ema.load_state_dict(state["ema"])
+    learner.optimizer.load_state_dict(state["optimizer"])
+    learner.scheduler.load_state_dict({**state["state"]["scheduler"], "lr_lambdas": [None]})
+    learner.guard.load(state["state"]["guard"])
+    ckpt.set_rng_state(state["rng"])
+    if learner.critic is not None:
+        if state["discriminator"] is None:
+            raise ValueError(f"{existing[-1]} was trained without the adversarial term; resume with adv_weight 0")
+        learner.critic.load_state_dict(state["discriminator"][0])
+        learner.critic_optimizer.load_state_dict(state["discriminator"][1])
+    saved_world = state["state"]["data"]["world_size"]
+    if saved_world != dist.world and dist.master:
+        print(f"note: resumed with {dist.world} processes, the checkpoint had {saved_world}: batch order differs")
+    return state["state"]["step"]
 
-    train_model = model
-    if world > 1:
-        # a 1-frame (image) batch skips the autoencoder's temporal layers: DDP must look for unused parameters,
-        # or the rank with the image never joins the all-reduce of their gradients and the other rank waits forever
-        images = cfg.kind == "vae" and any(parse_bucket(b)[0] == 1 for b in dataset.buckets)
-        train_model = _ddp(model, device, find_unused_parameters=images)
-    train_critic = critic
-    if critic is not None and world > 1:
-        train_critic = _ddp(critic.requires_grad_(True), device)  # DDP hooks only parameters that need grad
-        critic.requires_grad_(False)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
-    loader = make_loader(dataset, start_step, stop_at, rank, world, cfg.workers)
-    writer = _tensorboard(run_dir) if master else None
-    prompts = cfg.sample_prompts if master and cfg.kind == "dit" and cfg.sample_every and cfg.sample_prompts else None
 
-    if master and not quiet:
-        params = sum(p.numel() for p in model.parameters())
-        print(f"training {cfg.model} ({params / 1e6:.2f}M parameters) on {device} x{world}, steps {start_step} -> {stop_at}")
-    started, last_loss = time.time(), float("nan")
-    model.train()
-    for step, batch in zip(range(start_step, stop_at), loader, strict=False):
-        gen = step_generator(cfg.seed, step, rank, device)
-        adversarial = critic is not None and step >= cfg.adv_start_step
-        with autocast:
-            if cfg.kind == "vae":
-                loss, parts, (video, recon) = vae_step_loss(train_model, batch, cfg, gen, device,
-                                                            critic if adversarial else None)
-            else:
-                loss, parts = dit_step_loss(train_model, batch, cfg, gen, device, model.cfg.patch_size)
-
-        # guard: all ranks agree to skip when any rank saw a bad loss
-        value = loss.detach().float()
-        bad = torch.tensor([0.0 if guard.is_bad(value.item()) else 1.0, value.item()], device=device)
-        if world > 1:
-            torch.distributed.all_reduce(bad)  # sum of "good" flags, sum of losses
-        step_bad = bad[0].item() < world
-        mean_loss = bad[1].item() / world
-        guard.record(mean_loss, step_bad)
-        grad_norm = float("nan")
-        if not step_bad:
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip).item()
-            optimizer.step()
-            update_ema(ema, model, cfg.ema_decay)
-            last_loss = mean_loss
-            if adversarial:
-                parts["adv_critic"] = critic_step(critic, train_critic, critic_optimizer, video, recon, autocast)
-        optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
-        done = step + 1
-
-        if master and (done % cfg.log_every == 0 or done == stop_at or step == start_step):
-            record = {"step": done, "loss": mean_loss, "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
-                      "skipped": guard.skipped, "bucket": batch["bucket"],
-                      **{k: float(v) for k, v in parts.items()}}
-            with open(run_dir / METRICS, "a") as f:
-                f.write(json.dumps(record) + "\n")
-            if writer:
-                for k, v in record.items():
-                    if isinstance(v, float) and math.isfinite(v):
-                        writer.add_scalar(f"train/{k}", v, done)
-            if not quiet:
-                extra = f" psnr {parts['psnr']:.2f}" if "psnr" in parts else ""
-                print(f"step {done:6d}  loss {mean_loss:.4f}{extra}  lr {record['lr']:.2e}  skipped {guard.skipped}")
-        if master and prompts is not None and done % cfg.sample_every == 0:
-            _write_training_samples(ema, meta, prompts, cfg, run_dir, done, device, writer)
-        if master and (done % cfg.ckpt_every == 0 or done == stop_at):
-            state = {"config": asdict(cfg), "scheduler": {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"},
-                     "guard": guard.state(),
-                     "data": {"next_step": done, "world_size": world, "seed": cfg.seed,
-                              "batches_per_epoch": dataset.plan.batches_per_epoch}}
-            ckpt.save_checkpoint(run_dir, done, model.state_dict(), ema.state_dict(), optimizer.state_dict(), state,
-                                 cfg.keep_last, (critic.state_dict(), critic_optimizer.state_dict()) if critic else None)
-        if world > 1:
-            torch.distributed.barrier()
-
-    if world > 1:
-        for replicated in (model, critic) if critic is not None else (model,):
-            check_replicas_in_sync(replicated, device)
-    if master:
-        plot_loss_curve(run_dir)
-        if writer:
-            writer.close()
-    if world > 1:  # no rank tears the process group down while another still uses it
-        torch.distributed.barrier()
-    seconds = time.time() - started
-    if master and not quiet:
-        print(f"trained {cfg.model}: steps {start_step} -> {stop_at}, last loss {last_loss:.4f}, skipped {guard.skipped}, "
-              f"{seconds:.0f}s; checkpoints in {run_dir / ckpt.CHECKPOINTS}")
-    return {"step": stop_at, "loss": last_loss, "skipped": guard.skipped, "seconds": seconds}
+def wrap_for_ddp(learner: Learner, cfg: TrainConfig, dataset, dist: Distributed) -> None:
+    if dist.world == 1:
+        return
+    # a 1-frame (image) batch skips the autoencoder's temporal layers: DDP must look for unused parameters,
+    # or the rank with the image never joins the all-reduce of their gradients and the other rank waits forever
+    images = cfg.kind == "vae" and any(parse_bucket(b)[0] == 1 for b in dataset.buckets)
+    learner.train_model = _ddp(learner.model, dist.device, find_unused_parameters=images)
+    if learner.critic is not None:
+        learner.train_critic = _ddp(learner.critic.requires_grad_(True), dist.device)  # DDP hooks only parameters that need grad
+        learner.critic.requires_grad_(False)
 
 
 def _ddp(module: nn.Module, device, **kwargs) -> nn.Module:
     return torch.nn.parallel.DistributedDataParallel(
         module, device_ids=[device.index] if device.type == "cuda" else None, **kwargs)
+
+
+#################################################################################
+#                               One step, one checkpoint                        #
+#################################################################################
+
+
+def loss_agreed(loss: torch.Tensor, guard: LossGuard, dist: Distributed) -> tuple[float, bool]:
+    """(mean loss over ranks, skip this step): every rank skips when any rank saw a bad loss."""
+    value = loss.detach().float().item()
+    flags = torch.tensor([0.0 if guard.is_bad(value) else 1.0, value], device=dist.device)
+    if dist.world > 1:
+        torch.distributed.all_reduce(flags)  # sum of "good" flags, sum of losses
+    skipped = flags[0].item() < dist.world
+    mean_loss = flags[1].item() / dist.world
+    guard.record(mean_loss, skipped)
+    return mean_loss, skipped
+
+
+def train_step(learner: Learner, batch: dict, cfg: TrainConfig, step: int, dist: Distributed,
+               autocast) -> tuple[float, float, dict, bool]:
+    """batch -> loss -> guard -> backward -> clip -> optimizer -> EMA (-> critic) -> schedule.
+
+    Returns (mean loss over ranks, gradient norm (nan when skipped), parts to log, skipped)."""
+    gen = step_generator(cfg.seed, step, dist.rank, dist.device)
+    adversarial = learner.critic is not None and step >= cfg.adv_start_step
+    with autocast:
+        if cfg.kind == "vae":
+            loss, parts, (video, recon) = vae_step_loss(learner.train_model, batch, cfg, gen, dist.device,
+                                                        learner.critic if adversarial else None)
+        else:
+            loss, parts = dit_step_loss(learner.train_model, batch, cfg, gen, dist.device, learner.model.cfg.patch_size)
+    mean_loss, skipped = loss_agreed(loss, learner.guard, dist)
+    grad_norm = float("nan")
+    if not skipped:
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(learner.model.parameters(), cfg.grad_clip).item()
+        learner.optimizer.step()
+        update_ema(learner.ema, learner.model, cfg.ema_decay)
+        if adversarial:
+            parts["adv_critic"] = critic_step(learner.critic, learner.train_critic, learner.critic_optimizer,
+                                              video, recon, autocast)
+    learner.optimizer.zero_grad(set_to_none=True)
+    learner.scheduler.step()
+    return mean_loss, grad_norm, parts, skipped
+
+
+def save_learner(learner: Learner, cfg: TrainConfig, run_dir: Path, done: int, dist: Distributed, dataset) -> None:
+    """Checkpoint after `done` steps: weights, EMA, optimizer (and critic), with what resuming needs in state.json."""
+    scheduler = {k: v for k, v in learner.scheduler.state_dict().items() if k != "lr_lambdas"}  # a lambda is code, not state
+    state = {"config": asdict(cfg), "scheduler": scheduler, "guard": learner.guard.state(),
+             "data": {"next_step": done, "world_size": dist.world, "seed": cfg.seed,
+                      "batches_per_epoch": dataset.plan.batches_per_epoch}}
+    critic = None
+    if learner.critic is not None:
+        critic = (learner.critic.state_dict(), learner.critic_optimizer.state_dict())
+    ckpt.save_checkpoint(run_dir, done, learner.model.state_dict(), learner.ema.state_dict(),
+                         learner.optimizer.state_dict(), state, cfg.keep_last, critic)
 
 
 def check_replicas_in_sync(model: nn.Module, device) -> None:
@@ -447,8 +454,42 @@ def check_replicas_in_sync(model: nn.Module, device) -> None:
 
 
 #################################################################################
-#                               Logging helpers                                 #
+#                               Logging and samples                             #
 #################################################################################
+
+
+class TrainLog:
+    """Rank 0's account of a run: metrics.jsonl, TensorBoard (when installed), and lines on stdout unless quiet."""
+
+    def __init__(self, run_dir: Path, quiet: bool):
+        self.run_dir, self.quiet = run_dir, quiet
+        self.writer = _tensorboard(run_dir)
+
+    def say(self, line: str) -> None:
+        if not self.quiet:
+            print(line)
+
+    def step(self, record: dict) -> None:
+        with open(self.run_dir / METRICS, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.writer:
+            for k, v in record.items():
+                if isinstance(v, float) and math.isfinite(v):
+                    self.writer.add_scalar(f"train/{k}", v, record["step"])
+        extra = f" psnr {record['psnr']:.2f}" if "psnr" in record else ""
+        self.say(f"step {record['step']:6d}  loss {record['loss']:.4f}{extra}  lr {record['lr']:.2e}  "
+                 f"skipped {record['skipped']}")
+
+    def videos(self, step: int, videos: list) -> None:
+        """A few frames of each (T, H, W, 3) uint8 video, to TensorBoard."""
+        if self.writer:
+            for i, video in enumerate(videos):
+                frames = torch.from_numpy(video).permute(0, 3, 1, 2)[:: max(1, len(video) // 4)]
+                self.writer.add_images(f"samples/{i}", frames, step, dataformats="NCHW")
+
+    def close(self) -> None:
+        if self.writer:
+            self.writer.close()
 
 
 def _tensorboard(run_dir: Path):
@@ -459,8 +500,10 @@ def _tensorboard(run_dir: Path):
     return SummaryWriter(str(run_dir / "tensorboard"))
 
 
-def _write_training_samples(ema, meta, prompts, cfg, run_dir, step, device, writer):
-    from training.sample import generate, write_video
+def write_training_samples(ema: nn.Module, meta: ModelMeta, prompts: list[str], cfg: TrainConfig, run_dir: Path,
+                           step: int, device, log: TrainLog) -> None:
+    """RUN/samples/stepNNNNNNN-i.mp4 from the EMA weights; skipped with a note when sampling cannot run here."""
+    from curation.core.video import write_video  # PyAV only where a video is written
 
     try:
         videos = generate(ema, meta, prompts, frames=None, height=None, width=None, steps=cfg.sample_steps,
@@ -468,12 +511,9 @@ def _write_training_samples(ema, meta, prompts, cfg, run_dir, step, device, writ
     except (ImportError, RuntimeError, FileNotFoundError) as e:
         print(f"note: training samples skipped at step {step}: {e}")
         return
-    out = run_dir / "samples"
     for i, video in enumerate(videos):
-        write_video(out / f"step{step:07d}-{i}.mp4", video, fps=8)
-        if writer:
-            writer.add_images(f"samples/{i}", torch.from_numpy(video).permute(0, 3, 1, 2)[:: max(1, len(video) // 4)],
-                              step, dataformats="NCHW")
+        write_video(run_dir / "samples" / f"step{step:07d}-{i}.mp4", video, fps=8)
+    log.videos(step, videos)
     ema.train()
 
 
@@ -507,6 +547,69 @@ def plot_loss_curve(run_dir: Path) -> Path | None:
 
 
 #################################################################################
+#                               The loop                                        #
+#################################################################################
+
+
+def train(cfg: TrainConfig, shards: Path, run_dir: Path, vae_dir: Path | None = None, max_steps: int | None = None,
+          resume: bool = False, quiet: bool = False) -> dict:
+    """Train until `max_steps` (default cfg.max_steps); returns {'step', 'loss', 'skipped', 'seconds'}."""
+    dist = setup_distributed()
+    run_dir, shards = Path(run_dir), Path(shards)
+    stop_at = max_steps if max_steps is not None else cfg.max_steps
+
+    dataset, latent_info = make_dataset(cfg, shards, vae_dir)
+    learner = build_learner(cfg, dist.device)
+    meta = describe_model(cfg, learner.model, latent_info)
+    start_step = resume_or_refuse(learner, run_dir, resume, dist)
+    if dist.master:
+        ckpt.write_model_json(run_dir, meta)
+    wrap_for_ddp(learner, cfg, dataset, dist)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if dist.device.type == "cuda"
+                else torch.autocast("cpu", enabled=False))
+    loader = make_loader(dataset, start_step, stop_at, dist.rank, dist.world, cfg.workers)  # step s: batch s*world + rank
+    log = TrainLog(run_dir, quiet) if dist.master else None
+    sampling = bool(dist.master and cfg.kind == "dit" and cfg.sample_every and cfg.sample_prompts)
+
+    if dist.master:
+        params = sum(p.numel() for p in learner.model.parameters())
+        log.say(f"training {cfg.model} ({params / 1e6:.2f}M parameters) on {dist.device} x{dist.world}, "
+                f"steps {start_step} -> {stop_at}")
+    started, last_loss = time.time(), float("nan")
+    learner.model.train()
+    for step, batch in zip(range(start_step, stop_at), loader, strict=False):
+        loss, grad_norm, parts, skipped = train_step(learner, batch, cfg, step, dist, autocast)
+        if not skipped:
+            last_loss = loss
+        done = step + 1
+        if dist.master and (done % cfg.log_every == 0 or done == stop_at or step == start_step):
+            log.step({"step": done, "loss": loss, "lr": learner.scheduler.get_last_lr()[0], "grad_norm": grad_norm,
+                      "skipped": learner.guard.skipped, "bucket": batch["bucket"],
+                      **{k: float(v) for k, v in parts.items()}})
+        if sampling and done % cfg.sample_every == 0:
+            write_training_samples(learner.ema, meta, cfg.sample_prompts, cfg, run_dir, done, dist.device, log)
+        if dist.master and (done % cfg.ckpt_every == 0 or done == stop_at):
+            save_learner(learner, cfg, run_dir, done, dist, dataset)
+        if dist.world > 1:
+            torch.distributed.barrier()
+
+    if dist.world > 1:
+        for replicated in (learner.model, learner.critic):
+            if replicated is not None:
+                check_replicas_in_sync(replicated, dist.device)
+    if dist.master:
+        plot_loss_curve(run_dir)
+        log.close()
+    if dist.world > 1:  # no rank tears the process group down while another still uses it
+        torch.distributed.barrier()
+    seconds = time.time() - started
+    if dist.master:
+        log.say(f"trained {cfg.model}: steps {start_step} -> {stop_at}, last loss {last_loss:.4f}, "
+                f"skipped {learner.guard.skipped}, {seconds:.0f}s; checkpoints in {run_dir / ckpt.CHECKPOINTS}")
+    return {"step": stop_at, "loss": last_loss, "skipped": learner.guard.skipped, "seconds": seconds}
+
+
+#################################################################################
 #                               Command line (torchrun)                         #
 #################################################################################
 
@@ -524,7 +627,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     default = Path(__file__).parent / "configs" / ("vae-tiny.yaml" if args.kind == "vae" else "dit-tiny.yaml")
     cfg = load_config(args.config or default, kind=args.kind)
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), int(os.environ.get("OMP_NUM_THREADS", "64")))))
+    cap_torch_threads(64)
     try:
         train(cfg, args.shards, args.run, args.vae, args.max_steps, args.resume)
     finally:

@@ -20,18 +20,17 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curation.core import schema
-from curation.core.rundir import RunDir, read_manifest
+from curation.core.rundir import RunDir
 from curation.core.schema import CAP, SH, M
-from training.data import bucket_name, list_buckets, parse_bucket
-
-DEFAULT_BUCKETS = ("17x64x64", "17x64x96", "17x96x64", "1x64x64", "1x64x96", "1x96x64")
-INDEX = "index.json"
+from curation.core.tables import read_clips
+from training.data import list_buckets
+from training.shards import DEFAULT_BUCKETS, DEFAULT_CAPTION_BLEND, INDEX, bucket_name, parse_bucket
 
 
 @dataclass
 class ShardSettings:
     buckets: list[str] = field(default_factory=lambda: list(DEFAULT_BUCKETS))
-    caption_blend: float = 0.95  # recorded for the trainer: p(dense caption)
+    caption_blend: float = DEFAULT_CAPTION_BLEND  # recorded in index.json for the trainer: p(dense caption)
     target_shard_mb: float = 256.0
     max_frame_stride: int = 2  # take every 1st or 2nd source frame, so a bucket spans more motion
     row_group_size: int = 16  # rows read together by the loader
@@ -107,8 +106,8 @@ def write_shards(out: Path, settings: ShardSettings | None = None, progress=None
                 "to re-shard with the new ones"
             )
     buckets = [parse_bucket(b) for b in settings.buckets]
-    manifest = read_manifest(run)
-    kept = manifest.filter(pc.and_(pc.equal(manifest[M.status], schema.STATUS_KEPT), pc.is_valid(manifest[M.clip_path])))
+    clips = read_clips(run)  # the manifest with every later decision (dedup, aesthetic) applied
+    kept = clips.filter(pc.and_(pc.equal(clips[M.status], schema.STATUS_KEPT), pc.is_valid(clips[M.clip_path])))
     if kept.num_rows == 0:
         raise ValueError(f"{run.manifest} has no kept clips to shard; run `rushes curate ... --out {out}` first")
     done = set()

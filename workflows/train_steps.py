@@ -13,15 +13,17 @@ from pathlib import Path
 from pydantic import Field
 
 from curation.core.config import StrictModel
+from curation.core.models import cap_torch_threads
+from training.shards import DEFAULT_BUCKETS, DEFAULT_CAPTION_BLEND
 
 CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"
 
 
 class ShardStepConfig(StrictModel):
     enabled: bool = True
-    buckets: list[str] = Field(default_factory=lambda: ["17x64x64", "17x64x96", "17x96x64", "1x64x64", "1x64x96", "1x96x64"],
+    buckets: list[str] = Field(default_factory=lambda: list(DEFAULT_BUCKETS),
                                description="FRAMESxHEIGHTxWIDTH; frames 1 + 4k for the autoencoder")
-    caption_blend: float = Field(0.95, ge=0, le=1, description="p(dense caption) for the trainer")
+    caption_blend: float = Field(DEFAULT_CAPTION_BLEND, ge=0, le=1, description="p(dense caption) for the trainer")
     target_shard_mb: float = Field(256.0, gt=0)
     max_frame_stride: int = Field(2, ge=1)
 
@@ -56,13 +58,13 @@ def run_train_step(wf, section: TrainStepConfig) -> None:
     import os
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import torch
-
+    from curation.core.video import write_video
+    from training.checkpoint import load_trained
     from training.encode import encode_shards
-    from training.sample import generate, write_video
-    from training.train import load_config, load_trained, train
+    from training.sample import generate
+    from training.train import load_config, train
 
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), int(os.environ.get("OMP_NUM_THREADS", "64")))))
+    cap_torch_threads(64)
     out = Path(wf.out)
     shards, runs = out / "shards", Path(section.runs or out / "runs")
     vae_run, dit_run = runs / "vae", runs / "dit"
@@ -74,5 +76,6 @@ def run_train_step(wf, section: TrainStepConfig) -> None:
     videos = generate(dit, meta, section.sample_prompts, section.sample_frames, section.sample_height,
                       section.sample_width, section.sample_steps, section.cfg_scale)
     for i, (prompt, video) in enumerate(zip(section.sample_prompts, videos, strict=True)):
-        path = write_video(out / "samples" / f"sample-{i}.mp4", video, fps=8)
+        path = out / "samples" / f"sample-{i}.mp4"
+        write_video(path, video, fps=8)
         print(f"sample: {prompt!r} -> {path}")

