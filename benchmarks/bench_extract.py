@@ -24,8 +24,9 @@ OPENCV_VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 
 
 def plain_decode(path: Path) -> int:
-    from curation.analysis import AnalysisStats, decode_frames
+    from curation.decode import decode_frames
     from curation.probe import Deadline
+    from curation.signals import AnalysisStats
 
     return sum(1 for _ in decode_frames(path, Deadline(None, path), AnalysisStats()))
 

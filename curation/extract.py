@@ -1,8 +1,9 @@
 """Clip extraction: kept clips as h264 mp4 at frame-exact boundaries, and a JPEG thumbnail per clip.
 
-A source is decoded once for all of its clips. Frame `i` is the i-th frame the decoder returns
-(PyAV's presentation order), the same numbering analysis uses, so a manifest row's
-[start_frame, end_frame) is exactly the frames its clip file holds. Every file is written to a hidden
+A source is decoded once for all of its clips, by analysis' own decoder (`curation.decode`): frame
+`i` is the i-th frame that decodes (PyAV's presentation order), so a manifest row's
+[start_frame, end_frame) is exactly the frames its clip file holds. Clips are encoded by the
+kernel's one h264 set-up (`curation.core.video.VideoWriter`). Every file is written to a hidden
 temporary name and renamed into place, so a killed run never leaves a half-written clip.
 """
 
@@ -20,6 +21,8 @@ from curation.config import ExtractConfig
 from curation.core import schema
 from curation.core.rundir import RunDir, atomic_write_bytes, now_utc
 from curation.core.stage import PermanentError
+from curation.core.video import VideoWriter, upright, video_rate
+from curation.decode import decode_frames
 
 M = schema.M
 EXTRACT_FAILED = "extract_failed"  # filter reason of a kept clip whose frames could not be written
@@ -39,10 +42,10 @@ def thumb_size(width: int, height: int, side: int) -> tuple[int, int]:
 
 
 def rate_fraction(fps: float) -> Fraction:
-    """A frame rate as the exact fraction codecs want (29.97 -> 30000/1001)."""
+    """A frame rate as the exact fraction codecs want (29.97 -> 30000/1001); a bad rate is the input's fault."""
     if fps <= 0 or not math.isfinite(fps):
         raise PermanentError(f"frame rate {fps!r} is not usable for encoding")
-    return Fraction(fps).limit_denominator(1001)
+    return video_rate(fps)
 
 
 def output_frame_plan(num_frames: int, src_fps: float, out_fps: float | None) -> list[int]:
@@ -69,8 +72,7 @@ class _ClipJob:
     write_clip: bool
     plan: list[int] = field(default_factory=list)  # clip-local source index per output frame
     next_out: int = 0
-    container: object = None
-    stream: object = None
+    writer: VideoWriter | None = None
     tmp_path: Path | None = None
     final_path: Path | None = None
     thumb_done: bool = False
@@ -105,23 +107,17 @@ class _SourceExtractor:
 
     # -- per-clip output --------------------------------------------------------------------------
     def _open(self, job: _ClipJob, frame) -> None:
-        import av
-
         fps = float(job.row[M.fps])
         out_fps = self.cfg.fps or fps
         job.plan = output_frame_plan(job.end - job.start, fps, self.cfg.fps)
         width, height = self._display_size(frame)
-        w, h = even_size(width, height, self.cfg.max_side)
         job.final_path = self.run.clips / f"{job.row[M.clip_id]}.mp4"
-        job.final_path.parent.mkdir(parents=True, exist_ok=True)
         job.tmp_path = job.final_path.with_name(f".{job.final_path.name}.{uuid.uuid4().hex}.tmp")
-        job.container = av.open(str(job.tmp_path), mode="w", format="mp4")
-        rate = rate_fraction(out_fps)
-        job.stream = job.container.add_stream(
-            "libx264", rate=rate, options={"crf": str(self.cfg.crf), "preset": "veryfast", "threads": "1"}
+        # one encoder thread per clip: a source's clips are written side by side, workers run in parallel
+        job.writer = VideoWriter(
+            job.tmp_path, rate_fraction(out_fps), crf=self.cfg.crf, threads=1,
+            size=even_size(width, height, self.cfg.max_side), container_format="mp4",
         )
-        job.stream.width, job.stream.height, job.stream.pix_fmt = w, h, "yuv420p"
-        job.stream.codec_context.time_base = 1 / rate
 
     @staticmethod
     def _display_size(frame) -> tuple[int, int]:
@@ -133,26 +129,21 @@ class _SourceExtractor:
     def _upright(frame):
         """The frame as displayed: a rotation flag in the container is applied to the pixels."""
         import av
-        import numpy as np
 
-        turns = round((frame.rotation or 0) / 90) % 4
-        if not turns:
+        if not round((frame.rotation or 0) / 90) % 4:
             return frame
-        img = np.ascontiguousarray(np.rot90(frame.to_ndarray(format="rgb24"), k=turns))
-        return av.VideoFrame.from_ndarray(img, format="rgb24")
+        return av.VideoFrame.from_ndarray(upright(frame.to_ndarray(format="rgb24"), frame.rotation), format="rgb24")
 
     def _encode(self, job: _ClipJob, frame, local_index: int) -> None:
-        if job.container is None:
+        if job.writer is None:
             self._open(job, frame)
-        upright = None
+        out = None
+        # output frame j shows plan[j]: a source frame is written once, dropped, or repeated
         while job.next_out < len(job.plan) and job.plan[job.next_out] == local_index:
-            if upright is None:
-                upright = self._upright(frame)
-            out = upright.reformat(width=job.stream.width, height=job.stream.height, format="yuv420p")
-            out.pts = job.next_out
-            out.time_base = job.stream.codec_context.time_base
-            for packet in job.stream.encode(out):
-                job.container.mux(packet)
+            if out is None:  # scaled and converted in one step; the writer numbers the frames (pts)
+                w, h = job.writer.size
+                out = self._upright(frame).reformat(width=w, height=h, format="yuv420p")
+            job.writer.write(out)
             job.next_out += 1
 
     def _thumbnail(self, job: _ClipJob, frame) -> None:
@@ -167,23 +158,18 @@ class _SourceExtractor:
         job.thumb_done = True
 
     def _finish(self, job: _ClipJob) -> None:
-        if job.container is None:
+        if job.writer is None:
             return
-        for packet in job.stream.encode():
-            job.container.mux(packet)
-        job.container.close()
-        job.container = None
+        writer, job.writer = job.writer, None
+        writer.close()
         if job.next_out == len(job.plan):
             os.replace(job.tmp_path, job.final_path)
             job.row[M.clip_path] = self.run.rel(job.final_path)
 
     def _abandon(self, job: _ClipJob) -> None:
-        if job.container is not None:
-            try:
-                job.container.close()
-            except Exception:  # noqa: BLE001 - the file is deleted anyway
-                pass
-            job.container = None
+        if job.writer is not None:
+            job.writer.abandon()
+            job.writer = None
         if job.tmp_path is not None and job.tmp_path.exists():
             job.tmp_path.unlink()
 
@@ -197,7 +183,7 @@ class _SourceExtractor:
         pending = list(self.jobs)  # sorted by start; a job leaves when its last frame is written
         active: list[_ClipJob] = []
         index = 0
-        frames = _decode_tolerant(self.source_path)
+        frames = decode_frames(self.source_path)  # no time limit: the source was analysed already
         try:
             for frame in frames:
                 while pending and pending[0].start <= index:
@@ -227,14 +213,6 @@ class _SourceExtractor:
                     f"source ended at frame {index}, before clip frames [{job.start}, {job.end}) "
                     f"were all decoded (truncated or corrupt source)"
                 )
-
-
-def _decode_tolerant(source_path: Path):
-    """Decoded frames in order, corrupt packets skipped: analysis' own decoder, so frame numbers agree."""
-    from curation.analysis import AnalysisStats, decode_frames
-    from curation.probe import Deadline
-
-    return decode_frames(source_path, Deadline(None, source_path, "extraction"), AnalysisStats())
 
 
 def extract_source(

@@ -10,8 +10,10 @@ analysis. Broken inputs and their messages:
 
 Time limit: probing is cooperative. `Deadline` is checked between packets in every demux/decode
 loop here and in analysis, so a file that makes the decoder crawl is stopped at the next packet
-after `timeout_s`. A single call that blocks inside FFmpeg is not interrupted; local files do not
-block like that, and the workflow's per-task timeout is the backstop for anything that does.
+after `timeout_s`; its `TimeLimitError` names the stage that ran out of time ("probe" here,
+"analysis" there) for the quarantine table. A single call that blocks inside FFmpeg is not
+interrupted; local files do not block like that, and the workflow's per-task timeout is the
+backstop for anything that does.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from curation.core.stage import PermanentError
 
 
 class ProbeError(PermanentError):
-    """An input that cannot be read as a video; reported as stage "probe" even when analysis probes it."""
+    """An input that cannot be read as a video; reported as stage "probe" even when analysis opens it."""
 
     stage = "probe"
 
@@ -58,19 +60,30 @@ class ProbeInfo:
         return asdict(self)
 
 
-class Deadline:
-    """A cooperative time limit: `check()` raises PermanentError once `seconds` have passed."""
+class TimeLimitError(PermanentError):
+    """A step ran past its time limit on this input; `stage` names the step (probe, analysis)."""
 
-    def __init__(self, seconds: float | None, path: Path | str, what: str = "probing"):
+    def __init__(self, message: str, stage: str | None = None):
+        super().__init__(message)
+        self.stage = stage  # an instance attribute: pickling keeps it (exceptions pickle their __dict__)
+
+
+class Deadline:
+    """A cooperative time limit: `check()` raises TimeLimitError once `seconds` have passed.
+
+    `what` is said in the message; `stage` is where the quarantine table files the input."""
+
+    def __init__(self, seconds: float | None, path: Path | str, what: str = "probing", stage: str = "probe"):
         self.expires = None if not seconds else time.monotonic() + seconds
-        self.seconds, self.path, self.what = seconds, path, what
+        self.seconds, self.path, self.what, self.stage = seconds, path, what, stage
 
     def check(self) -> None:
         if self.expires is not None and time.monotonic() > self.expires:
-            raise ProbeError(
+            raise TimeLimitError(
                 f"{self.path}: {self.what} took longer than the {self.seconds:g} s limit; the file is "
                 "pathological or far too long: raise probe.timeout_s (or probe.timeout_per_video_second) "
-                "or check the file"
+                "or check the file",
+                self.stage,
             )
 
 

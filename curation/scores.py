@@ -15,8 +15,9 @@
   the frame covered by plausible word boxes above `text_min_confidence`, averaged over
   `text_samples` frames. With `text_prefilter`, frames without text-like edge bands skip OCR.
   Measured quality is in docs/curation.md.
-- dominant colours: the palette names (`workflows.synthetic.footage.COLORS`) nearest to the sampled pixels in
-  Lab space, most frequent first, those covering at least 8% of the pixels.
+- dominant colours: the palette names (`curation.core.vocab.COLORS`, which the test footage is
+  painted with) nearest to the sampled pixels in Lab space, most frequent first, those covering at
+  least 8% of the pixels.
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from curation.analysis import ClipSignals
 from curation.config import AnalysisConfig
 from curation.core import schema
 from curation.core.video import spread_indices
 from curation.core.vocab import COLORS
+from curation.signals import ClipSignals
 
 M = schema.M
 _MIN_COLOR_SHARE = 0.08

@@ -24,6 +24,7 @@ import pickle
 from collections.abc import Callable
 
 from curation.core.stage import Stage, batches
+from workflows.progress import ProgressBar
 
 
 def map_stage(stage: Stage, rows: list[dict], label: str, *, use_ray: bool = True, address: str | None = None,
@@ -33,7 +34,7 @@ def map_stage(stage: Stage, rows: list[dict], label: str, *, use_ray: bool = Tru
     if not rows:
         return []
     results: list[dict] = []
-    with _Progress(label, len(rows), progress, console) as bar:
+    with ProgressBar(label, len(rows), progress, console, note="starting Ray" if use_ray else "") as bar:
         def take(row: dict) -> None:
             results.append(row)
             bar.advance(on_output(row) if on_output else None)
@@ -46,7 +47,6 @@ def map_stage(stage: Stage, rows: list[dict], label: str, *, use_ray: bool = Tru
                 for row in _map_on_ray(stage, rows, workers):
                     take(row)
         else:
-            bar.note("")
             stage.setup()
             for chunk in batches(rows, stage.batch_size):
                 for row in stage(chunk):
@@ -150,37 +150,3 @@ def _detach_stdin() -> None:
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.close(devnull)
-
-
-# ---------------------------------------------------------------------------------------------
-# The progress display
-
-
-class _Progress:
-    """One rich progress bar over rows, with a note beside it; nothing at all when disabled."""
-
-    def __init__(self, label: str, total: int, enabled: bool, console=None):
-        self.label, self.total, self.enabled, self.console = label, total, enabled, console
-
-    def __enter__(self):
-        if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            columns = [TextColumn(self.label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                       TextColumn("{task.fields[note]}")]
-            self.bar = Progress(*columns, console=self.console, transient=False)
-            self.bar.start()
-            self.task = self.bar.add_task(self.label, total=self.total, note="starting")
-        return self
-
-    def note(self, text: str) -> None:
-        if self.enabled:
-            self.bar.update(self.task, note=text)
-
-    def advance(self, note: str | None = None) -> None:
-        if self.enabled:
-            self.bar.update(self.task, advance=1, **({"note": note} if note is not None else {}))
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            self.bar.stop()

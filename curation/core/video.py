@@ -1,9 +1,14 @@
 """Video reading and writing every package shares: frames out of a clip, frames into an h264 file.
 
+Reading: a few frames of a clip (`read_frames`, `sample_frames`), or every frame of a source once,
+skipping damage (`decodable_frames`, what analysis and extraction decode with). Writing: the one
+encoder set-up (`VideoWriter`, `write_video`).
+
 PyAV is imported inside the functions, so importing this module costs numpy only."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +81,45 @@ def sample_frames(path: Path | str, count: int, max_side: int | None = None) -> 
     return read_frames(path, spread_indices(count_frames(path), count), max_side)
 
 
+def decodable_frames(container, stream, check: Callable[[], None] | None = None,
+                     on_error: Callable[[Exception], None] | None = None) -> Iterator:
+    """Every frame of `stream` that decodes, in order: a whole source read once, damage skipped.
+
+    A packet that fails to decode is skipped and the next one tried (the frames that decode are
+    salvaged); a container that breaks off ends the frames there. Each failure is handed to
+    `on_error`. `check()` runs before every packet, so a deadline can stop a crawling decoder. The
+    caller opens and closes `container`; frame i is the i-th frame yielded (presentation order),
+    the numbering analysis and extraction share.
+    """
+    import av
+
+    packets = container.demux(stream)
+    while True:
+        if check is not None:
+            check()
+        try:
+            packet = next(packets)
+        except StopIteration:
+            return
+        except av.error.FFmpegError as e:  # the container breaks off here: keep what decoded so far
+            if on_error is not None:
+                on_error(e)
+            return
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError as e:
+            if on_error is not None:
+                on_error(e)
+            continue
+        yield from frames
+
+
+def upright(img: np.ndarray, rotation: int) -> np.ndarray:
+    """A decoded picture (H, W, ...) turned `rotation` degrees counter-clockwise, as it is displayed."""
+    turns = round((rotation or 0) / 90) % 4
+    return np.ascontiguousarray(np.rot90(img, k=turns)) if turns else img
+
+
 # ---------------------------------------------------------------------------------------------
 # Writing: the one h264 (or mjpeg) encoder set-up every package uses
 
@@ -133,6 +177,8 @@ class VideoWriter:
         if (frame.width, frame.height) != (self.stream.width, self.stream.height):
             frame = frame.reformat(width=self.stream.width, height=self.stream.height)
         frame.pts, frame.time_base = self.count, self.stream.codec_context.time_base
+        # a decoded frame keeps its source's I/P/B type, which libx264 would obey: let the encoder choose
+        frame.pict_type = av.video.frame.PictureType.NONE
         for packet in self.stream.encode(frame):
             self.container.mux(packet)
         self.count += 1

@@ -6,10 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from curation.analysis import _MAX_SAMPLES, AnalysisStats, analyze, shrink_frame
+from curation.analysis import AnalysisStats, analyze
 from curation.config import CurateConfig
 from curation.core.stage import PermanentError
+from curation.decode import shrink_frame
 from curation.probe import probe
+from curation.shots import _MAX_SAMPLES
 from workflows.synthetic.footage import Segment, make_footage, render_shape_clip, write_footage, write_video
 
 
@@ -205,21 +207,38 @@ def test_analysis_time_limit_grows_with_the_source(tmp_path):
     assert list(analyze(path, info, cfg))
 
 
+def test_an_analysis_time_out_is_filed_under_analysis_not_probe(tmp_path):
+    """The quarantine table names the step that ran out of time: here analysis, after probing passed."""
+    import pickle
+
+    path = tmp_path / "slow.mp4"
+    write_footage(path, [Segment(24, "circle", "red", "right", "blue")], 64, 48)
+    info = probe(path)
+    cfg = CurateConfig()
+    cfg.probe.timeout_s, cfg.probe.timeout_per_video_second = 1e-6, 0.0
+    with pytest.raises(PermanentError, match="analysis took longer") as caught:
+        list(analyze(path, info, cfg))
+    assert caught.value.stage == "analysis"
+    assert pickle.loads(pickle.dumps(caught.value)).stage == "analysis"  # survives a hand-over between processes
+
+
 def test_measured_detector_scores_equal_pyscenedetects_own(tmp_path):
     """The decode thread's HSV differences give exactly the score ContentDetector computes itself."""
     from scenedetect import FrameTimecode
     from scenedetect.detectors import ContentDetector
 
-    from curation.analysis import _FramePreparer, _make_detectors, analysis_size, decode_frames
+    from curation.analysis import analysis_size
+    from curation.decode import FramePreparer, decode_frames
     from curation.probe import Deadline
+    from curation.shots import make_detectors
 
     segs = [Segment(12, "circle", "red", "right", "blue"), Segment(12, "square", "yellow", "left", "green")]
     path = tmp_path / "two.mp4"
     write_footage(path, segs, 192, 144)
     info = probe(path)
     size = analysis_size(info.width, info.height, 256)
-    prepare = _FramePreparer(info, size, analysis_size(*size, 128))
-    upstream, measured = ContentDetector(), _make_detectors(CurateConfig())["content"]
+    prepare = FramePreparer(info, size, analysis_size(*size, 128))
+    upstream, measured = ContentDetector(), make_detectors(CurateConfig())["content"]
     scores = []
     for frame in decode_frames(path, Deadline(None, path), AnalysisStats()):
         prepared = prepare(frame)

@@ -179,3 +179,19 @@ def test_written_video_decodes_back_to_the_frames(tmp_path, codec, suffix):
     assert np.abs(back.astype(np.int16) - frames).mean() < 8
     truth = write_footage(tmp_path / "streamed.mp4", segs, 96, 64)
     assert truth.cuts == [10] and len(read_frames(tmp_path / "streamed.mp4")) == 20
+
+
+def test_footage_is_written_by_the_kernels_writer_and_stays_out_of_curation():
+    """One h264 set-up in the project; the generator is test data no curation module imports."""
+    import ast
+    from pathlib import Path
+
+    from curation.core import video
+
+    assert write_video is video.write_video
+    for path in Path(video.__file__).parents[1].rglob("*.py"):  # curation/, kernel included
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            assert not [n for n in names if n.split(".")[0] == "workflows"], f"{path} imports {names}"

@@ -117,3 +117,11 @@ def test_deadline_stops_a_slow_file(tmp_path, opencv_clip):
         deadline.check()
     with pytest.raises(PermanentError, match="limit"):
         probe(opencv_clip("vtest.avi"), timeout_s=1e-9)
+
+
+def test_a_probe_time_out_is_filed_under_probe(tmp_path):
+    path = tmp_path / "slow.mp4"
+    write_video(path, make_footage([Segment(24, "circle", "red", "right", "blue")], 64, 48)[0])
+    with pytest.raises(PermanentError, match="probing took longer") as caught:
+        probe(path, timeout_s=1e-9)
+    assert caught.value.stage == "probe"

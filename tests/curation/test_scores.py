@@ -5,7 +5,6 @@ import os
 import numpy as np
 import pytest
 
-from curation.analysis import ClipSignals, Sample, Shot
 from curation.config import AnalysisConfig, CurateConfig
 from curation.core import schema
 from curation.scores import (
@@ -18,6 +17,7 @@ from curation.scores import (
     score_clip,
     sharpness,
 )
+from curation.signals import ClipSignals, Sample, Shot
 from workflows.synthetic.footage import Segment, make_footage
 
 M = schema.M

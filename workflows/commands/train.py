@@ -28,18 +28,16 @@ def shard(
     max_frame_stride: int = typer.Option(2, "--max-frame-stride", min=1, help="take at most every Nth source frame"),
 ) -> None:
     """Write bucketed training shards (raw frames + every caption variant + metadata) from kept clips."""
-    from rich.progress import Progress
-
     from curation.core.tables import kept_clips
+    from workflows.progress import ProgressBar
     from workflows.shard import ShardSettings, write_shards
 
     settings = ShardSettings(buckets=[b.strip() for b in buckets.split(",") if b.strip()], caption_blend=caption_blend,
                              target_shard_mb=target_shard_mb, max_frame_stride=max_frame_stride)
     total = len(kept_clips(out))
     try:
-        with Progress(transient=True) as bar:
-            task = bar.add_task("sharding clips", total=total)
-            counts = write_shards(out, settings, progress=lambda: bar.advance(task))
+        with ProgressBar("sharding clips", total) as bar:
+            counts = write_shards(out, settings, progress=bar.advance)
     except ValueError as e:
         _fail(str(e))
     per_bucket = ", ".join(f"{b}: {n}" for b, n in counts["total_per_bucket"].items())
@@ -95,17 +93,15 @@ def encode(
 ) -> None:
     """Precompute autoencoder latents and text-encoder token states into SHARDS/latents."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from rich.progress import Progress
-
     from training.data import list_buckets
     from training.encode import encode_shards
+    from workflows.progress import ProgressBar
 
     cap_torch_threads(64)
     total = sum(len(r) for r in list_buckets(shards).values())
     try:
-        with Progress(transient=True) as bar:
-            task = bar.add_task("encoding clips", total=total)
-            result = encode_shards(shards, vae, text_encoder, batch_size, progress=lambda n: bar.advance(task, n))
+        with ProgressBar("encoding clips", total) as bar:
+            result = encode_shards(shards, vae, text_encoder, batch_size, progress=lambda n: bar.advance(count=n))
     except (FileNotFoundError, RuntimeError, ValueError) as e:
         _fail(str(e))
     typer.echo(f"encode: {result['encoded']} clips encoded, {result['already']} already; "

@@ -8,7 +8,8 @@ text, or a black screen. Segments begin with a hard cut, a dissolve or a fade th
 `render(segments, ...)` returns the frames lazily beside a `FootageTruth` (cut frames, transitions,
 per-segment facts, text boxes and a truthful caption), so a 20-minute reel can be written without
 holding it in memory; `make_footage` stacks the frames into a (T, H, W, 3) uint8 RGB array;
-`write_video` encodes frames to mp4 (h264) or avi (mjpeg). Everything is deterministic from a seed.
+`write_video` (the kernel's, re-exported) encodes frames to mp4 (h264) or avi (mjpeg);
+`write_footage` renders straight to a file. Everything is deterministic from a seed.
 
     frames, truth = make_footage([Segment(24, "circle", "red", "right", "blue"),
                                   Segment(24, "square", "yellow", "up", "green", camera="pan_right")])
@@ -20,12 +21,13 @@ holding it in memory; `make_footage` stacks the frames into a (T, H, W, 3) uint8
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from curation.core.video import write_video  # the kernel's writer; importers of footage use it too
 from curation.core.vocab import COLORS  # noqa: E402 - the palette the colour score names
 
 SHAPES = ("circle", "square", "triangle")
@@ -511,46 +513,7 @@ def random_segments(
 
 
 # ---------------------------------------------------------------------------------------------
-# Writing
-
-
-def write_video(
-    path: Path | str, frames: Iterable[np.ndarray], fps: float = 24.0, codec: str = "h264", crf: int = 18
-) -> int:
-    """Encode RGB uint8 frames to `path` (h264 in mp4/mkv, or mjpeg in avi); returns the frame count."""
-    from fractions import Fraction
-
-    import av
-
-    if codec not in ("h264", "mjpeg"):
-        raise ValueError(f"write_video codec={codec!r}: use 'h264' or 'mjpeg'")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    count = 0
-    with av.open(str(path), mode="w") as container:
-        stream = None
-        for img in frames:
-            if stream is None:
-                h, w = img.shape[:2]
-                stream = container.add_stream(
-                    "libx264" if codec == "h264" else "mjpeg", rate=Fraction(fps).limit_denominator(1001)
-                )
-                stream.width, stream.height = w, h
-                if codec == "h264":
-                    stream.pix_fmt = "yuv420p"
-                    stream.options = {"crf": str(crf), "preset": "veryfast"}
-                else:
-                    stream.pix_fmt = "yuvj444p"
-                    stream.options = {"q:v": "3"}
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-            count += 1
-        if stream is None:
-            raise ValueError(f"write_video({path}): no frames given")
-        for packet in stream.encode():
-            container.mux(packet)
-    return count
+# Writing (the kernel's one encoder set-up: `write_video` is `curation.core.video.write_video`)
 
 
 def write_footage(

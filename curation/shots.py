@@ -1,0 +1,267 @@
+"""Shot tracking: where the cuts are, and each closed shot cleaned up into clips.
+
+PySceneDetect's `ContentDetector` and `AdaptiveDetector` decide the cuts (thresholds, adaptive
+ratio, flash filter, minimum shot length from `ShotConfig`), weighing each frame's HSV difference
+that the decode thread measured once (`curation.decode.HsvDelta`) instead of the frame itself.
+
+`ShotTracker` follows the shot still open: it is the only one holding frames, at most
+`_MAX_SAMPLES` flow-level frames (each with the next frame, for optical flow) and `_MAX_PICTURES`
+pictures, thinned evenly by half whenever a buffer fills, so memory is bounded whatever the length
+of the source or of the shot. A detector may report a cut a few frames late; cuts wait in
+`pending` until every detector has had its chance (`close_ready`).
+
+When a shot closes it is cleaned up (black runs of `min_shot_frames` or more become shots of their
+own, shorter black and frozen lead-in/tail frames are trimmed, shots longer than `max_shot_seconds`
+are split evenly) and handed on as `ClipSignals`: what `curation.scores` reads.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+
+from curation.config import CurateConfig
+from curation.decode import PICTURE_STRIDE, HsvDelta, PreparedFrame
+from curation.probe import ProbeInfo
+from curation.signals import ClipSignals, Sample, Shot
+
+_MAX_SAMPLES = 64  # flow frames kept for the open shot; thinned by half when full
+_MAX_PICTURES = 16  # analysis-size pictures kept for the open shot; thinned likewise
+_FROZEN_MIN_RUN = 3  # frozen lead-in/tail shorter than this is left alone (duplicated frames are common)
+
+
+# ---------------------------------------------------------------------------------------------
+# Detectors
+
+
+def make_detectors(cfg: CurateConfig) -> dict:
+    """PySceneDetect's detectors, fed each frame's HSV differences instead of the frame itself.
+
+    The decode thread measures, once per frame, the mean absolute difference of hue, saturation and
+    value from the previous frame, exactly as `ContentDetector._calculate_frame_score` would (same
+    HSV conversion of the same small frame, same sums); the detectors only weigh them. Everything
+    that decides a cut (thresholds, the adaptive rolling ratio, the flash filter, minimum shot
+    length) is PySceneDetect's own code.
+    """
+    from scenedetect.detectors import AdaptiveDetector, ContentDetector
+
+    shots = cfg.shots
+    made = {}
+    for name in shots.detectors:
+        if name == "content":
+            made[name] = _measured(ContentDetector)(
+                threshold=shots.content_threshold, min_scene_len=shots.min_shot_frames
+            )
+        elif name == "adaptive":
+            made[name] = _measured(AdaptiveDetector)(
+                adaptive_threshold=shots.adaptive_threshold, min_scene_len=shots.min_shot_frames
+            )
+    return made
+
+
+_measured_classes: dict[type, type] = {}
+
+
+def _measured(detector_class: type) -> type:
+    """`detector_class` taking `HsvDelta` (or None on the first frame) in place of a frame image."""
+    if detector_class not in _measured_classes:
+
+        class Measured(detector_class):
+            def _calculate_frame_score(self, timecode, frame_img) -> float:
+                delta: HsvDelta | None = frame_img
+                if delta is None:  # the first frame: nothing to compare with, scored 0 like upstream
+                    return 0.0
+                w = self._weights
+                if w.delta_edges:
+                    raise ValueError("edge weights need the frame itself; rushes uses the default weights")
+                return (delta.hue * w.delta_hue + delta.sat * w.delta_sat + delta.lum * w.delta_lum) / sum(
+                    abs(x) for x in w
+                )
+
+        Measured.__name__ = f"Measured{detector_class.__name__}"
+        _measured_classes[detector_class] = Measured
+    return _measured_classes[detector_class]
+
+
+# ---------------------------------------------------------------------------------------------
+# The open shot
+
+
+class ShotTracker:
+    """Follows the open shot: its sample buffer, and cuts waiting for every detector to report."""
+
+    def __init__(self, cfg: CurateConfig, info: ProbeInfo, size: tuple[int, int], flow_size: tuple[int, int]):
+        self.cfg, self.info = cfg, info
+        self.size, self.flow_size = size, flow_size
+        self.flow_to_analysis = size[0] / flow_size[0]
+        self.luma: list[float] = []
+        self.diff: list[float] = []
+        self.times: list[float] = []
+        self.samples: list[Sample] = []  # flow samples of the open shot, thinned as it grows
+        self.stride = 1
+        self.pictures: list[tuple[int, np.ndarray]] = []  # analysis-size pictures, thinned likewise
+        self.picture_stride = PICTURE_STRIDE
+        self.open_start = 0
+        self.open_transition = "start"
+        self.pending: list[tuple[int, str]] = []  # (cut frame, detector), not yet final
+
+    def add_frame(self, frame: PreparedFrame):
+        index = frame.index
+        self.luma.append(frame.luma)
+        self.diff.append(frame.diff)
+        self.times.append(frame.time)
+        flow_gray = frame.flow_gray
+        if self.samples and self.samples[-1].index == index - 1 and self.samples[-1].next_flow_gray is None:
+            self.samples[-1].next_flow_gray = flow_gray
+        if index % self.stride == 0:
+            self.samples.append(Sample(index, flow_gray, frame.small_bgr))
+            if len(self.samples) > _MAX_SAMPLES:
+                self.stride *= 2
+                self.samples = [s for s in self.samples if s.index % self.stride == 0]
+        # pictures come every PICTURE_STRIDE frames; a long shot keeps only every picture_stride-th
+        if frame.picture is not None and index % self.picture_stride == 0:
+            self.pictures.append((index, frame.picture))
+            if len(self.pictures) > _MAX_PICTURES:
+                self.picture_stride *= 2
+                self.pictures = [p for p in self.pictures if p[0] % self.picture_stride == 0]
+
+    def add_cut(self, frame: int, detector: str) -> None:
+        """A cut a detector reported; final once every detector has seen past it (`close_ready`)."""
+        self.pending.append((frame, detector))
+
+    def close_ready(self, up_to: int) -> Iterator[ClipSignals]:
+        """Close the shots whose cuts every detector has had its chance to report (cut <= up_to)."""
+        if not self.pending:
+            return
+        order = {name: i for i, name in enumerate(self.cfg.shots.detectors)}
+        self.pending.sort(key=lambda cut: (cut[0], order.get(cut[1], 99)))
+        min_gap = self.cfg.shots.min_shot_frames
+        while self.pending and self.pending[0][0] <= up_to:
+            cut, name = self.pending.pop(0)
+            if cut - self.open_start < min_gap:
+                continue  # the same cut reported by another detector, a frame off, or too close to the last
+            yield from self.close(cut, name, "cut")
+
+    def close(self, end: int, closed_by: str, next_transition: str) -> list[ClipSignals]:
+        """Close the open shot at `end` (exclusive) and turn it into clips."""
+        start, transition = self.open_start, self.open_transition
+        taken = [s for s in self.samples if s.index < end]
+        self.samples = [s for s in self.samples if s.index >= end]
+        pictures = [p for p in self.pictures if p[0] < end]
+        self.pictures = [p for p in self.pictures if p[0] >= end]
+        self.open_start, self.open_transition = end, next_transition
+        # the next shot is sampled densely again, then thinned as it grows
+        self.stride, self.picture_stride = 1, PICTURE_STRIDE
+        if end <= start:
+            return []
+        shots = self._clean(Shot(start, end, closed_by, transition))
+        return [self._signals(shot, taken, pictures) for shot in shots]
+
+    # -- cleaning a closed shot -------------------------------------------------------------------
+    def _clean(self, shot: Shot) -> list[Shot]:
+        """Black runs become shots of their own; black/frozen edges are trimmed; long shots split."""
+        a = self.cfg.analysis
+        sc = self.cfg.shots
+        luma = np.asarray(self.luma[shot.start : shot.end])
+        black = luma < a.black_luma
+        pieces: list[Shot] = []
+        if black.all() or not sc.trim_black:
+            pieces = [shot]
+        else:
+            # split off black runs long enough to be shots
+            cursor, transition = shot.start, shot.transition_in
+            for run_start, run_end in _runs(black):
+                s, e = shot.start + run_start, shot.start + run_end
+                long_enough = (e - s) >= sc.min_shot_frames
+                if not long_enough:
+                    continue
+                if s > cursor:
+                    pieces.append(Shot(cursor, s, "black", transition))
+                pieces.append(Shot(s, e, "black" if e < shot.end else shot.closed_by, "fade"))
+                cursor, transition = e, "fade"
+            if cursor < shot.end:
+                pieces.append(Shot(cursor, shot.end, shot.closed_by, transition))
+        cleaned: list[Shot] = []
+        for piece in pieces:
+            piece = self._trim(piece)
+            cleaned.extend(self._split_long(piece))
+        return cleaned
+
+    def _trim(self, shot: Shot) -> Shot:
+        a, sc = self.cfg.analysis, self.cfg.shots
+        start, end = shot.start, shot.end
+        luma = self.luma
+        if sc.trim_black and not all(v < a.black_luma for v in luma[start:end]):
+            while start < end and luma[start] < a.black_luma:
+                start += 1
+            while end > start and luma[end - 1] < a.black_luma:
+                end -= 1
+        if sc.trim_frozen and end - start > 2:
+            moving = [i for i in range(start + 1, end) if self.diff[i] > a.frozen_change]
+            if moving:
+                first, last = moving[0], moving[-1]
+                if first - 1 - start >= _FROZEN_MIN_RUN:
+                    start = first - 1
+                if end - 1 - last >= _FROZEN_MIN_RUN:
+                    end = last + 1
+        return Shot(start, end, shot.closed_by, shot.transition_in)
+
+    def _split_long(self, shot: Shot) -> list[Shot]:
+        limit = self.cfg.shots.max_shot_seconds
+        n = shot.end - shot.start
+        if not limit or n / self.info.fps <= limit:
+            return [shot]
+        parts = math.ceil(n / self.info.fps / limit)
+        edges = [shot.start + round(i * n / parts) for i in range(parts + 1)]
+        out = []
+        for i in range(parts):
+            last = i == parts - 1
+            out.append(
+                Shot(
+                    edges[i],
+                    edges[i + 1],
+                    shot.closed_by if last else "max_duration",
+                    shot.transition_in if i == 0 else "split",
+                )
+            )
+        return out
+
+    def _signals(
+        self, shot: Shot, taken: list[Sample], pictures: list[tuple[int, np.ndarray]]
+    ) -> ClipSignals:
+        inside = [s for s in taken if shot.start <= s.index < shot.end]
+        for s in inside:
+            if s.index + 1 >= shot.end:  # its next frame belongs to another clip
+                s.next_flow_gray = None
+        pics = [p for p in pictures if shot.start <= p[0] < shot.end]
+        if not pics and inside:  # a clip shorter than the picture stride: upscale a small frame
+            import cv2
+
+            pics = [
+                (inside[0].index, cv2.resize(inside[0].small_bgr, self.size, interpolation=cv2.INTER_LINEAR))
+            ]
+        t0 = self.times[0] if self.times else 0.0
+        start_time = self.times[shot.start] - t0
+        if shot.end < len(self.times):
+            end_time = self.times[shot.end] - t0
+        else:
+            end_time = self.times[shot.end - 1] - t0 + 1.0 / self.info.fps
+        return ClipSignals(
+            shot=shot,
+            start_time=round(start_time, 6),
+            end_time=round(end_time, 6),
+            luma=np.asarray(self.luma[shot.start : shot.end], np.float32),
+            samples=inside,
+            pictures=pics,
+            flow_to_analysis=self.flow_to_analysis,
+            flow_size=self.flow_size,
+        )
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """[start, end) of each run of True in a 1-D boolean array."""
+    padded = np.concatenate([[False], mask, [False]])
+    edges = np.flatnonzero(padded[1:] != padded[:-1])
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))

@@ -1,0 +1,35 @@
+"""The one progress display: a rich bar over items, with a note beside it, for every long loop a person waits for."""
+
+from __future__ import annotations
+
+
+class ProgressBar:
+    """`with ProgressBar("sharding clips", total) as bar: bar.advance()`; nothing at all when disabled.
+
+    The bar stays on screen when done (one line per stage, above its summary line)."""
+
+    def __init__(self, label: str, total: int, enabled: bool = True, console=None, note: str = ""):
+        self.label, self.total, self.enabled, self.console, self.first_note = label, total, enabled, console, note
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            columns = [TextColumn(self.label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                       TextColumn("{task.fields[note]}")]
+            self.bar = Progress(*columns, console=self.console, transient=False)
+            self.bar.start()
+            self.task = self.bar.add_task(self.label, total=self.total, note=self.first_note)
+        return self
+
+    def note(self, text: str) -> None:
+        if self.enabled:
+            self.bar.update(self.task, note=text)
+
+    def advance(self, note: str | None = None, count: int = 1) -> None:
+        if self.enabled:
+            self.bar.update(self.task, advance=count, **({"note": note} if note is not None else {}))
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.bar.stop()
