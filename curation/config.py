@@ -1,4 +1,4 @@
-"""The curation stage's settings (conventions: `curation.core.config`)."""
+"""The curation stage's settings (conventions: `curation.core.config`; filter thresholds: `curation.filters`)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from curation.core.config import StrictModel
+from curation.filters import FilterConfig
 
 # Curation settings. Defaults are documented here and in README; the demo YAML overrides a few.
 
@@ -38,18 +39,6 @@ class AnalysisConfig(StrictModel):
     bright_luma: float = Field(240.0, ge=0, le=255, description="a frame with mean luma above this is blown out")
     frozen_change: float = Field(0.002, ge=0, le=1, description="share of pixels changing >10 levels: below, frozen")
     static_flow: float = Field(0.3, ge=0, description="global flow below this (px/frame): camera static")
-
-
-class FilterConfig(StrictModel):
-    min_duration: float = Field(1.0, ge=0, description="seconds")
-    max_duration: float | None = Field(60.0, gt=0, description="seconds; null for no limit")
-    min_side: int = Field(64, ge=1, description="smallest allowed shorter side of the source, pixels")
-    min_motion: float = Field(0.15, ge=0, description="below: static (mean flow, px/frame at analysis size)")
-    max_motion: float = Field(12.0, gt=0, description="above: jitter")
-    min_luminance: float = Field(20.0, ge=0, le=255, description="below: too dark (mean luma 0..255)")
-    max_luminance: float = Field(235.0, ge=0, le=255, description="above: too bright")
-    min_sharpness: float = Field(15.0, ge=0, description="below: blurred (variance of the Laplacian)")
-    max_text_area: float = Field(0.05, ge=0, le=1, description="above: too much burnt-in text (frame fraction)")
 
 
 class ExtractConfig(StrictModel):

@@ -1,8 +1,12 @@
 """Filters: turn a clip's scores into `status` (kept | filtered) and its `filter_reasons`.
 
+Measuring is apart from deciding: the scores are in the manifest row already, a filter only
+compares one with a threshold, so a threshold can change without measuring again. Each filter is
+one entry of `RULES` beside its threshold in `FilterConfig`.
+
 Nothing is deleted: every detected clip stays in the manifest, and a filtered clip lists every
-reason that applies, in the order of `REASONS`. Reason names are stable (reports and users key
-on them):
+reason that applies, in the order of `RULES`. Reason names are stable (reports and users key on
+them):
 
 | reason           | when (FilterConfig field)                                   |
 |------------------|-------------------------------------------------------------|
@@ -16,49 +20,76 @@ on them):
 | `blurred`        | sharpness < `min_sharpness`                                 |
 | `text_overlay`   | text_area > `max_text_area`                                 |
 
-A score that was not measured (null, e.g. text with `text_detector: none`) fails no filter.
+A score that was not measured (null, e.g. text with `text_detector: none`) fails no filter, and a
+threshold set to null turns its filter off.
 """
 
 from __future__ import annotations
 
-from curation.config import FilterConfig
+from collections.abc import Callable
+
+from pydantic import Field
+
 from curation.core import schema
+from curation.core.config import StrictModel
 
 M = schema.M
-REASONS = (
-    "too_short",
-    "too_long",
-    "low_resolution",
-    "static",
-    "jitter",
-    "too_dark",
-    "too_bright",
-    "blurred",
-    "text_overlay",
-)
+
+
+class FilterConfig(StrictModel):
+    min_duration: float = Field(1.0, ge=0, description="seconds")
+    max_duration: float | None = Field(60.0, gt=0, description="seconds; null for no limit")
+    min_side: int = Field(64, ge=1, description="smallest allowed shorter side of the source, pixels")
+    min_motion: float = Field(0.15, ge=0, description="below: static (mean flow, px/frame at analysis size)")
+    max_motion: float = Field(12.0, gt=0, description="above: jitter")
+    min_luminance: float = Field(20.0, ge=0, le=255, description="below: too dark (mean luma 0..255)")
+    max_luminance: float = Field(235.0, ge=0, le=255, description="above: too bright")
+    min_sharpness: float = Field(15.0, ge=0, description="below: blurred (variance of the Laplacian)")
+    max_text_area: float = Field(0.05, ge=0, le=1, description="above: too much burnt-in text (frame fraction)")
+
+
+def below(column: str, setting: str) -> Callable[[dict, FilterConfig], bool]:
+    """The rule "row[column] < cfg.<setting>", passing when either is null."""
+
+    def rule(row: dict, cfg: FilterConfig) -> bool:
+        limit = getattr(cfg, setting)
+        return limit is not None and row.get(column) is not None and row[column] < limit
+
+    return rule
+
+
+def above(column: str, setting: str) -> Callable[[dict, FilterConfig], bool]:
+    """The rule "row[column] > cfg.<setting>", passing when either is null."""
+
+    def rule(row: dict, cfg: FilterConfig) -> bool:
+        limit = getattr(cfg, setting)
+        return limit is not None and row.get(column) is not None and row[column] > limit
+
+    return rule
+
+
+def _low_resolution(row: dict, cfg: FilterConfig) -> bool:
+    return min(row[M.width], row[M.height]) < cfg.min_side
+
+
+# (reason, rule): a clip is filtered for every reason whose rule holds, in this order
+RULES: list[tuple[str, Callable[[dict, FilterConfig], bool]]] = [
+    ("too_short", below(M.duration, "min_duration")),
+    ("too_long", above(M.duration, "max_duration")),
+    ("low_resolution", _low_resolution),
+    ("static", below(M.motion_score, "min_motion")),
+    ("jitter", above(M.motion_score, "max_motion")),
+    ("too_dark", below(M.luminance_mean, "min_luminance")),
+    ("too_bright", above(M.luminance_mean, "max_luminance")),
+    ("blurred", below(M.sharpness, "min_sharpness")),
+    ("text_overlay", above(M.text_area, "max_text_area")),
+]
+REASONS = tuple(reason for reason, _ in RULES)
 
 
 def filter_reasons(row: dict, cfg: FilterConfig) -> list[str]:
-    """The reasons (from REASONS, in that order) that a manifest row's scores fail `cfg`."""
-
-    def below(column: str, limit: float | None) -> bool:
-        return limit is not None and row.get(column) is not None and row[column] < limit
-
-    def above(column: str, limit: float | None) -> bool:
-        return limit is not None and row.get(column) is not None and row[column] > limit
-
-    checks = {
-        "too_short": below(M.duration, cfg.min_duration),
-        "too_long": above(M.duration, cfg.max_duration),
-        "low_resolution": min(row[M.width], row[M.height]) < cfg.min_side,
-        "static": below(M.motion_score, cfg.min_motion),
-        "jitter": above(M.motion_score, cfg.max_motion),
-        "too_dark": below(M.luminance_mean, cfg.min_luminance),
-        "too_bright": above(M.luminance_mean, cfg.max_luminance),
-        "blurred": below(M.sharpness, cfg.min_sharpness),
-        "text_overlay": above(M.text_area, cfg.max_text_area),
-    }
-    return [reason for reason in REASONS if checks[reason]]
+    """The reasons (in the order of RULES) that a manifest row's scores fail `cfg`."""
+    return [reason for reason, rule in RULES if rule(row, cfg)]
 
 
 def apply_filters(row: dict, cfg: FilterConfig) -> dict:

@@ -2,9 +2,8 @@
 
 import pytest
 
-from curation.config import FilterConfig
 from curation.core import schema
-from curation.filters import REASONS, apply_filters, filter_reasons
+from curation.filters import REASONS, FilterConfig, apply_filters, filter_reasons
 
 M = schema.M
 
