@@ -19,6 +19,7 @@ them):
 | `too_bright`     | luminance_mean > `max_luminance`                            |
 | `blurred`        | sharpness < `min_sharpness`                                 |
 | `text_overlay`   | text_area > `max_text_area`                                 |
+| `monochrome`     | colorfulness < `min_colorfulness` (null, the default: off)  |
 
 A score that was not measured (null, e.g. text with `text_detector: none`) fails no filter, and a
 threshold set to null turns its filter off.
@@ -46,6 +47,8 @@ class FilterConfig(StrictModel):
     max_luminance: float = Field(235.0, ge=0, le=255, description="above: too bright")
     min_sharpness: float = Field(15.0, ge=0, description="below: blurred (variance of the Laplacian)")
     max_text_area: float = Field(0.05, ge=0, le=1, description="above: too much burnt-in text (frame fraction)")
+    min_colorfulness: float | None = Field(None, ge=0, description="below: monochrome (Hasler-Suesstrunk, 0 gray "
+                                           "to ~110 vivid; 10 drops gray footage); null keeps black-and-white")
 
 
 def below(column: str, setting: str) -> Callable[[dict, FilterConfig], bool]:
@@ -83,6 +86,7 @@ RULES: list[tuple[str, Callable[[dict, FilterConfig], bool]]] = [
     ("too_bright", above(M.luminance_mean, "max_luminance")),
     ("blurred", below(M.sharpness, "min_sharpness")),
     ("text_overlay", above(M.text_area, "max_text_area")),
+    ("monochrome", below(M.colorfulness, "min_colorfulness")),
 ]
 REASONS = tuple(reason for reason, _ in RULES)
 

@@ -10,6 +10,10 @@
   no one component dominates; the confidence is agreement between pairs times dominance.
 - luminance: mean luma (0..255) over every frame; fractions of black and blown-out frames.
 - sharpness: variance of the Laplacian of sampled frames at analysis size.
+- colourfulness: Hasler and Suesstrunk's metric (2003) over the same frames: the spread and mean of
+  the opponent channels rg = R - G and yb = (R + G) / 2 - B, sqrt(sd_rg² + sd_yb²) + 0.3 sqrt(mean_rg²
+  + mean_yb²), on 0..255 values. 0 for gray footage; their scale calls 15 slightly, 33 moderately,
+  59 quite and 109 extremely colourful.
 - text: burnt-in text area via tesseract (tesserocr, the model loaded once per process) reading a
   low-saturation image of the frame (captions are colourless, scenes mostly not): the fraction of
   the frame covered by plausible word boxes above `text_min_confidence`, averaged over
@@ -161,6 +165,16 @@ def sharpness(bgr_frames: list[np.ndarray]) -> float:
     import cv2
 
     values = [cv2.Laplacian(cv2.cvtColor(f, cv2.COLOR_BGR2GRAY), cv2.CV_32F).var() for f in bgr_frames]
+    return float(np.mean(values)) if values else 0.0
+
+
+def colorfulness(bgr_frames: list[np.ndarray]) -> float:
+    """Mean Hasler-Suesstrunk colourfulness of the frames (0 for gray; see the module doc)."""
+    values = []
+    for frame in bgr_frames:
+        b, g, r = (frame[..., i].astype(np.float32) for i in range(3))
+        rg, yb = r - g, 0.5 * (r + g) - b
+        values.append(math.hypot(rg.std(), yb.std()) + 0.3 * math.hypot(rg.mean(), yb.mean()))
     return float(np.mean(values)) if values else 0.0
 
 
@@ -386,6 +400,7 @@ def score_clip(signals: ClipSignals, cfg: AnalysisConfig, text_detector: TextDet
     row.update(motion_scores(signals, cfg))
     row.update(luminance_scores(signals, cfg))
     row[M.sharpness] = sharpness(picked)
+    row[M.colorfulness] = colorfulness(picked)
     row[M.dominant_colors] = dominant_colors(picked)
     if text_detector is None:
         row[M.text_area], row[M.text_detector] = None, "none"

@@ -51,6 +51,7 @@ MANIFEST = pa.schema(
         ("black_fraction", pa.float32()),  # fraction of sampled frames that are black
         ("bright_fraction", pa.float32()),  # fraction of sampled frames that are blown out
         ("sharpness", pa.float32()),  # variance of the Laplacian at analysis size
+        ("colorfulness", pa.float32()),  # Hasler-Suesstrunk colourfulness of sampled frames (0: gray, ~110: vivid)
         ("text_area", pa.float32()),  # fraction of the frame covered by detected burnt-in text
         ("text_detector", pa.string()),
         ("dominant_colors", pa.list_(pa.string())),  # named colours, most frequent first

@@ -17,6 +17,7 @@ def _good_row(**changes) -> dict:
         M.luminance_mean: 110.0,
         M.sharpness: 300.0,
         M.text_area: 0.0,
+        M.colorfulness: 40.0,
     }
     row.update(changes)
     return row
@@ -34,10 +35,11 @@ def _good_row(**changes) -> dict:
         ({M.luminance_mean: 250.0}, "too_bright"),
         ({M.sharpness: 2.0}, "blurred"),
         ({M.text_area: 0.3}, "text_overlay"),
+        ({M.colorfulness: 3.0}, "monochrome"),
     ],
 )
 def test_each_reason_fires_alone(changes, reason):
-    row = apply_filters(_good_row(**changes), FilterConfig())
+    row = apply_filters(_good_row(**changes), FilterConfig(min_colorfulness=10.0))
     assert row[M.filter_reasons] == [reason] and row[M.status] == schema.STATUS_FILTERED
 
 
@@ -47,8 +49,10 @@ def test_a_good_clip_is_kept_and_reasons_come_in_stable_order():
     assert filter_reasons(black, FilterConfig()) == ["too_short", "static", "too_dark", "blurred"]
     assert set(REASONS) == {
         "too_short", "too_long", "low_resolution", "static", "jitter",
-        "too_dark", "too_bright", "blurred", "text_overlay",
+        "too_dark", "too_bright", "blurred", "text_overlay", "monochrome",
     }  # fmt: skip
+    # off by default: black-and-white footage is kept unless asked
+    assert filter_reasons(_good_row(**{M.colorfulness: 0.0}), FilterConfig()) == []
 
 
 def test_unmeasured_scores_and_disabled_limits_fail_nothing():

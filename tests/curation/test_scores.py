@@ -10,6 +10,7 @@ from curation.core import schema
 from curation.scores import (
     TextDetectorUnavailable,
     camera_label,
+    colorfulness,
     dominant_colors,
     find_tessdata,
     get_text_detector,
@@ -70,6 +71,22 @@ def test_luminance_sharpness_text_and_colours(reel):
         else:
             assert row[M.text_area] < 0.02, (seg.caption, row[M.text_area])
     assert rows[0][M.text_detector].startswith("tesseract-")
+
+
+def test_colorfulness_is_zero_for_gray_and_grows_with_colour(reel):
+    gray = np.full((48, 64, 3), 128, np.uint8)
+    assert colorfulness([gray]) == 0.0 and colorfulness([]) == 0.0
+    noisy_gray = np.repeat(np.random.default_rng(0).integers(0, 255, (48, 64, 1), dtype=np.uint8), 3, axis=2)
+    assert colorfulness([noisy_gray]) == 0.0  # texture without colour is still gray
+    red_on_blue = np.zeros((48, 64, 3), np.uint8)
+    red_on_blue[:, :32] = (210, 60, 30)  # BGR: blue
+    red_on_blue[:, 32:] = (30, 30, 220)  # red
+    muted = (0.3 * red_on_blue + 0.7 * 128).astype(np.uint8)
+    assert colorfulness([red_on_blue]) > 100 > colorfulness([muted]) > 15
+    _path, truth, rows = reel  # the generator's coloured scenes against its black shot
+    black = _row_for(rows, next(s for s in truth.segments if s.black))
+    assert black[M.colorfulness] < 1
+    assert all(_row_for(rows, s)[M.colorfulness] > 20 for s in truth.segments if not s.black)
 
 
 def test_blur_lowers_sharpness():
