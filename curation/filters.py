@@ -28,6 +28,7 @@ threshold set to null turns its filter off.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from pydantic import Field
 
@@ -51,24 +52,28 @@ class FilterConfig(StrictModel):
                                            "to ~110 vivid; 10 drops gray footage); null keeps black-and-white")
 
 
-def below(column: str, setting: str) -> Callable[[dict, FilterConfig], bool]:
-    """The rule "row[column] < cfg.<setting>", passing when either is null."""
+@dataclass(frozen=True)
+class Limit:
+    """The rule "row[column] is below (side "min") or above (side "max") cfg.<setting>"; passes when
+    either is null. The report draws the setting as a line on the column's histogram."""
 
-    def rule(row: dict, cfg: FilterConfig) -> bool:
-        limit = getattr(cfg, setting)
-        return limit is not None and row.get(column) is not None and row[column] < limit
+    column: str
+    setting: str
+    side: str
 
-    return rule
+    def __call__(self, row: dict, cfg: FilterConfig) -> bool:
+        limit, value = getattr(cfg, self.setting), row.get(self.column)
+        if limit is None or value is None:
+            return False
+        return value < limit if self.side == "min" else value > limit
 
 
-def above(column: str, setting: str) -> Callable[[dict, FilterConfig], bool]:
-    """The rule "row[column] > cfg.<setting>", passing when either is null."""
+def below(column: str, setting: str) -> Limit:
+    return Limit(column, setting, "min")
 
-    def rule(row: dict, cfg: FilterConfig) -> bool:
-        limit = getattr(cfg, setting)
-        return limit is not None and row.get(column) is not None and row[column] > limit
 
-    return rule
+def above(column: str, setting: str) -> Limit:
+    return Limit(column, setting, "max")
 
 
 def _low_resolution(row: dict, cfg: FilterConfig) -> bool:

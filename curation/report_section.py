@@ -13,8 +13,11 @@ import io
 from collections import Counter
 from dataclasses import dataclass, field
 
+import pyarrow as pa
+
 from curation.core import schema
 from curation.core.models import is_untrained
+from curation.filters import RULES, Limit
 
 M, Q = schema.M, schema.Q
 
@@ -104,20 +107,16 @@ def _filtered_groups(tables, clips: list[dict]) -> list[dict]:
 
 
 def score_thresholds(cfg) -> dict[str, list[tuple[str, float]]]:
-    """Score column -> the config's thresholds on it (name, value); a score without one draws no line."""
-    f = cfg.filters
-    thresholds = {
-        M.duration: [("min_duration", f.min_duration), ("max_duration", f.max_duration)],
-        M.motion_score: [("min_motion", f.min_motion), ("max_motion", f.max_motion)],
-        M.luminance_mean: [("min_luminance", f.min_luminance), ("max_luminance", f.max_luminance)],
-        M.sharpness: [("min_sharpness", f.min_sharpness)],
-        M.text_area: [("max_text_area", f.max_text_area)],
-        M.black_fraction: [],
-        M.bright_fraction: [],
-        M.motion_p90: [],
-        M.aesthetic_score: [],
-    }
-    return {score: [(n, v) for n, v in items if v is not None] for score, items in thresholds.items()}
+    """Histogram column -> the config's thresholds on it (name, value), read off the filters' rules:
+    the duration and every score (the manifest's float32 columns), so a new score shows up by itself."""
+    columns = [M.duration] + [f.name for f in schema.MANIFEST if f.type == pa.float32()]
+    thresholds: dict[str, list[tuple[str, float]]] = {c: [] for c in columns}
+    for _reason, rule in RULES:
+        if isinstance(rule, Limit) and rule.column in thresholds:
+            value = getattr(cfg.filters, rule.setting)
+            if value is not None:
+                thresholds[rule.column].append((rule.setting, value))
+    return thresholds
 
 
 def _figures(clips: list[dict], cfg) -> list[dict]:

@@ -155,3 +155,15 @@ def test_generated_footage_is_deterministic_and_not_rewritten(tmp_path):
     frames = [count_frames(p) for p in paths]
     assert [count_frames(p) for p in again] == frames and min(frames) > 0
     assert not list((tmp_path / "a").glob(".*"))
+
+
+def test_every_score_gets_a_histogram_with_its_filter_thresholds():
+    from curation.config import CurateConfig
+    from curation.core.config import validate
+    from curation.report_section import score_thresholds
+
+    drawn = score_thresholds(validate({"filters": {"min_colorfulness": 10}}, CurateConfig))
+    assert drawn[schema.M.colorfulness] == [("min_colorfulness", 10.0)]  # read off the filter's rule
+    assert drawn[schema.M.motion_score] == [("min_motion", 0.15), ("max_motion", 12.0)]
+    assert {schema.M.duration, schema.M.aesthetic_score, schema.M.sharpness} <= set(drawn)
+    assert score_thresholds(CurateConfig())[schema.M.colorfulness] == []  # off by default: no line
