@@ -9,17 +9,26 @@ An input that names nothing (a missing file, a glob that matches nothing, a dire
 videos) is an `InputError` before any work starts. A source that disappears after that (deleted
 mid-run, a remote file gone) is quarantined by the run with stage `input`.
 
+What is found but cannot be read never stops a run: a symlink loop (`self.mp4 -> self.mp4`, a folder
+link back to a folder above it), a dangling link, a file or folder without read permission is a
+`Skipped` entry naming the path and why (`find_inputs`); the run records it (stage `input`) and curates
+the rest. Byte-identical inputs under different names are found by `find_duplicates`: the first is
+curated, the others are recorded as its duplicates.
+
 Remote sources are fetched into a cache directory under the run directory (atomically) before they
 are decoded; local ones are read where they are.
 """
 
 from __future__ import annotations
 
+import errno
+import filecmp
 import glob
 import hashlib
 import os
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from curation.core.stage import PermanentError
@@ -53,19 +62,57 @@ def source_key(source: str) -> str:
     return hashlib.sha256(source.encode()).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class Skipped:
+    """A path found among the inputs that cannot be read; `reason` says why and what to do."""
+
+    path: str
+    reason: str
+
+
+@dataclass
+class Inputs:
+    sources: list[str] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+
 def resolve_inputs(inputs: Iterable[str], base_dir: Path | None = None) -> list[str]:
-    """Sources named by `inputs`, in the order given, each once."""
-    sources: list[str] = []
+    """Sources named by `inputs`, in the order given, each once (unreadable paths left out)."""
+    return find_inputs(inputs, base_dir).sources
+
+
+def find_inputs(inputs: Iterable[str], base_dir: Path | None = None) -> Inputs:
+    """Sources named by `inputs`, in the order given, each once; and what was skipped, each once."""
+    found = Inputs()
     seen: set[str] = set()
     for item in inputs:
-        for source in _resolve_one(str(item), Path(base_dir) if base_dir else Path.cwd(), set()):
+        for source in _resolve_one(str(item), Path(base_dir) if base_dir else Path.cwd(), set(), found.skipped):
             if source not in seen:
                 seen.add(source)
-                sources.append(source)
-    return sources
+                found.sources.append(source)
+    unique = {s.path: s for s in found.skipped}
+    found.skipped = list(unique.values())
+    return found
 
 
-def _resolve_one(item: str, base_dir: Path, list_files_open: set[Path]) -> list[str]:
+def unreadable(path: Path) -> str | None:
+    """Why the local file at `path` cannot be read (a loop, a dangling link, no permission), or None."""
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return f"{path} is a symlink loop (it points back at itself); fix or remove the link"
+        if e.errno == errno.ENOENT and os.path.islink(path):
+            return (f"{path} is a dangling symlink (its target {os.readlink(path)} does not exist); "
+                    "fix or remove the link")
+        return f"{path} cannot be read ({e.strerror}); check the file"
+    if not os.access(path, os.R_OK):
+        return (f"{path} cannot be read: no read permission for this user; grant it (chmod a+r) and "
+                "run again, the file is curated then")
+    return None
+
+
+def _resolve_one(item: str, base_dir: Path, list_files_open: set[Path], skipped: list[Skipped]) -> list[str]:
     item = item.strip()
     if not item:
         return []
@@ -82,7 +129,9 @@ def _resolve_one(item: str, base_dir: Path, list_files_open: set[Path]) -> list[
         found = [str(Path(m)) for m in matches if Path(m).is_file() and is_video_name(m)]
         for m in matches:
             if Path(m).is_dir():
-                found.extend(_videos_under(Path(m)))
+                found.extend(_videos_under(Path(m), skipped))
+            elif Path(m).is_symlink() and not Path(m).exists() and is_video_name(m):
+                _readable([str(Path(m))], skipped)  # a loop or dangling link: recorded, not curated
         if not found:
             raise InputError(
                 f"input {item!r}: the glob pattern matches no video files "
@@ -90,8 +139,9 @@ def _resolve_one(item: str, base_dir: Path, list_files_open: set[Path]) -> list[
             )
         return found
     if path.is_dir():
-        found = _videos_under(path)
-        if not found:
+        skipped_before = len(skipped)
+        found = _videos_under(path, skipped)
+        if not found and len(skipped) == skipped_before:
             raise InputError(
                 f"input {item!r}: the directory {path} holds no video files "
                 f"(searched recursively for {' '.join(sorted(VIDEO_EXTENSIONS))})"
@@ -99,23 +149,98 @@ def _resolve_one(item: str, base_dir: Path, list_files_open: set[Path]) -> list[
         return found
     if path.is_file():
         if path.suffix.lower() in LIST_EXTENSIONS:
-            return _read_list_file(path, list_files_open)
-        return [str(path)]
+            return _read_list_file(path, list_files_open, skipped)
+        return _readable([str(path)], skipped)
+    if path.is_symlink():  # a loop or a dangling link named on its own
+        return _readable([str(path)], skipped)
     raise InputError(
         f"input {item!r} does not exist ({path}); give a video file, a directory, a glob "
         f"pattern, a list file (.txt) or a URL"
     )
 
 
-def _videos_under(directory: Path) -> list[str]:
+def _readable(paths: list[str], skipped: list[Skipped]) -> list[str]:
+    """`paths` that can be read; the others go to `skipped` with their reason."""
+    good = []
+    for p in paths:
+        reason = unreadable(Path(p))
+        if reason is None:
+            good.append(p)
+        else:
+            skipped.append(Skipped(p, reason))
+    return good
+
+
+def _videos_under(directory: Path, skipped: list[Skipped]) -> list[str]:
+    """Video files below `directory`. Folder links are not followed (a link to `.` would loop); one
+    that points back at a folder above it is recorded as a loop, and unreadable folders as skipped."""
+
+    def cannot_list(e: OSError) -> None:
+        skipped.append(Skipped(str(e.filename), f"folder {e.filename} cannot be listed ({e.strerror}); grant "
+                                                 "read and execute permission (chmod a+rx) and run again"))
+
     found = []
-    for root, dirs, files in os.walk(directory):
+    top = os.path.realpath(directory)
+    for root, dirs, files in os.walk(directory, onerror=cannot_list):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found.extend(str(Path(root) / f) for f in files if not f.startswith(".") and is_video_name(f))
+        for d in dirs:
+            link = Path(root) / d
+            if link.is_symlink():
+                target = os.path.realpath(link)
+                if top == target or top.startswith(target + os.sep) or target.startswith(top + os.sep):
+                    skipped.append(Skipped(str(link), f"{link} is a folder link to {target}, inside the inputs "
+                                                      "already (a loop): not followed"))
+        names = [f for f in files if not f.startswith(".") and is_video_name(f)]
+        found.extend(_readable([str(Path(root) / f) for f in names], skipped))
     return sorted(found)
 
 
-def _read_list_file(path: Path, list_files_open: set[Path]) -> list[str]:
+def find_duplicates(sources: list[str], is_done: Callable[[str], bool] = lambda s: False) -> dict[str, str]:
+    """Local sources that are byte-identical copies of another: {copy: the source curated instead}.
+
+    Only files of equal size are compared: by content fingerprint first (a few hundred KiB read),
+    then byte for byte, so a copy is certain. Of each group, a source already curated (`is_done`)
+    stays the original, else the first in input order. Remote sources are not compared.
+    """
+    from curation.probe import fingerprint
+
+    by_size: dict[int, list[str]] = {}
+    for source in sources:
+        if not is_remote(source):
+            try:
+                by_size.setdefault(os.stat(_local(source)).st_size, []).append(source)
+            except OSError:
+                continue  # gone since it was found: the run quarantines it
+    copies: dict[str, str] = {}
+    for group in by_size.values():
+        if len(group) < 2:
+            continue
+        by_print: dict[str, list[str]] = {}
+        for source in group:
+            try:
+                by_print.setdefault(fingerprint(_local(source)), []).append(source)
+            except OSError:
+                continue
+        for same in by_print.values():
+            same = sorted(same, key=lambda s: not is_done(s))  # stable: input order within done / not done
+            while len(same) > 1:
+                original, rest = same[0], []
+                for other in same[1:]:
+                    if is_done(other):
+                        continue  # curated by an earlier run: its rows stay as they are
+                    if filecmp.cmp(_local(original), _local(other), shallow=False):
+                        copies[other] = original
+                    else:
+                        rest.append(other)  # same sampled chunks, other bytes: not a copy
+                same = rest
+    return copies
+
+
+def _local(source: str) -> str:
+    return source[len("file://") :] if source.startswith("file://") else source
+
+
+def _read_list_file(path: Path, list_files_open: set[Path], skipped: list[Skipped]) -> list[str]:
     path = path.resolve()
     if path in list_files_open:
         raise InputError(f"list file {path} includes itself (directly or through another list file)")
@@ -130,7 +255,7 @@ def _read_list_file(path: Path, list_files_open: set[Path]) -> list[str]:
         if not line or line.startswith("#"):
             continue
         try:
-            found.extend(_resolve_one(line, path.parent, list_files_open))
+            found.extend(_resolve_one(line, path.parent, list_files_open, skipped))
         except InputError as e:
             raise InputError(f"{path}, line {number}: {e}") from None
     return found

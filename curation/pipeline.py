@@ -197,6 +197,22 @@ def save_config(run: RunDir, cfg: CurateConfig) -> Path:
     return path
 
 
+def record_inputs(run: RunDir, skipped: list, copies: dict[str, str]) -> int:
+    """Write the inputs this run skipped (`inputs.Skipped`: stage "input") and the copies it curates
+    once (`{copy: original}`: stage "duplicate") as one quarantine part, replacing the last run's.
+    Nothing here marks a source done: a link fixed or a permission granted is curated by the next run."""
+    rows = [{Q.source: s.path, Q.stage: "input", Q.error: s.reason, Q.clip_id: None, Q.created_at: now_utc()}
+            for s in skipped]
+    rows += [{Q.source: copy, Q.stage: schema.STAGE_DUPLICATE, Q.clip_id: None, Q.created_at: now_utc(),
+              Q.error: f"byte-identical to {original}: curated once, under that input"}
+             for copy, original in copies.items()]
+    if rows:
+        atomic_write_table(rows_to_table(rows, schema.QUARANTINE), run.inputs_part)
+    else:
+        run.inputs_part.unlink(missing_ok=True)
+    return len(rows)
+
+
 def fold_quarantine(run: RunDir) -> int:
     """Rebuild OUT/quarantine.parquet from the workers' parts; returns its row count."""
     table = read_table(run.quarantine_parts, schema.QUARANTINE)

@@ -35,19 +35,22 @@ class Funnel:
     filtered: int = 0
     reasons: dict[str, int] = field(default_factory=dict)  # filter reason -> clips, most common first
     clip_failures: int = 0  # quarantine rows of single clips (extraction)
+    duplicates: int = 0  # byte-identical copies of another input, curated once under it
 
     @property
     def inputs(self) -> int:
-        return self.processed + self.quarantined
+        return self.processed + self.quarantined + self.duplicates
 
 
 def count_funnel(clips: list[dict], quarantine: list[dict], processed: int) -> Funnel:
     """The funnel from the clip rows (later decisions applied), the quarantine rows and the manifest part count."""
     statuses = Counter(r[M.status] for r in clips)
     reasons = Counter(reason for r in clips for reason in (r[M.filter_reasons] or []))
+    whole = [r for r in quarantine if r[Q.clip_id] is None]
     return Funnel(
         processed=processed,
-        quarantined=len({r[Q.source] for r in quarantine if r[Q.clip_id] is None}),
+        quarantined=len({r[Q.source] for r in whole if r[Q.stage] != schema.STAGE_DUPLICATE}),
+        duplicates=len({r[Q.source] for r in whole if r[Q.stage] == schema.STAGE_DUPLICATE}),
         detected=len(clips),
         kept=statuses.get(schema.STATUS_KEPT, 0),
         filtered=statuses.get(schema.STATUS_FILTERED, 0),
@@ -58,8 +61,10 @@ def count_funnel(clips: list[dict], quarantine: list[dict], processed: int) -> F
 
 def funnel_lines(f: Funnel) -> list[tuple[str, int]]:
     """(label, count) rows; two leading spaces per level of nesting."""
-    lines = [("inputs", f.inputs), ("  quarantined", f.quarantined), ("  processed", f.processed),
-             ("clips detected", f.detected), ("  filtered", f.filtered)]
+    lines = [("inputs", f.inputs), ("  quarantined", f.quarantined)]
+    if f.duplicates:
+        lines.append(("  duplicate inputs", f.duplicates))
+    lines += [("  processed", f.processed), ("clips detected", f.detected), ("  filtered", f.filtered)]
     lines += [(f"    {reason}", n) for reason, n in f.reasons.items()]
     lines.append(("  kept", f.kept))
     return lines
@@ -76,7 +81,9 @@ def clips_section(tables) -> dict:
         "kept_total": len(kept),
         "filtered": _filtered_groups(tables, clips),
         "quarantine": [{"source": r[Q.source], "stage": r[Q.stage], "clip": r[Q.clip_id] or "(whole input)",
-                        "error": r[Q.error]} for r in tables.quarantine],
+                        "error": r[Q.error]} for r in tables.quarantine if r[Q.stage] != schema.STAGE_DUPLICATE],
+        "duplicates": [{"source": r[Q.source], "note": r[Q.error]} for r in tables.quarantine
+                       if r[Q.stage] == schema.STAGE_DUPLICATE],
         "detectors": Counter(r[M.text_detector] for r in clips if r[M.text_detector]).most_common(),
         "configs": [{"hash": chash, "clips": n, "text": tables.configs[chash]}
                     for chash, n in Counter(r[M.config_hash] for r in clips).most_common()],

@@ -7,6 +7,7 @@ All per-source work (analysis, extraction, the manifest and quarantine parts, re
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 from curation.config import CurateConfig
 from curation.core.config import ConfigError
 from curation.core.rundir import RunDir, config_hash
-from curation.inputs import InputError, is_remote, resolve_inputs
+from curation.inputs import InputError, find_duplicates, find_inputs, is_remote
 from curation.pipeline import (
     DONE_EARLIER,
     FAILED,
@@ -24,6 +25,7 @@ from curation.pipeline import (
     fold_quarantine,
     hard_limit_s,
     is_done,
+    record_inputs,
     remove_attempts_dir,
     remove_temp_files,
     save_config,
@@ -47,11 +49,13 @@ class CurateOutcome:
 
 
 def curate(out: Path | str, inputs: list[str], cfg: CurateConfig, address: str | None = None,
-           workers: int | None = None, console=None, on_result=None) -> CurateOutcome:
+           workers: int | None = None, console=None, on_result=None, use_ray: bool = True) -> CurateOutcome:
     """Curate `inputs` into the run directory `out`; prints progress, the funnel, and writes the report.
 
     `on_result(summary)`, if given, is called in the driver as each source finishes
-    (see `curation.pipeline.RESULT_KEYS`).
+    (see `curation.pipeline.RESULT_KEYS`). Unreadable inputs (loops, dangling links, no permission)
+    and byte-identical copies are recorded (`record_inputs`), not curated; `use_ray=False` curates
+    in this process.
     """
     from rich.console import Console
 
@@ -62,7 +66,10 @@ def curate(out: Path | str, inputs: list[str], cfg: CurateConfig, address: str |
     started = time.monotonic()
     if not inputs:
         raise InputError("no inputs given: name video files, directories, glob patterns, list files or URLs")
-    sources = _not_our_outputs(resolve_inputs(inputs), run, console)
+    found = find_inputs(inputs)
+    if not found.sources and not found.skipped:
+        raise InputError("the inputs name no video files")
+    sources = _not_our_outputs(found.sources, run, console) if found.sources else []
     _check_models(cfg)
     chash = config_hash(cfg)
     run.root.mkdir(parents=True, exist_ok=True)
@@ -70,6 +77,13 @@ def curate(out: Path | str, inputs: list[str], cfg: CurateConfig, address: str |
     removed = remove_temp_files(run)
     if removed:
         console.print(f"curate: removed {removed} half-written temp files left by an interrupted run")
+    copies = find_duplicates(sources, lambda s: is_done(run, s, chash))
+    record_inputs(run, found.skipped, copies)
+    for skip in found.skipped:
+        console.print(f"[yellow]skipped:[/yellow] {skip.reason}", soft_wrap=True)
+    if copies:
+        console.print(f"curate: {len(copies)} inputs are byte-identical copies of others; each is curated once")
+    sources = [s for s in sources if s not in copies]
     todo = [s for s in sources if not is_done(run, s, chash)]
     outcome = CurateOutcome(sources=sources, todo=len(todo))
     if not todo:
@@ -79,7 +93,7 @@ def curate(out: Path | str, inputs: list[str], cfg: CurateConfig, address: str |
         if len(todo) < len(sources):
             console.print(f"curate: resuming - {len(sources) - len(todo)} of {len(sources)} inputs were done "
                           f"by an earlier run, {len(todo)} to go")
-        _map_sources(todo, run, cfg, address, workers, outcome, console, on_result)
+        _map_sources(todo, run, cfg, address, workers, outcome, console, on_result, use_ray)
     fold_quarantine(run)
     remove_attempts_dir(run)
     outcome.seconds = time.monotonic() - started
@@ -99,7 +113,7 @@ def curate(out: Path | str, inputs: list[str], cfg: CurateConfig, address: str |
 
 
 def _map_sources(todo, run: RunDir, cfg: CurateConfig, address, workers, outcome: CurateOutcome, console,
-                 observer) -> None:
+                 observer, use_ray: bool = True) -> None:
     from workflows.executor import map_stage
 
     counts = {"kept": 0, "quarantined": 0, "failed": 0}
@@ -114,15 +128,17 @@ def _map_sources(todo, run: RunDir, cfg: CurateConfig, address, workers, outcome
         note = f"{counts['kept']} clips kept, {counts['quarantined']} quarantined"
         return note + (f", {counts['failed']} failed" if counts["failed"] else "")
 
-    stage = CurateSource(run.root, cfg, time_limit_s=hard_limit_s(cfg))
-    map_stage(stage, [{"source": s} for s in todo], "curating sources", address=address, workers=workers,
-              on_output=on_result, console=console)
+    # the watchdog ends the process it runs in: a worker's, never this driver's
+    stage = CurateSource(run.root, cfg, time_limit_s=hard_limit_s(cfg) if use_ray else None)
+    map_stage(stage, [{"source": s} for s in todo], "curating sources", use_ray=use_ray, address=address,
+              workers=workers, on_output=on_result, console=console, transient=False)
 
 
 def _not_our_outputs(sources: list[str], run: RunDir, console) -> list[str]:
     """Drop the run's own clips (an input directory that contains OUT would feed them back in)."""
-    ours = [d.resolve() for d in (run.clips, run.thumbs, run.input_cache)]
-    kept = [s for s in sources if is_remote(s) or not any(Path(s).resolve().is_relative_to(d) for d in ours)]
+    ours = [Path(os.path.realpath(d)) for d in (run.clips, run.thumbs, run.input_cache)]
+    # realpath, not resolve(): a link that became a loop since it was found must not raise here
+    kept = [s for s in sources if is_remote(s) or not any(Path(os.path.realpath(s)).is_relative_to(d) for d in ours)]
     if len(kept) < len(sources):
         console.print(f"curate: left out {len(sources) - len(kept)} inputs that are this run's own clips")
     if not kept:

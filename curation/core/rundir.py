@@ -95,6 +95,11 @@ class RunDir:
         """The whole source failed permanently (its presence marks the source done)."""
         return self.quarantine_parts / f"{key}-{chash}.parquet"
 
+    @property
+    def inputs_part(self) -> Path:
+        """Inputs the latest run skipped (unreadable) or found to be copies; rewritten by every run."""
+        return self.quarantine_parts / "inputs.parquet"
+
     def clip_quarantine_part(self, key: str, chash: str) -> Path:
         """Clips of a processed source that could not be extracted (does not mark the source done)."""
         return self.quarantine_parts / f"{key}-{chash}.clips.parquet"

@@ -119,6 +119,9 @@ QUARANTINE = pa.schema(
     ]
 )
 Q = _fields(QUARANTINE)
+# the stage of an input-level row that is not a failure: a byte-identical copy of another input,
+# curated once under that one (its error names it); the funnel counts these as "duplicate inputs"
+STAGE_DUPLICATE = "duplicate"
 
 # ---------------------------------------------------------------------------------------------
 # OUT/captions/: one row per clip and captioner version (recaption/).

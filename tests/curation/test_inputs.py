@@ -2,7 +2,9 @@
 
 import functools
 import http.server
+import os
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -144,3 +146,63 @@ def test_fsspec_urls_are_listed_and_fetched(tmp_path):
         resolve_inputs(["memory://bucket/day1/*.mkv"])
     with pytest.raises(PermanentError, match="not found"):
         local_path("memory:///bucket/gone.mp4", tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Paths that cannot be read never stop a run: they are skipped, each with its reason
+
+
+def test_loops_dangling_links_and_unreadable_paths_are_skipped_with_a_reason(tree, monkeypatch):
+    from curation.inputs import find_inputs
+
+    folder = tree / "a"
+    (folder / "self.mp4").symlink_to("self.mp4")
+    (folder / "gone.mp4").symlink_to("nowhere.mp4")
+    (folder / "here").symlink_to(".")
+    (folder / "locked").mkdir()
+    (folder / "locked" / "in.mp4").write_bytes(b"x")
+    (folder / "secret.mp4").write_bytes(b"x")
+    real_access = os.access  # the tests run as root, who may read anything: play a user who may not
+    monkeypatch.setattr(os, "access", lambda p, mode: not str(p).endswith("secret.mp4") and real_access(p, mode))
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if str(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    found = find_inputs(["a", "a/self.mp4"], base_dir=tree)
+    assert found.sources == [str(folder / "deep/three.mkv"), str(folder / "one.mp4"), str(folder / "two.AVI")]
+    reasons = {Path(s.path).name: s.reason for s in found.skipped}
+    assert set(reasons) == {"self.mp4", "gone.mp4", "here", "locked", "secret.mp4"}
+    assert "symlink loop" in reasons["self.mp4"] and str(folder / "self.mp4") in reasons["self.mp4"]
+    assert "dangling symlink" in reasons["gone.mp4"] and "nowhere.mp4" in reasons["gone.mp4"]
+    assert "a loop" in reasons["here"]
+    assert "cannot be listed" in reasons["locked"] and "chmod" in reasons["locked"]
+    assert "no read permission" in reasons["secret.mp4"] and "re-export" not in reasons["secret.mp4"]
+
+
+def test_a_folder_with_only_unreadable_videos_is_not_an_error(tree):
+    from curation.inputs import find_inputs
+
+    (tree / "links").mkdir()
+    (tree / "links" / "loop.mp4").symlink_to("loop.mp4")
+    found = find_inputs(["links"], base_dir=tree)
+    assert found.sources == [] and [Path(s.path).name for s in found.skipped] == ["loop.mp4"]
+
+
+def test_byte_identical_inputs_are_found_by_content(tmp_path):
+    from curation.inputs import find_duplicates
+
+    data = bytes(range(256)) * 4000  # ~1 MB: the fingerprint samples it, the comparison reads it all
+    for name in ("a.mp4", "b.mp4", "c.mp4"):
+        (tmp_path / name).write_bytes(data)
+    near = bytearray(data)
+    near[300_000] ^= 1  # same size, same sampled chunks, one byte off: not a copy
+    (tmp_path / "near.mp4").write_bytes(bytes(near))
+    (tmp_path / "other.mp4").write_bytes(data[:-1])
+    sources = [str(tmp_path / n) for n in ("b.mp4", "a.mp4", "near.mp4", "c.mp4", "other.mp4")]
+    assert find_duplicates(sources) == {sources[1]: sources[0], sources[3]: sources[0]}
+    # a source an earlier run curated stays the original, and is never made a copy of another
+    assert find_duplicates(sources, is_done=lambda s: s in (sources[1], sources[3])) == {sources[0]: sources[1]}

@@ -228,3 +228,50 @@ def test_workers_let_go_of_the_users_terminal():
         os.close(leader)
         os.close(follower)
     assert proc.stdout.split() == ["True", "False"], proc.stderr
+
+
+def test_unreadable_inputs_and_copies_never_stop_a_run(footage_dir, tmp_path, monkeypatch):
+    import functools
+    import shutil
+
+    import workflows.curate
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(footage_dir / "reels" / "reel_0008.mp4", folder / "a.mp4")
+    shutil.copy(footage_dir / "reels" / "reel_0008.mp4", folder / "b_copy.mp4")  # the same bytes, another name
+    (folder / "self.mp4").symlink_to("self.mp4")
+    (folder / "gone.mp4").symlink_to("nowhere.mp4")
+    (folder / "here").symlink_to(".")
+    config = tmp_path / "curate.yaml"
+    config.write_text("analysis:\n  text_detector: none\nextract:\n  max_side: 96\n  thumb_side: 96\n")
+    monkeypatch.setattr(workflows.curate, "curate", functools.partial(workflows.curate.curate, use_ray=False))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["curate", str(folder), "--out", str(out), "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+
+    run = RunDir(out)
+    manifest = read_manifest(run).to_pylist()
+    assert {r[M.source] for r in manifest} == {str(folder / "a.mp4")}
+    ids = [r[M.clip_id] for r in manifest]
+    assert ids and len(ids) == len(set(ids))
+    rows = {r[Q.source]: r for r in read_quarantine(run).to_pylist()}
+    assert rows[str(folder / "b_copy.mp4")][Q.stage] == schema.STAGE_DUPLICATE
+    assert str(folder / "a.mp4") in rows[str(folder / "b_copy.mp4")][Q.error]
+    for name, words in (("self.mp4", "symlink loop"), ("gone.mp4", "dangling"), ("here", "loop")):
+        assert rows[str(folder / name)][Q.stage] == "input" and words in rows[str(folder / name)][Q.error]
+    f = funnel(run)
+    shown = _funnel_numbers(result.output)
+    assert shown["inputs"] == f.inputs == 5 == f.processed + f.quarantined + f.duplicates
+    assert shown["duplicate inputs"] == f.duplicates == 1 and shown["quarantined"] == 3
+    page = (out / "report.html").read_text()
+    assert "Duplicate inputs (1)" in page and "symlink loop" in page
+
+    # the link fixed, the next run curates it and forgets the skip; the copy stays a copy
+    (folder / "self.mp4").unlink()
+    result = CliRunner().invoke(app, ["curate", str(folder), "--out", str(out), "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    rows = {r[Q.source] for r in read_quarantine(run).to_pylist()}
+    assert str(folder / "self.mp4") not in rows and str(folder / "b_copy.mp4") in rows
+    assert funnel(run).inputs == 4
