@@ -1,9 +1,10 @@
 """Embedding stages and the embeddings table.
 
-`VisualEmbedder` (open_clip over frames sampled across each clip, pooled, normalized) and
-`CaptionEmbedder` (a sentence encoder over the dense caption) are `curation.core.stage.Stage`s: plain
-callables over a batch of row dicts that load their model once in `setup()`. `workflows/index.py`
-maps them with a Ray actor pool; `map_locally` runs them in-process.
+`VisualEmbedder` (open_clip over frames sampled across each clip, pooled, normalized),
+`CaptionEmbedder` (a sentence encoder over the dense caption) and `AestheticScorer` (an MLP head over
+visual vectors) are `curation.core.stage.Stage`s: plain callables over a batch of row dicts that load
+their model once in `setup()`. Any executor runs them: `curation.core.stage.map_in_process` here, or
+workflows/executor.py's Ray Data actor pool.
 
 OUT/embeddings/ holds their output (clip_id, kind, model, input_hash, vector), the source of truth
 any Milvus collection is rebuilt from. A clip is embedded again only when its model or its input

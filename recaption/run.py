@@ -55,6 +55,7 @@ class CaptionWorker(Stage):
 
     name = "caption"
     num_cpus = 1
+    copies_without_gpu = 1  # a VLM per core would not fit in memory; `workers` asks for more
 
     def __init__(self, out: Path | str, config: CaptionConfig):
         from recaption.enhance import Enhancer

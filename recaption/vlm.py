@@ -7,6 +7,8 @@ left-padded generation: a dense caption and a short one per clip, each checked b
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from curation.core.schema import M
 from curation.core.stage import Stage
 from recaption.captions import caption_row
@@ -41,6 +43,8 @@ class VLMCaptioner(Stage):
         from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
         ref = self.model_ref
+        if ref.local_files_only and not Path(ref.source).exists():  # on another node: its own cache or copy
+            ref = self.model_ref = resolve_model(self.config.captioner, "--captioner", self.config.revision)
         kwargs = dict(revision=ref.revision, local_files_only=ref.local_files_only)
         model_type = AutoConfig.from_pretrained(ref.source, **kwargs).model_type
         if model_type in VIDEO_FAMILIES:

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curation.core import schema
-from curation.core.rundir import RunDir, atomic_write_table, config_hash, rows_to_table
+from curation.core.rundir import RunDir, atomic_write_table, config_hash, now_utc, rows_to_table
 from curation.core.tables import add_decisions, add_scores, kept_clips, read_clips
 
 M = schema.M
@@ -59,3 +59,19 @@ def test_a_run_directory_of_the_previous_version_reads(tmp_path):
     add_decisions(run, "aesthetic", {"old0": "low_aesthetic"}, {})
     assert kept_clips(run) == []
     assert read_clips(run).schema == pa.schema(schema.MANIFEST)
+
+
+def test_re_curating_a_source_starts_its_clips_afresh(tmp_path):
+    """Decisions and scores made before a clip's manifest row was (re)written no longer apply to it."""
+    run = RunDir(tmp_path)
+    curated(run)
+    add_decisions(run, "dedup", {"c0": "near_duplicate:c1"}, {})
+    add_scores(run, "aesthetic", {"c0": (5.0, "head-a")}, {})
+    assert read_clips(run).to_pylist()[0][M.status] == schema.STATUS_FILTERED
+    rows = [{M.clip_id: "c0", M.status: schema.STATUS_KEPT, M.filter_reasons: [],
+             M.created_at: now_utc()}]  # curation ran again, after those decisions
+    atomic_write_table(rows_to_table(rows, schema.MANIFEST), run.manifest / "a-h1.parquet")
+    again = read_clips(run).to_pylist()[0]
+    assert (again[M.status], again[M.filter_reasons], again[M.aesthetic_score]) == (schema.STATUS_KEPT, [], None)
+    assert add_decisions(run, "dedup", {"c0": "near_duplicate:c1"}, {}) == 1  # decided anew, and it counts
+    assert read_clips(run).to_pylist()[0][M.filter_reasons] == ["near_duplicate:c1"]

