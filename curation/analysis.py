@@ -25,7 +25,7 @@ from curation.core.stage import PermanentError
 from curation.decode import THREADED_DECODE_PIXELS, FramePreparer, decode_frames, in_background
 from curation.probe import Deadline, ProbeInfo
 from curation.shots import ShotTracker, make_detectors
-from curation.signals import AnalysisStats, ClipSignals
+from curation.signals import AnalysisStats, ClipSignals, Gap
 
 
 def analysis_size(width: int, height: int, max_side: int) -> tuple[int, int]:
@@ -54,8 +54,16 @@ def analyze(
     index = -1
     # decoding and shrinking run one frame batch ahead in a second thread, overlapping this loop
     # (detectors, shot tracking) and whatever the caller does with each clip (scoring)
+    previous = None
     for frame in in_background(decoded, FramePreparer(info, size, flow_size)):
         index = frame.index
+        if previous is not None and frame.position > previous.position + 1:
+            # frames did not decode here: the open shot ends, so no clip spans the gap
+            stats.gaps.append(Gap(previous.position + 1, frame.position,
+                                  round(previous.time + 1.0 / info.fps, 6), round(frame.time, 6)))
+            yield from tracker.close_ready(index - 1)
+            yield from tracker.close(index, "gap", "gap")
+        previous = frame
         tracker.add_frame(frame)
         timecode = FrameTimecode(index, info.fps)
         for name, det in detectors.items():

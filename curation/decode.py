@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from curation.core.video import decodable_frames, upright
+from curation.core.video import avi_frame_slots, decodable_frames, upright
 from curation.probe import Deadline, ProbeInfo, open_video
 from curation.signals import AnalysisStats
 
@@ -39,11 +39,15 @@ THREADED_DECODE_PIXELS = 1280 * 720
 def decode_frames(
     path: Path | str, deadline: Deadline | None = None, stats: AnalysisStats | None = None, frame_threads: bool = True
 ) -> Iterator:
-    """Every decodable frame of the first video stream of `path`, in order; corrupt packets are
-    skipped and counted in `stats.decode_errors`.
+    """Every decodable frame of the first video stream of `path`, in order, with its true
+    presentation timestamp (`frame.pts`); corrupt packets are skipped and counted in
+    `stats.decode_errors`.
 
-    Analysis and extraction both read sources through this, so their frame numbers agree.
-    `frame_threads=False` decodes on the calling thread only (see `THREADED_DECODE_PIXELS`)."""
+    Analysis and extraction both read sources through this and place frames with `FrameClock`, so
+    their frame numbers agree. Timestamps are made right twice: an AVI's from its index (the
+    demuxer counts packets, blind to a stretch it skipped), and every source's put in increasing
+    order over a few frames (AVIs with packed B-frames hand decoded frames their packets' stamps,
+    in decode order). `frame_threads=False` decodes on the calling thread only."""
     container, stream = open_video(path)
     if not frame_threads:
         stream.thread_type = "NONE"
@@ -53,9 +57,66 @@ def decode_frames(
             stats.decode_errors += 1
 
     try:
-        yield from decodable_frames(container, stream, deadline.check if deadline else None, count_error)
+        slots = avi_frame_slots(path, stream.index) if container.format.name == "avi" else None
+        yield from in_pts_order(decodable_frames(container, stream, deadline.check if deadline else None,
+                                                 count_error, slots))
     finally:
         container.close()
+
+
+_REORDER = 4  # frames over which timestamps may come out of order (a B-frame's delay)
+
+
+def in_pts_order(frames: Iterator, window: int = _REORDER) -> Iterator:
+    """`frames` (already in display order) with their timestamps sorted over `window` frames."""
+    import heapq
+
+    held: list = []
+    stamps: list[int] = []
+    for frame in frames:
+        held.append(frame)
+        if frame.pts is not None:
+            heapq.heappush(stamps, frame.pts)
+        if len(held) > window:
+            yield _stamped(held.pop(0), stamps)
+    while held:
+        yield _stamped(held.pop(0), stamps)
+
+
+def _stamped(frame, stamps: list[int]):
+    import heapq
+
+    if frame.pts is not None and stamps:
+        frame.pts = heapq.heappop(stamps)
+    return frame
+
+
+class FrameClock:
+    """Where each decoded frame of a source sits: its position and its time (seconds from the first
+    decoded frame), both from its timestamp. Analysis and extraction place frames with it alike.
+    (From the first frame, not the stream's start: some AVIs stamp their first frame one late.)
+
+    A constant-rate source's position is its timestamp on the frame grid, so frames that did not
+    decode leave a gap in the positions (and a clip never spans one). A variable-rate source has no
+    grid: its frames are numbered in order, and only their times come from timestamps."""
+
+    def __init__(self, info: ProbeInfo):
+        self.fps, self.variable_rate = info.fps, info.variable_frame_rate
+        self.origin: float | None = None  # the first decoded frame's timestamp: frame 0 at 0 s
+        self.last = -1
+
+    def place(self, frame) -> tuple[int, float]:
+        """(position, time) of the next decoded frame; positions always increase."""
+        if frame.time is None:
+            position = self.last + 1
+            time = position / self.fps
+        else:
+            if self.origin is None:
+                self.origin = float(frame.time)
+            time = float(frame.time) - self.origin
+            position = self.last + 1 if self.variable_rate else max(self.last + 1, round(time * self.fps))
+        self.last = position
+        return position, time
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,7 +279,8 @@ def hsv_delta(hsv: np.ndarray, previous: np.ndarray) -> HsvDelta:
 class PreparedFrame:
     """One decoded frame, reduced (in the decode thread) to what the analysis reads."""
 
-    index: int
+    index: int  # the n-th frame decoded
+    position: int  # its place in the source (`FrameClock`): jumps over frames that did not decode
     time: float  # seconds, from the frame's timestamp
     small_bgr: np.ndarray  # colour at detector level (half the flow level)
     flow_gray: np.ndarray  # full-range luma at flow level
@@ -233,6 +295,7 @@ class FramePreparer:
 
     def __init__(self, info: ProbeInfo, size: tuple[int, int], flow_size: tuple[int, int]):
         self.info, self.size, self.flow_size = info, size, flow_size
+        self.clock = FrameClock(info)
         self.prev_gray: np.ndarray | None = None
         self.prev_hsv: np.ndarray | None = None
         self.index = -1
@@ -254,9 +317,9 @@ class FramePreparer:
             diff = cv2.countNonZero(changed) / changed.size
             delta = hsv_delta(hsv, self.prev_hsv)
         self.prev_gray, self.prev_hsv = gray, hsv
-        t = frame.time if frame.time is not None else index / self.info.fps
+        position, t = self.clock.place(frame)
         return PreparedFrame(
-            index, float(t), reduced.small_bgr, gray, cv2.mean(gray)[0], diff, delta, reduced.picture
+            index, position, float(t), reduced.small_bgr, gray, cv2.mean(gray)[0], diff, delta, reduced.picture
         )
 
 

@@ -1,8 +1,8 @@
 """Clip extraction: kept clips as h264 mp4 at frame-exact boundaries, and a JPEG thumbnail per clip.
 
-A source is decoded once for all of its clips, by analysis' own decoder (`curation.decode`): frame
-`i` is the i-th frame that decodes (PyAV's presentation order), so a manifest row's
-[start_frame, end_frame) is exactly the frames its clip file holds. Clips are encoded by the
+A source is decoded once for all of its clips, by analysis' own decoder (`curation.decode`), and each
+frame is placed by its timestamp with analysis' own `FrameClock`, so a manifest row's
+[start_frame, end_frame) is exactly the frames its clip file holds, after an undecodable stretch too. Clips are encoded by the
 kernel's one h264 set-up (`curation.core.video.VideoWriter`). Every file is written to a hidden
 temporary name and renamed into place, so a killed run never leaves a half-written clip.
 """
@@ -22,7 +22,7 @@ from curation.core import schema
 from curation.core.rundir import RunDir, atomic_write_bytes, now_utc
 from curation.core.stage import PermanentError
 from curation.core.video import VideoWriter, upright, video_rate
-from curation.decode import decode_frames
+from curation.decode import FrameClock, decode_frames
 
 M = schema.M
 EXTRACT_FAILED = "extract_failed"  # filter reason of a kept clip whose frames could not be written
@@ -82,8 +82,9 @@ class _ClipJob:
 class _SourceExtractor:
     """Streams a source's frames into every clip that covers them."""
 
-    def __init__(self, source_path: Path, rows: list[dict], run: RunDir, cfg: ExtractConfig):
+    def __init__(self, source_path: Path, rows: list[dict], run: RunDir, cfg: ExtractConfig, clock: FrameClock):
         self.source_path = Path(source_path)
+        self.clock = clock
         self.run = run
         self.cfg = cfg
         self.jobs = sorted(
@@ -186,6 +187,8 @@ class _SourceExtractor:
         frames = decode_frames(self.source_path)  # no time limit: the source was analysed already
         try:
             for frame in frames:
+                # frames are placed by their timestamps, as analysis placed them (FrameClock)
+                index, _time = self.clock.place(frame)
                 while pending and pending[0].start <= index:
                     active.append(pending.pop(0))
                 for job in active:
@@ -198,8 +201,7 @@ class _SourceExtractor:
                     if job.write_clip:
                         self._finish(job)
                     active.remove(job)
-                index += 1
-                if index >= last_needed:
+                if index + 1 >= last_needed:
                     break
         except av.error.FFmpegError as e:
             raise PermanentError(f"extracting clips of {self.source_path} failed: {e}") from e
@@ -210,13 +212,13 @@ class _SourceExtractor:
         for job in self.jobs:
             if job.write_clip and job.row.get(M.clip_path) is None:
                 job.error = (
-                    f"source ended at frame {index}, before clip frames [{job.start}, {job.end}) "
+                    f"source ended (or skipped) at frame {index}, before clip frames [{job.start}, {job.end}) "
                     f"were all decoded (truncated or corrupt source)"
                 )
 
 
 def extract_source(
-    source_path: Path | str, rows: list[dict], run: RunDir, cfg: ExtractConfig
+    source_path: Path | str, rows: list[dict], run: RunDir, cfg: ExtractConfig, info=None
 ) -> tuple[list[dict], list[dict]]:
     """Write the clips (kept rows) and thumbnails (every row) of one source.
 
@@ -227,7 +229,11 @@ def extract_source(
     for row in rows:
         row.setdefault(M.clip_path, None)
         row.setdefault(M.thumb_path, None)
-    extractor = _SourceExtractor(Path(source_path), rows, run, cfg)
+    if info is None:  # the probe analysis made, when the caller has it
+        from curation.probe import probe
+
+        info = probe(source_path)
+    extractor = _SourceExtractor(Path(source_path), rows, run, cfg, FrameClock(info))
     extractor.extract()
     quarantine = []
     for job in extractor.jobs:

@@ -12,8 +12,11 @@ Contract:
   `created_at`, which the workflow sets when it extracts clips and writes the table.
 - `clip_id` is `schema.clip_id_for(fingerprint, start_frame, end_frame)`: the content fingerprint,
   not the path, so a renamed source keeps its ids. `config_hash` is `rundir.config_hash(cfg)`.
-- Frame numbers count decoded frames from 0; `end_frame` is exclusive. Times are seconds from the
-  first frame's timestamp, so variable-frame-rate sources get their real times.
+- Frame positions and times come from presentation timestamps (`curation.decode.FrameClock`): a
+  constant-rate source's frame at t s is frame round(t * fps), so after frames that did not decode
+  the positions jump, and a clip never spans such a gap (each gap is in `source_gaps`); a
+  variable-rate source's frames are numbered in order. `end_frame` is exclusive. Times are seconds
+  from the first frame, each frame's own timestamp.
 - A bad input raises `PermanentError` (quarantine it, never retry) naming the file and the problem.
   A missing text model raises `TextDetectorUnavailable` before any decoding: a setup problem that
   stops the run, not a property of the input.
@@ -33,6 +36,7 @@ from curation.core.rundir import config_hash
 from curation.filters import apply_filters
 from curation.probe import probe
 from curation.scores import get_text_detector, score_clip
+from curation.signals import AnalysisStats
 
 M = schema.M
 
@@ -43,7 +47,8 @@ def analyze_source(source: str, path: Path, cfg: CurateConfig) -> list[dict]:
     info = probe(path, cfg.probe.timeout_s)
     chash = config_hash(cfg)
     rows = []
-    for index, clip in enumerate(analyze(path, info, cfg)):
+    stats = AnalysisStats()
+    for index, clip in enumerate(analyze(path, info, cfg, stats)):
         shot = clip.shot
         row = {
             M.clip_id: schema.clip_id_for(info.fingerprint, shot.start, shot.end),
@@ -71,4 +76,10 @@ def analyze_source(source: str, path: Path, cfg: CurateConfig) -> list[dict]:
                 row[key] = None
         apply_filters(row, cfg.filters)
         rows.append(row)
+    gaps = [{M.start_frame: g.start, M.end_frame: g.end, M.start_time: g.start_time, M.end_time: g.end_time}
+            for g in stats.gaps]
+    for row in rows:  # known once the whole source has decoded
+        row[M.variable_frame_rate] = info.variable_frame_rate
+        row[M.source_frames_lost] = stats.frames_lost
+        row[M.source_gaps] = gaps
     return rows

@@ -82,12 +82,25 @@ def clips_section(tables) -> dict:
         "filtered": _filtered_groups(tables, clips),
         "quarantine": [{"source": r[Q.source], "stage": r[Q.stage], "clip": r[Q.clip_id] or "(whole input)",
                         "error": r[Q.error]} for r in tables.quarantine if r[Q.stage] != schema.STAGE_DUPLICATE],
+        "losses": _losses(clips),
         "duplicates": [{"source": r[Q.source], "note": r[Q.error]} for r in tables.quarantine
                        if r[Q.stage] == schema.STAGE_DUPLICATE],
         "detectors": Counter(r[M.text_detector] for r in clips if r[M.text_detector]).most_common(),
         "configs": [{"hash": chash, "clips": n, "text": tables.configs[chash]}
                     for chash, n in Counter(r[M.config_hash] for r in clips).most_common()],
     }
+
+
+def _losses(clips: list[dict]) -> list[dict]:
+    """Sources with frames that did not decode: how many, and where (from any one of their rows)."""
+    by_source = {}
+    for row in clips:
+        if row.get(M.source_frames_lost):
+            by_source.setdefault(row[M.source], row)
+    return [{"source": source, "frames": row[M.source_frames_lost],
+             "where": ", ".join(f"frames {g[M.start_frame]}-{g[M.end_frame]} ({g[M.start_time]:.2f}-{g[M.end_time]:.2f} s)"
+                                for g in row[M.source_gaps] or [])}
+            for source, row in sorted(by_source.items())]
 
 
 def _funnel_rows(f: Funnel) -> list[dict]:

@@ -99,6 +99,7 @@ class ShotTracker:
         self.luma: list[float] = []
         self.diff: list[float] = []
         self.times: list[float] = []
+        self.positions: list[int] = []  # each decoded frame's place in the source (jumps at a gap)
         self.samples: list[Sample] = []  # flow samples of the open shot, thinned as it grows
         self.stride = 1
         self.pictures: list[tuple[int, np.ndarray]] = []  # analysis-size pictures, thinned likewise
@@ -112,6 +113,7 @@ class ShotTracker:
         self.luma.append(frame.luma)
         self.diff.append(frame.diff)
         self.times.append(frame.time)
+        self.positions.append(frame.position)
         flow_gray = frame.flow_gray
         if self.samples and self.samples[-1].index == index - 1 and self.samples[-1].next_flow_gray is None:
             self.samples[-1].next_flow_gray = flow_gray
@@ -242,14 +244,17 @@ class ShotTracker:
             pics = [
                 (inside[0].index, cv2.resize(inside[0].small_bgr, self.size, interpolation=cv2.INTER_LINEAR))
             ]
-        t0 = self.times[0] if self.times else 0.0
-        start_time = self.times[shot.start] - t0
-        if shot.end < len(self.times):
-            end_time = self.times[shot.end] - t0
+        # times are the frames' own (seconds from the stream's start); the clip ends where its next
+        # frame begins, or one frame after its last when a gap or the source's end follows
+        start_time = self.times[shot.start]
+        last = shot.end - 1
+        if shot.end < len(self.times) and self.positions[shot.end] == self.positions[last] + 1:
+            end_time = self.times[shot.end]
         else:
-            end_time = self.times[shot.end - 1] - t0 + 1.0 / self.info.fps
+            end_time = self.times[last] + 1.0 / self.info.fps
+        placed = Shot(self.positions[shot.start], self.positions[last] + 1, shot.closed_by, shot.transition_in)
         return ClipSignals(
-            shot=shot,
+            shot=placed,
             start_time=round(start_time, 6),
             end_time=round(end_time, 6),
             luma=np.asarray(self.luma[shot.start : shot.end], np.float32),

@@ -44,8 +44,27 @@ class ClipSignals:
     flow_size: tuple[int, int] | None = None  # (w, h) flow runs at; None: the samples' own size
 
 
+@dataclass(frozen=True)
+class Gap:
+    """Frames of a source that did not decode: positions [start, end), from start_time to end_time (s)."""
+
+    start: int
+    end: int
+    start_time: float
+    end_time: float
+
+    @property
+    def frames(self) -> int:
+        return self.end - self.start
+
+
 @dataclass
 class AnalysisStats:
     frames_decoded: int = 0
     decode_errors: int = 0
     cuts: dict[str, int] = field(default_factory=dict)  # cuts reported per detector
+    gaps: list[Gap] = field(default_factory=list)  # undecodable stretches, in order
+
+    @property
+    def frames_lost(self) -> int:
+        return sum(g.frames for g in self.gaps)

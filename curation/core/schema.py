@@ -31,17 +31,17 @@ MANIFEST = pa.schema(
         ("source", pa.string()),  # the input as the user named it (path or URL)
         ("source_fingerprint", pa.string()),  # content hash of the source file
         ("clip_index", pa.int32()),  # position of the clip within its source
-        ("start_frame", pa.int64()),  # inclusive
+        ("start_frame", pa.int64()),  # inclusive; positions from timestamps (see curation.decode.FrameClock)
         ("end_frame", pa.int64()),  # exclusive
-        ("start_time", pa.float64()),  # seconds
+        ("start_time", pa.float64()),  # seconds from the first frame: the frames' own timestamps
         ("end_time", pa.float64()),
         ("duration", pa.float64()),
         ("fps", pa.float64()),
         ("width", pa.int32()),  # display size of the source (rotation applied)
         ("height", pa.int32()),
         ("codec", pa.string()),
-        ("shot_detector", pa.string()),  # what closed this shot ("content", "adaptive", "black", "max_duration", "end")
-        ("transition_in", pa.string()),  # "cut", "fade", "split" (a long shot cut in parts), "start" where known
+        ("shot_detector", pa.string()),  # what closed this shot ("content", "adaptive", "black", "max_duration", "gap", "stride", "end")
+        ("transition_in", pa.string()),  # "cut", "fade", "split" (a long shot cut in parts), "gap", "stride", "start"
         # scores
         ("motion_score", pa.float32()),  # mean optical-flow magnitude, pixels per frame at analysis size
         ("motion_p90", pa.float32()),
@@ -64,6 +64,11 @@ MANIFEST = pa.schema(
         ("thumb_path", pa.string()),  # relative to OUT
         ("config_hash", pa.string()),  # hash of the curation config that produced the row
         ("created_at", pa.timestamp("us", tz="UTC")),
+        # the source as a whole (the same on each of its rows); null in runs written before
+        ("variable_frame_rate", pa.bool_()),  # frame times vary: positions count frames, times are timestamps
+        ("source_frames_lost", pa.int64()),  # frames of the source that did not decode (between decoded ones)
+        ("source_gaps", pa.list_(pa.struct([("start_frame", pa.int64()), ("end_frame", pa.int64()),
+                                            ("start_time", pa.float64()), ("end_time", pa.float64())]))),
     ]
 )
 M = _fields(MANIFEST)

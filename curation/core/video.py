@@ -81,19 +81,64 @@ def sample_frames(path: Path | str, count: int, max_side: int | None = None) -> 
     return read_frames(path, spread_indices(count_frames(path), count), max_side)
 
 
+def avi_frame_slots(path: Path | str, stream_index: int) -> dict[int, int] | None:
+    """{file offset of a packet's data: its frame slot} for one stream of an AVI, from the idx1 index.
+
+    FFmpeg's AVI demuxer numbers packets by counting them, so after a damaged stretch (which it
+    skips to the next chunk it recognises) every later frame gets the timestamp of a frame too
+    early. The index at the end of the file still says which slot each chunk is. None for other
+    containers, an AVI without idx1 (OpenDML files over 1 GB), or an unreadable index.
+    """
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if head[:4] != b"RIFF" or head[8:12] != b"AVI ":
+                return None
+            size = Path(path).stat().st_size
+            movi = index = None
+            pos = 12
+            while pos + 8 <= size:
+                f.seek(pos)
+                tag, length = struct.unpack("<4sI", f.read(8))
+                if tag == b"LIST" and f.read(4) == b"movi":
+                    movi = pos + 8  # offsets in idx1 are relative to the 'movi' tag (or absolute)
+                elif tag == b"idx1":
+                    index = (pos + 8, length)
+                pos += 8 + length + (length & 1)
+            if movi is None or index is None:
+                return None
+            f.seek(index[0])
+            data = f.read(index[1] - index[1] % 16)
+    except (OSError, struct.error):
+        return None
+    wanted = b"%02d" % stream_index
+    chunks = [(offset, n) for n, (chunk, _flags, offset, _size) in
+              enumerate(e for e in struct.iter_unpack("<4sIII", data) if e[0][:2] == wanted and e[0][2:] in (b"dc", b"db"))]
+    if not chunks:
+        return None
+    base = movi if chunks[0][0] < movi else 0
+    return {base + offset + 8: n for offset, n in chunks}  # a packet's position is after its 8-byte header
+
+
 def decodable_frames(container, stream, check: Callable[[], None] | None = None,
-                     on_error: Callable[[Exception], None] | None = None) -> Iterator:
+                     on_error: Callable[[Exception], None] | None = None,
+                     slots: dict[int, int] | None = None) -> Iterator:
     """Every frame of `stream` that decodes, in order: a whole source read once, damage skipped.
 
     A packet that fails to decode is skipped and the next one tried (the frames that decode are
     salvaged); a container that breaks off ends the frames there. Each failure is handed to
     `on_error`. `check()` runs before every packet, so a deadline can stop a crawling decoder. The
-    caller opens and closes `container`; frame i is the i-th frame yielded (presentation order),
-    the numbering analysis and extraction share.
+    caller opens and closes `container`; frame i is the i-th frame yielded (presentation order).
+    With `slots` (`avi_frame_slots`), each frame's pts is set to its slot in the AVI index, so a
+    stretch the demuxer skipped shows as a jump in the timestamps.
     """
     import av
 
     packets = container.demux(stream)
+    true_pts: dict[int, int] = {}  # demuxer's counted pts -> the slot in the index
+    shift = 0
     while True:
         if check is not None:
             check()
@@ -105,12 +150,22 @@ def decodable_frames(container, stream, check: Callable[[], None] | None = None,
             if on_error is not None:
                 on_error(e)
             return
+        if slots is not None and packet.pts is not None and packet.pos in slots:
+            true_pts[packet.pts] = slots[packet.pos]
+            while len(true_pts) > 64:  # frames a decoder never returns: forget them
+                del true_pts[next(iter(true_pts))]
         try:
             frames = packet.decode()
         except av.error.FFmpegError as e:
             if on_error is not None:
                 on_error(e)
             continue
+        if slots is not None:
+            for frame in frames:
+                if frame.pts is not None:
+                    if frame.pts in true_pts:
+                        shift = true_pts.pop(frame.pts) - frame.pts
+                    frame.pts += shift
         yield from frames
 
 
@@ -127,8 +182,8 @@ def upright(img: np.ndarray, rotation: int) -> np.ndarray:
 class VideoWriter:
     """Encode frames one by one into `path`; h264 (yuv420p, even sides) unless `codec="mjpeg"`.
 
-    The stream opens on the first frame, so its size is the first frame's (h264 rounds odd sides down
-    by padding one edge pixel). `write` takes RGB uint8 arrays (H, W, 3) or PyAV frames; `close` (or
+    The stream opens on the first frame, so its size is the first frame's (h264 makes odd sides even
+    by repeating the last row or column). `write` takes RGB uint8 arrays (H, W, 3) or PyAV frames; `close` (or
     leaving the `with` block) flushes the encoder. `rate` may be a Fraction for exact NTSC rates.
     """
 

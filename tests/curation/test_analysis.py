@@ -155,7 +155,10 @@ def test_a_corrupt_stream_is_salvaged_where_frames_decode(tmp_path):
     stats = AnalysisStats()
     clips = _clips(path, stats=stats)
     assert stats.decode_errors >= 1 and 40 <= stats.frames_decoded < 60
-    assert clips[-1].shot.end == stats.frames_decoded  # the frames that decoded are all kept
+    # frames keep their places in the source: the lost ones are gaps, which no clip spans
+    assert clips[-1].shot.end == 60 and stats.frames_decoded + stats.frames_lost == 60
+    assert stats.gaps and all(not (c.shot.start < g.end and g.start < c.shot.end) for c in clips for g in stats.gaps)
+    assert sum(c.shot.end - c.shot.start for c in clips) <= stats.frames_decoded
 
 
 def test_rotated_sources_are_analysed_upright(tmp_path):

@@ -1,0 +1,132 @@
+"""Frame positions and times come from presentation timestamps: after an undecodable stretch, and in
+variable-frame-rate sources, a clip's frames and times are its real ones in the source."""
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from curation.config import CurateConfig
+from curation.core import schema
+from curation.core.rundir import RunDir
+from curation.core.video import read_frames
+from curation.extract import extract_source
+from curation.process import analyze_source
+from workflows.report import read_run, render_report
+
+M = schema.M
+
+
+def _config(**shots) -> CurateConfig:
+    cfg = CurateConfig()
+    cfg.analysis.text_detector = "none"
+    cfg.extract.max_side = 128
+    for key, value in shots.items():
+        setattr(cfg.shots, key, value)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def damaged_vtest(tmp_path_factory):
+    """vtest.avi (10 fps, 795 frames) with 256 KiB in the middle overwritten: ~30 frames do not decode."""
+    original = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
+    if not original.exists():
+        pytest.skip("Debian's opencv-doc is not installed")
+    data = bytearray(original.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 256 * 1024] = bytes(256 * 1024)
+    path = tmp_path_factory.mktemp("damaged") / "vtest_damaged.avi"
+    path.write_bytes(bytes(data))
+    return original, path
+
+
+def _gray(frames: list[np.ndarray]) -> list[np.ndarray]:
+    return [f.astype(np.float32).mean(axis=2) for f in frames]
+
+
+def test_times_after_an_undecodable_stretch_are_the_real_ones(damaged_vtest, tmp_path):
+    original, path = damaged_vtest
+    rows = analyze_source("vtest_damaged.avi", path, _config())
+    lost, gaps = rows[0][M.source_frames_lost], rows[0][M.source_gaps]
+    assert 25 <= lost <= 35 and len(gaps) == 1 and lost == gaps[0][M.end_frame] - gaps[0][M.start_frame]
+    gap = gaps[0]
+    assert gap[M.start_time] == pytest.approx(gap[M.start_frame] / 10, abs=0.1)
+    for row in rows:
+        # never across the gap; frame positions and times agree on the source's 10 fps grid
+        assert row[M.end_frame] <= gap[M.start_frame] or row[M.start_frame] >= gap[M.end_frame]
+        assert row[M.start_time] == pytest.approx(row[M.start_frame] / 10, abs=0.1)
+        assert row[M.end_time] == pytest.approx(row[M.end_frame] / 10, abs=0.1)
+        assert row[M.variable_frame_rate] is False
+    after = [r for r in rows if r[M.start_frame] >= gap[M.end_frame]]
+    assert after and after[-1][M.end_frame] == 795  # the source's last frame keeps its place
+
+    # the frames a clip after the gap names are the source's real frames there, in the clip file too
+    clip = after[0]
+    reference = read_frames(original)  # every frame of the undamaged file, in order
+    out, failures = extract_source(path, [{**clip, M.status: schema.STATUS_KEPT}], RunDir(tmp_path),
+                                   _config().extract.model_copy(update={"max_side": None, "crf": 12}))
+    assert failures == []
+    extracted = read_frames(tmp_path / out[0][M.clip_path])
+    assert len(extracted) == clip[M.end_frame] - clip[M.start_frame]
+    # (until the next key frame, at 500, the decoder conceals the damage with older pictures)
+    for offset in (505 - clip[M.start_frame], 540 - clip[M.start_frame], len(extracted) - 1):
+        best = _best_match(extracted[offset], reference, clip[M.start_frame] + offset - 40, clip[M.start_frame] + offset + 40)
+        assert abs(best - (clip[M.start_frame] + offset)) <= 1, (offset, best)
+
+
+def _best_match(frame: np.ndarray, reference: list[np.ndarray], lo: int, hi: int) -> int:
+    import cv2
+
+    h, w = frame.shape[:2]
+    gray = _gray([frame])[0]
+    errors = {i: np.abs(gray - _gray([cv2.resize(reference[i], (w, h), interpolation=cv2.INTER_AREA)])[0]).mean()
+              for i in range(max(0, lo), min(len(reference), hi))}
+    return min(errors, key=errors.get)
+
+
+def test_the_report_shows_the_frames_lost(damaged_vtest, tmp_path):
+    from curation.core.rundir import atomic_write_table, rows_to_table
+
+    _, path = damaged_vtest
+    rows = analyze_source(str(path), path, _config())
+    run = RunDir(tmp_path)
+    atomic_write_table(rows_to_table(rows, schema.MANIFEST), run.manifest_part("k", "h"))
+    page = render_report(read_run(run, _config()))
+    assert "Frames lost (1 sources)" in page and str(rows[0][M.source_frames_lost]) in page
+
+
+def _write_vfr(path, times: list[float], cut_at: int) -> None:
+    """An h264 mp4 whose frames sit at `times` (seconds, irregular): a red shot, then at `cut_at` a blue one."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 128, 96, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        for i, t in enumerate(times):
+            img = np.zeros((96, 128, 3), np.uint8)
+            img[..., 0 if i < cut_at else 2] = 200
+            x = (i * 3) % 100
+            img[40:56, x : x + 16] = 255  # something moving, so nothing is trimmed as frozen
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts, frame.time_base = round(t * 1000), Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def test_variable_frame_rate_times_are_each_frames_own(tmp_path):
+    rng = np.random.default_rng(1)
+    gaps = rng.choice([1 / 60, 1 / 30, 1 / 10], size=120)  # frames 17-100 ms apart
+    times = np.concatenate([[0.0], np.cumsum(gaps)[:-1]]).round(3).tolist()
+    path = tmp_path / "vfr.mp4"
+    _write_vfr(path, times, cut_at=70)
+    rows = analyze_source("vfr.mp4", path, _config(trim_frozen=False, trim_black=False))
+    assert all(r[M.variable_frame_rate] for r in rows)
+    starts = [r[M.start_frame] for r in rows]
+    assert 70 in starts, starts
+    second = rows[starts.index(70)]
+    assert second[M.start_time] == pytest.approx(times[70], abs=0.002)  # not 70 / average rate
+    assert rows[starts.index(70) - 1][M.end_time] == pytest.approx(times[70], abs=0.002)
+    assert rows[-1][M.end_frame] == 120 and rows[0][M.source_frames_lost] == 0
