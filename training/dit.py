@@ -122,12 +122,14 @@ def apply_rope(x, cos, sin):
 
 
 def conditioning_channels(x, cond, cond_mask):
-    """[noisy latents, given latents (zero elsewhere), mask] for a frame-conditioned DiT's input."""
+    """[noisy latents, given latents (zero elsewhere), mask] for a frame-conditioned DiT's input.
+
+    cond_mask is (B, T) for whole given frames, or (B, T, H, W) for given latent cells (regions)."""
     b, c, t, h, w = x.shape
     if cond is None or cond_mask is None:
         return x, torch.zeros_like(x), x.new_zeros(b, 1, t, h, w)
-    m = cond_mask.to(x.dtype).view(b, 1, t, 1, 1)
-    return x, cond.to(x.dtype) * m, m.expand(b, 1, t, h, w)
+    m = cond_mask.to(x.dtype).view(b, 1, t, *((h, w) if cond_mask.ndim == 4 else (1, 1))).expand(b, 1, t, h, w)
+    return x, cond.to(x.dtype) * m, m
 
 
 #################################################################################
@@ -293,7 +295,8 @@ class VideoDiT(nn.Module):
         """x (B, C, T, H, W) noisy latents, t (B,) in [0, 1], text (B, L, text_dim), mask (B, L) bool.
 
         With `frame_conditioning`: cond (B, C, T, H, W) clean latents of the given frames (zeros
-        elsewhere) and cond_mask (B, T) bool, True on given latent frames; both None = nothing given.
+        elsewhere) and cond_mask (B, T) bool, True on given latent frames, or (B, T, H, W), True on
+        given latent cells; both None = nothing given.
         """
         if self.cfg.frame_conditioning:
             x = torch.cat(conditioning_channels(x, cond, cond_mask), dim=1)

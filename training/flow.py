@@ -72,13 +72,25 @@ def guided_velocity(model: Callable, x, t, cond: dict, uncond: dict | None, cfg_
 
 @torch.no_grad()
 def sample(model: Callable, noise: torch.Tensor, cond: dict, uncond: dict | None = None, steps: int = 30,
-           cfg_scale: float = 1.0, shift: float = 1.0, method: str = "euler", progress: Callable | None = None):
-    """Integrate from noise (t = 1) to data (t = 0) with Euler or Heun steps and optional CFG."""
+           cfg_scale: float = 1.0, shift: float = 1.0, method: str = "euler", progress: Callable | None = None,
+           start_t: float = 1.0, x_start: torch.Tensor | None = None, known: torch.Tensor | None = None,
+           known_mask: torch.Tensor | None = None):
+    """Integrate from noise (t = 1) to data (t = 0) with Euler or Heun steps and optional CFG.
+
+    SDEdit: with `x_start` (clean latents) and `start_t` < 1 the path starts at x_start noised to
+    start_t and only the schedule's times below it are stepped (start_t 0 returns x_start). With
+    `known` latents and `known_mask` (broadcastable bool), those cells are put back on the known
+    path (known noised to the current time) after every step: the sampler fills in the rest."""
     if method not in ("euler", "heun"):
         raise ValueError(f"sampler method must be 'euler' or 'heun', got {method!r}")
+    if not 0.0 <= start_t <= 1.0:
+        raise ValueError(f"the start time (edit strength) must be within [0, 1], got {start_t}")
     times = sampling_schedule(steps, shift).tolist()
     x = noise
-    for i in range(steps):
+    if x_start is not None and start_t < 1.0:
+        times = [start_t] + [t for t in times if t < start_t]
+        x = (1 - start_t) * x_start + start_t * noise
+    for i in range(len(times) - 1):
         t, t_next = times[i], times[i + 1]
         v = guided_velocity(model, x, t, cond, uncond, cfg_scale)
         x_next = x + (t_next - t) * v
@@ -86,6 +98,8 @@ def sample(model: Callable, noise: torch.Tensor, cond: dict, uncond: dict | None
             v_next = guided_velocity(model, x_next, t_next, cond, uncond, cfg_scale)
             x_next = x + (t_next - t) * 0.5 * (v + v_next)
         x = x_next
+        if known is not None:
+            x = torch.where(known_mask, (1 - t_next) * known + t_next * noise, x)
         if progress:
             progress()
     return x

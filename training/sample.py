@@ -18,6 +18,7 @@ import torch
 
 from training.checkpoint import ModelMeta, load_trained
 from training.flow import sample, shift_for_size
+from training.modes import Given, Start, given_ends, latent_known
 from training.text import TextEncoder
 from training.vae import pad_to_multiple
 
@@ -44,12 +45,14 @@ def latent_size(frames: int, height: int, width: int, temporal_factor: int, spat
 def generate(dit, meta: ModelMeta, prompts: list[str], frames: int | None = 17, height: int | None = 64,
              width: int | None = 64, steps: int = 30, cfg_scale: float = 4.0, seed: int = 0, device="cpu",
              method: str = "euler", vae_dir: str | None = None, text_states=None,
-             first_frames: np.ndarray | None = None) -> list[np.ndarray]:
+             first_frames: np.ndarray | None = None, given: Given | None = None,
+             start: Start | None = None) -> list[np.ndarray]:
     """Videos (T, H, W, 3) uint8, one per prompt. `text_states` (states, mask) skips the text encoder.
 
     `first_frames` (k, H, W, 3) uint8 — an image (k = 1) or the start of a clip — makes every video
-    begin with them (a DiT trained with frame_conditioning): image-to-video or extension. They are
-    resized to height x width; the first 1 + temporal_factor*j of them that fit are used."""
+    begin with them: image-to-video or extension. `given` (training.modes.Given) generalises that to
+    any known pixels (last frames, both ends, a region, a padded canvas); `start` (Start) is SDEdit
+    editing or blending. See training/modes.py."""
     frames, height, width = frames or 17, height or 64, width or 64
     if frames < 1 or height < 1 or width < 1:
         raise ValueError(f"frames, height and width must be positive, got {frames}x{height}x{width}")
@@ -71,43 +74,63 @@ def generate(dit, meta: ModelMeta, prompts: list[str], frames: int | None = 17, 
     vae = _autoencoder(vae_dir or meta.vae, device)
     mean = torch.tensor(meta.latent_mean, device=device).view(1, -1, 1, 1, 1)
     std = torch.tensor(meta.latent_std, device=device).view(1, -1, 1, 1, 1)
-    given = cond_mask = None
+
+    def latents_of(video: np.ndarray) -> torch.Tensor:  # (1, C, lt, lh, lw), normalised like training's
+        z = encode_video(vae, video, meta.temporal_factor, device)
+        return ((z - mean) / std)[:, :, :lt, :lh, :lw]
+
     if first_frames is not None:
-        latents = encode_first_frames(vae, first_frames, frames, height, width, meta.temporal_factor, device)
-        given = torch.zeros(b, dit.cfg.in_channels, lt, lh, lw, device=device)
-        given[:, :, : latents.shape[2]] = ((latents - mean) / std)[:, :, :, :lh, :lw]
-        cond_mask = torch.zeros(b, lt, dtype=torch.bool, device=device)
-        cond_mask[:, : latents.shape[2]] = True
-        for half in (cond, uncond):  # guidance is on the caption only: both halves see the given frames
-            half.update(cond=given, cond_mask=cond_mask)
+        given = given_ends(frames, height, width, first=first_frames)
+    known = known_mask = None
+    if given is not None:
+        if given.video.shape[:3] != (frames, height, width):
+            raise ValueError(f"the given canvas is {given.video.shape[:3]}, not {(frames, height, width)}")
+        known = latents_of(given.video).expand(b, -1, -1, -1, -1)
+        cells = latent_known(given.known, meta.temporal_factor, meta.spatial_factor, (lt, lh, lw))
+        if not cells.any():
+            raise ValueError("no latent cell is wholly known: give larger known regions (whole "
+                             f"{meta.spatial_factor}x{meta.spatial_factor} blocks, frames in steps of "
+                             f"{meta.temporal_factor})")
+        known_mask = torch.from_numpy(cells).to(device).view(1, 1, lt, lh, lw)
+        if dit.cfg.frame_conditioning:  # a DiT trained for it also reads the known cells as conditions
+            cells_mask = known_mask.view(1, lt, lh, lw).expand(b, lt, lh, lw)
+            for half in (cond, uncond):  # guidance is on the caption only: both halves see the given cells
+                half.update(cond=known, cond_mask=cells_mask)
+    x_start = strength = None
+    if start is not None:
+        x_start = sum(w * latents_of(v) for w, v in zip(start.weights, start.videos, strict=True))
+        strength = start.strength
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else torch.autocast("cpu", enabled=False)
     with autocast:
         z = sample(lambda x, t, **c: dit(x, t, **c).float(), noise, cond, uncond if cfg_scale != 1.0 else None,
                    steps=steps, cfg_scale=cfg_scale, shift=shift_for_size(tokens, meta.shift_base_tokens),
-                   method=method)
-    if given is not None:  # the given frames exactly, not the sampler's approximation of them
-        z = torch.where(cond_mask.view(b, 1, lt, 1, 1), given, z)
-    video = vae.decode_chunked(z * std + mean)  # (B, 3, T', H', W')
-    video = video[:, :, :frames, :height, :width].clamp(-1, 1)
+                   method=method, start_t=1.0 if strength is None else strength,
+                   x_start=None if x_start is None else x_start.expand(b, -1, -1, -1, -1),
+                   known=known, known_mask=known_mask)
+    if known is not None:  # the given region exactly, not the sampler's approximation of it
+        z = torch.where(known_mask, known, z)
+    video = vae.decode_chunked(z * std + mean)[:, :, :frames, :height, :width]  # (B, 3, T, H, W)
+    if given is not None:
+        # The decoder's reach crosses latent cells, so generated cells bleed into known pixels near them:
+        # known pixels are the autoencoder's reconstruction of the canvas, pasted back.
+        recon = vae.decode_chunked(known[:1] * std + mean)[:, :, :frames, :height, :width]
+        pixels = torch.from_numpy(given.known).to(video.device).view(1, 1, frames, height, width)
+        video = torch.where(pixels, recon, video)
+    video = video.clamp(-1, 1)
     return [((v.permute(1, 2, 3, 0).float().cpu().numpy() + 1) * 127.5).round().astype(np.uint8) for v in video]
 
 
 @torch.no_grad()
-def encode_first_frames(vae, first_frames: np.ndarray, frames: int, height: int, width: int, temporal_factor: int,
-                        device) -> torch.Tensor:
-    """Autoencoder latents (1, C, j, h, w) of the given frames, resized to height x width (padded up to the
-    autoencoder's factor), at most 1 + temporal_factor*k frames and fewer than the video's."""
-    first_frames = np.array(first_frames, dtype=np.uint8)  # a writable copy: PIL arrays are read-only
-    if first_frames.ndim == 3:
-        first_frames = first_frames[None]
-    if first_frames.ndim != 4 or first_frames.shape[-1] != 3 or len(first_frames) == 0:
-        raise ValueError(f"first frames must be (k, H, W, 3) RGB, got shape {first_frames.shape}")
-    usable = 1 + (min(len(first_frames), frames) - 1) // temporal_factor * temporal_factor
-    if usable >= frames and frames > 1:  # leave at least one latent frame to generate
-        usable -= temporal_factor
-    x = torch.from_numpy(first_frames[:usable]).to(device).float().permute(3, 0, 1, 2)[None] / 127.5 - 1
-    x = torch.nn.functional.interpolate(x[0].transpose(0, 1), size=(height, width), mode="bilinear",
-                                        antialias=True, align_corners=False).transpose(0, 1)[None]
+def encode_video(vae, video: np.ndarray, temporal_factor: int, device) -> torch.Tensor:
+    """Autoencoder latents (1, C, t, h, w) of (T, H, W, 3) uint8 frames; the length is padded to
+    1 + temporal_factor*k with the last frame and the sides to the autoencoder's factor."""
+    video = np.asarray(video, dtype=np.uint8)
+    if video.ndim == 3:
+        video = video[None]
+    extra = (-(len(video) - 1)) % temporal_factor
+    if extra:
+        video = np.concatenate([video, np.repeat(video[-1:], extra, axis=0)])
+    x = torch.from_numpy(np.ascontiguousarray(video)).to(device).float().permute(3, 0, 1, 2)[None] / 127.5 - 1
     x, _ = pad_to_multiple(x.clamp(-1, 1), vae.cfg.spatial_factor)
     return vae.encode(x)[0]
 

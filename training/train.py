@@ -85,7 +85,8 @@ class TrainConfig:
     timestep_mean: float = 0.0
     timestep_std: float = 1.0
     shift_base_tokens: int = 256
-    condition_prob: float = 0.0  # p(a clip's first latent frames are given): image-to-video and extension training
+    condition_prob: float = 0.0  # p(part of a clip is given): image-to-video, extension, in/outpainting training
+    condition_mode: str = "frames"  # what is given: "frames" (its first latent frames), "regions" (a box), "both"
     sample_every: int = 0  # 0: no samples during training
     sample_prompts: list = field(default_factory=list)
     sample_steps: int = 20
@@ -100,6 +101,8 @@ class TrainConfig:
         cfg = cls(**data)
         if cfg.kind not in ("vae", "dit"):
             raise ValueError(f"{source}: kind must be 'vae' or 'dit', got {cfg.kind!r}")
+        if cfg.condition_mode not in CONDITION_MODES:
+            raise ValueError(f"{source}: condition_mode must be one of {CONDITION_MODES}, got {cfg.condition_mode!r}")
         names = VAE_models if cfg.kind == "vae" else DiT_models
         if cfg.model not in names:
             raise ValueError(f"{source}: model {cfg.model!r} is not one of {sorted(names)}")
@@ -230,11 +233,51 @@ def dit_step_loss(model, batch, cfg: TrainConfig, gen, device, patch_size):
     noise = torch.randn(x0.shape, generator=gen, device=device)
     given, weight = {}, None
     if cfg.condition_prob > 0:  # drawn after t and noise: runs without conditioning keep their batches
-        cond_mask = conditioning_frames(x0.shape[0], x0.shape[2], cfg.condition_prob, gen).to(device)
+        cond_mask = conditioning_mask(x0.shape, cfg.condition_prob, cfg.condition_mode, gen).to(device)
         given = {"cond": x0, "cond_mask": cond_mask}
-        weight = (~cond_mask).view(x0.shape[0], 1, x0.shape[2], 1, 1)  # given frames are not predicted
+        weight = (~cond_mask).unsqueeze(1)  # (B, 1, T, H, W): given cells are not predicted
     loss = flow_loss(model, x0, t, noise, weight=weight, text=text, mask=mask, **given)
     return loss, {"tokens": tokens}
+
+
+CONDITION_MODES = ("frames", "regions", "both")
+
+
+def conditioning_mask(shape, prob: float, mode: str, gen: torch.Generator) -> torch.Tensor:
+    """(B, T, H, W) bool over latent cells: what each clip of a batch is given. "frames": first latent
+    frames (`conditioning_frames`); "regions": a box, given inside (outpainting) or outside
+    (inpainting) in every frame (`conditioning_regions`); "both": each clip one or the other."""
+    b, _, t, h, w = shape
+    frames = conditioning_frames(b, t, prob, gen)[:, :, None, None].expand(b, t, h, w)
+    if mode == "frames":
+        return frames
+    regions = conditioning_regions(b, t, h, w, prob, gen)
+    if mode == "regions":
+        return regions
+    use_regions = (torch.rand(b, generator=gen, device=gen.device) < 0.5).view(b, 1, 1, 1)
+    return torch.where(use_regions, regions, frames)
+
+
+def conditioning_regions(batch: int, frames: int, height: int, width: int, prob: float,
+                         gen: torch.Generator) -> torch.Tensor:
+    """(batch, frames, height, width) bool: with probability `prob` a random box of latent cells (a quarter
+    to three quarters of each side) is given in every frame, or everything but the box; never all."""
+    chosen = torch.rand(batch, generator=gen, device=gen.device) < prob
+    inside = torch.rand(batch, generator=gen, device=gen.device) < 0.5
+    out = torch.zeros(batch, frames, height, width, dtype=torch.bool, device=gen.device)
+    for i in range(batch):
+        if not chosen[i] or height * width < 2:
+            continue
+        bh, bw = (int(torch.randint(max(1, n // 4), max(2, 3 * n // 4 + 1), (1,), generator=gen, device=gen.device))
+                  for n in (height, width))
+        y = int(torch.randint(0, height - bh + 1, (1,), generator=gen, device=gen.device))
+        x = int(torch.randint(0, width - bw + 1, (1,), generator=gen, device=gen.device))
+        box = torch.zeros(height, width, dtype=torch.bool, device=gen.device)
+        box[y: y + bh, x: x + bw] = True
+        if box.all():  # something must be left to predict
+            box[0, 0] = False
+        out[i] = box if inside[i] else ~box
+    return out
 
 
 def conditioning_frames(batch: int, frames: int, prob: float, gen: torch.Generator) -> torch.Tensor:

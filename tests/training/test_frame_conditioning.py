@@ -9,7 +9,7 @@ from training_testkit import TINY_DIT
 from training.checkpoint import load_trained
 from training.dit import DiTConfig, VideoDiT
 from training.sample import generate
-from training.train import TrainConfig, conditioning_frames, train
+from training.train import TrainConfig, conditioning_frames, conditioning_mask, conditioning_regions, train
 from workflows.commands.train import read_first_frames
 
 CONDITIONED = {**TINY_DIT, "max_steps": 3, "condition_prob": 0.5,
@@ -42,6 +42,35 @@ def test_conditioning_frames_are_prefixes_and_never_whole_clips():
     for row, k in zip(given, counts, strict=True):  # the first k frames, nothing after
         assert row[:k].all() and not row[k:].any()
     assert not conditioning_frames(100, 1, 1.0, gen).any()  # an image is never given to itself
+
+
+def test_conditioning_regions_are_boxes_given_inside_or_outside_and_never_everything():
+    gen = torch.Generator().manual_seed(0)
+    given = conditioning_regions(400, 3, 4, 6, 0.5, gen)
+    chosen = given.flatten(1).any(1)
+    assert 0.4 < chosen.float().mean() < 0.6
+    assert not given.flatten(1).all(1).any()  # something is always left to predict
+    assert (given == given[:, :1]).all()  # the same cells in every frame
+    share = given[chosen].float().flatten(1).mean(1)
+    assert (share < 0.5).any() and (share > 0.5).any()  # boxes given (outpainting) and holes (inpainting)
+    both = conditioning_mask((400, 4, 3, 4, 6), 1.0, "both", torch.Generator().manual_seed(1))
+    frames_only = (both == both[:, :, :1, :1]).flatten(1).all(1)  # whole frames, or a box
+    assert 0.3 < frames_only.float().mean() < 0.7
+    with pytest.raises(ValueError, match="condition_mode"):
+        TrainConfig.from_dict({**TINY_DIT, "condition_mode": "corners"})
+
+
+def test_the_dit_reads_given_cells_and_trains_on_regions(tiny_latents, tmp_path):
+    torch.manual_seed(0)
+    dit = VideoDiT(DiTConfig(in_channels=4, hidden_size=48, depth=2, num_heads=4, text_dim=16, frame_conditioning=True))
+    x, t, text, mask = torch.randn(1, 4, 2, 4, 6), torch.rand(1), torch.randn(1, 3, 16), torch.ones(1, 3, dtype=torch.bool)
+    frames = torch.tensor([[True, False]])
+    cells = frames[:, :, None, None].expand(1, 2, 4, 6)
+    torch.testing.assert_close(dit(x, t, text, mask, x, frames), dit(x, t, text, mask, x, cells))
+    shards, vae_run, _ = tiny_latents
+    regions = {**CONDITIONED, "max_steps": 2, "condition_prob": 1.0, "condition_mode": "regions"}
+    result = train(TrainConfig.from_dict(regions), shards, tmp_path / "dit", vae_run, quiet=True)
+    assert result["step"] == 2 and np.isfinite(result["loss"])
 
 
 def test_trained_dit_starts_from_the_given_image(tiny_latents, tmp_path):
@@ -77,8 +106,10 @@ def test_trained_dit_starts_from_the_given_image(tiny_latents, tmp_path):
 
     plain_run = tmp_path / "plain"
     train(TrainConfig.from_dict({**TINY_DIT, "max_steps": 1}), shards, plain_run, vae_run, quiet=True)
-    with pytest.raises(ValueError, match="without frame_conditioning"):
-        generate(*load_trained(plain_run), prompts, 9, 32, 48, steps=1, first_frames=image)
+    # a DiT trained without frame conditioning still starts from the image: the sampler puts the
+    # known latents back after every step (replacement), so the first frame is the reconstruction
+    plain = generate(*load_trained(plain_run), prompts[:1], 9, 32, 48, steps=2, seed=0, first_frames=image)[0]
+    assert np.abs(plain[0].astype(int) - expected.astype(int)).max() <= 1
     with pytest.raises(ValueError, match="needs a DiT that reads given frames"):
         train(TrainConfig.from_dict({**TINY_DIT, "condition_prob": 0.5}), shards, tmp_path / "x", vae_run, quiet=True)
 

@@ -112,7 +112,8 @@ def encode(
 def sample(
     run: Path = typer.Option(..., "--run", help="trained DiT run (rushes train --run)"),
     prompt: str = typer.Option(..., "--prompt", help="what the video should show"),
-    out: Path = typer.Option(Path("sample.mp4"), "--out", "-o", help="mp4 to write"),
+    out: Path = typer.Option(Path("sample.mp4"), "--out", "-o",
+                             help="mp4 to write, or .png/.jpg for an image (with --frames 1)"),
     frames: int = typer.Option(17, "--frames", min=1),
     height: int = typer.Option(64, "--height", min=8),
     width: int = typer.Option(64, "--width", min=8),
@@ -125,17 +126,35 @@ def sample(
     upsample_prompt: bool = typer.Option(False, "--upsample-prompt", help="rewrite the prompt densely first"),
     enhancer: str | None = typer.Option(None, "--enhancer", help="'hf:<id or dir>' text LLM for --upsample-prompt"),
     first_frame: Path | None = typer.Option(
-        None, "--first-frame",
-        help="an image to start from (image-to-video) or a video whose first frames to continue; "
-             "needs a DiT trained with frame_conditioning"),
+        None, "--first-frame", help="an image to start from (image-to-video) or a video whose first frames to continue"),
+    last_frames: Path | None = typer.Option(
+        None, "--last-frames", help="an image or video the sample ends with (extend backward); with --first-frame: "
+                                    "in-betweening"),
+    edit: Path | None = typer.Option(None, "--edit", help="a video to edit under the prompt (SDEdit)"),
+    strength: float = typer.Option(0.6, "--strength", min=0.0, max=1.0,
+                                   help="--edit/--blend: 0 keeps the video (its reconstruction), 1 samples afresh"),
+    blend: tuple[Path, Path] | None = typer.Option(None, "--blend", help="two videos to blend (then edited)"),
+    blend_weight: float = typer.Option(0.5, "--blend-weight", min=0.0, max=1.0, help="0: the first, 1: the second"),
+    video: Path | None = typer.Option(None, "--video", help="a video to inpaint (--mask) or outpaint (--pad)"),
+    mask: Path | None = typer.Option(None, "--mask", help="an image whose white pixels are regenerated"),
+    pad: str | None = typer.Option(None, "--pad", help="pixels to add: left,top,right,bottom (outpainting)"),
 ) -> None:
-    """Generate a video from a prompt with a trained DiT and write it as mp4."""
+    """Generate a video (or an image) from a prompt with a trained DiT.
+
+    Examples:
+      rushes sample --run RUNS/dit --prompt "a red circle moving left on a blue background" --out sample.mp4
+      rushes sample --run RUNS/dit --prompt "a blue circle moving left" --edit clip.mp4 --strength 0.6 --out edited.mp4
+    """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from curation.core.video import write_video
     from training.checkpoint import load_trained
+    from training.modes import IMAGE_SUFFIXES
     from training.sample import generate, upsample
 
     cap_torch_threads(64)
+    as_image = out.suffix.lower() in IMAGE_SUFFIXES
+    if as_image and frames != 1:
+        _fail(f"--out {out} is an image: pass --frames 1, or write a video (.mp4)")
     try:
         if upsample_prompt:
             prompt = upsample(prompt, enhancer)
@@ -144,21 +163,93 @@ def sample(
         dit, meta = load_trained(run, device)
         if meta.kind != "dit":
             _fail(f"{run} is an autoencoder run; pass the DiT run to --run")
-        given = read_first_frames(first_frame, frames) if first_frame else None
-        video = generate(dit, meta, [prompt], frames, height, width, steps, cfg, seed, device, method,
-                         vae_dir=str(vae) if vae else None, first_frames=given)[0]
+        notes: list[str] = []
+        given, start, height, width = sample_inputs(frames, height, width, first_frame, last_frames, edit, strength,
+                                                    blend, blend_weight, video, mask, pad, notes)
+        for note in notes:
+            typer.echo(f"note: {note}")
+        result = generate(dit, meta, [prompt], frames, height, width, steps, cfg, seed, device, method,
+                          vae_dir=str(vae) if vae else None, given=given, start=start)[0]
     except (FileNotFoundError, RuntimeError, ValueError) as e:
         _fail(str(e))
-    write_video(out, video, fps)
-    typer.echo(f"sample: {video.shape[0]} frames {video.shape[2]}x{video.shape[1]} -> {out}")
+    if as_image:
+        from PIL import Image
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(result[0]).save(out)
+        typer.echo(f"sample: image {result.shape[2]}x{result.shape[1]} -> {out}")
+        return
+    write_video(out, result, fps)
+    typer.echo(f"sample: {result.shape[0]} frames {result.shape[2]}x{result.shape[1]} -> {out}")
 
 
-def read_first_frames(path: Path, limit: int):
+def sample_inputs(frames, height, width, first_frame, last_frames, edit, strength, blend, blend_weight, video, mask,
+                  pad, notes):
+    """(given, start, height, width) for `rushes sample` from its options: at most one mode at a time."""
+    from training.modes import Given, Start, fit, given_ends, given_inpaint, given_outpaint
+
+    modes = [name for name, value in (("--first-frame/--last-frames", first_frame or last_frames), ("--edit", edit),
+                                      ("--blend", blend), ("--video", video)) if value]
+    if len(modes) > 1:
+        raise ValueError(f"{' and '.join(modes)} cannot be combined: choose one way to start the sample")
+    if (mask or pad) and not video:
+        raise ValueError("--mask and --pad need --video: the video to inpaint or outpaint")
+    given: Given | None = None
+    start: Start | None = None
+    if first_frame or last_frames:
+        first = read_first_frames(first_frame, frames, "--first-frame") if first_frame else None
+        last = read_first_frames(last_frames, frames, "--last-frames") if last_frames else None
+        given = given_ends(frames, height, width, first, last, notes)
+    elif edit:
+        start = Start([fit(read_first_frames(edit, frames, "--edit"), frames, height, width, "--edit", notes)],
+                      [1.0], strength)
+    elif blend:
+        a, b = (fit(read_first_frames(p, frames, "--blend"), frames, height, width, f"--blend {p.name}", notes)
+                for p in blend)
+        start = Start([a, b], [1 - blend_weight, blend_weight], strength)
+    elif video:
+        clip = fit(read_first_frames(video, frames, "--video"), frames, height, width, "--video", notes)
+        if mask and pad:
+            raise ValueError("--mask and --pad cannot be combined: inpaint or outpaint, one at a time")
+        if mask:
+            given = given_inpaint(clip, read_mask(mask), frames, height, width, notes)
+        elif pad:
+            given, height, width = given_outpaint(clip, parse_pad(pad), frames, notes)
+        else:
+            raise ValueError("--video needs --mask (inpaint) or --pad (outpaint); to edit a whole video use --edit")
+    return given, start, height, width
+
+
+def parse_pad(text: str) -> tuple[int, int, int, int]:
+    try:
+        pads = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        pads = ()
+    if len(pads) != 4:
+        raise ValueError(f"--pad {text!r}: give four whole pixel counts, left,top,right,bottom (e.g. 32,0,32,0)")
+    return pads
+
+
+def read_mask(path: Path):
+    """(H, W) bool: True where the mask image is white (regenerate)."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise FileNotFoundError(f"--mask {path}: no such file")
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("L")) > 127
+    except (OSError, UnidentifiedImageError) as e:
+        raise ValueError(f"--mask {path}: not an image ({e}); paint the region to regenerate white on black") from e
+
+
+def read_first_frames(path: Path, limit: int, option: str = "--first-frame"):
     """(k, H, W, 3) uint8 frames of an image (k = 1) or the first `limit` frames of a video."""
     import numpy as np
 
     if not path.is_file():
-        raise FileNotFoundError(f"--first-frame {path}: no such file")
+        raise FileNotFoundError(f"{option} {path}: no such file")
     try:
         from PIL import Image
 
@@ -176,9 +267,9 @@ def read_first_frames(path: Path, limit: int):
                 if len(frames) == limit:
                     break
     except (av.error.FFmpegError, ValueError, IndexError) as e:
-        raise ValueError(f"--first-frame {path}: neither an image nor a readable video ({e})") from e
+        raise ValueError(f"{option} {path}: neither an image nor a readable video ({e})") from e
     if not frames:
-        raise ValueError(f"--first-frame {path}: the video has no frames")
+        raise ValueError(f"{option} {path}: the video has no frames")
     return np.stack(frames)
 
 
