@@ -29,7 +29,7 @@ class ShotConfig(StrictModel):
 class AnalysisConfig(StrictModel):
     max_side: int = Field(256, ge=32, description="longest side of the downscaled frames analysis reads")
     flow_max_side: int = Field(128, ge=16, description="longest side of the gray frames optical flow reads")
-    flow_samples: int = Field(8, ge=2, description="most frame pairs per clip for optical flow (one per second)")
+    flow_samples: int = Field(20, ge=2, description="most frame pairs per clip for optical flow (one per second)")
     text_detector: Literal["tesseract", "none"] = "tesseract"
     text_samples: int = Field(3, ge=1, description="frames per clip given to the text detector")
     text_min_confidence: float = Field(70.0, ge=0, le=100, description="tesseract word confidence counted as text")
@@ -38,7 +38,7 @@ class AnalysisConfig(StrictModel):
     black_luma: float = Field(18.0, ge=0, le=255, description="a frame with mean luma below this is black")
     bright_luma: float = Field(240.0, ge=0, le=255, description="a frame with mean luma above this is blown out")
     frozen_change: float = Field(0.002, ge=0, le=1, description="share of pixels changing >10 levels: below, frozen")
-    static_flow: float = Field(0.3, ge=0, description="global flow below this (px/frame): camera static")
+    static_flow: float = Field(0.03, ge=0, description="global motion below this (frame lengths per second): camera static")
 
 
 class ExtractConfig(StrictModel):

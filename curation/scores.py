@@ -1,10 +1,12 @@
 """Per-clip scores, computed from the signals one analysis pass collected (`ClipSignals`).
 
-- motion: Farnebäck optical flow on `flow_samples` gray frame pairs spread over the clip;
-  `motion_score` is the mean flow magnitude and `motion_p90` the 90th percentile of per-pixel
-  magnitudes, both in pixels per frame at the analysis size (`analysis.max_side`).
-- camera motion: the global flow field of each pair is reduced to a translation (median flow) and
-  a zoom rate (median radial flow about the centre). A camera panning right makes the content move
+- motion: Farnebäck optical flow on up to `flow_samples` gray frame pairs spread over the clip, each
+  pair two new pictures (repeats of the frame before skipped) `shots.MOTION_INTERVAL_S` or more
+  apart; `motion_score` is the mean speed and `motion_p90` the largest 90th percentile of per-pixel
+  speeds, both in frame lengths (the longer side) per second of real time, so they mean the same at
+  any frame rate and resolution (1.0: the picture moves its own width in a second).
+- camera motion: the global flow field of each pair (in the same unit) is reduced to a translation
+  (median flow) and a zoom rate (median radial flow about the centre). A camera panning right makes the content move
   left, tilting up makes it move down, zooming in makes it spread outwards. The label is static,
   pan_left, pan_right, tilt_up, tilt_down, zoom_in, zoom_out, or mixed when the pairs disagree or
   no one component dominates; the confidence is agreement between pairs times dominance.
@@ -115,19 +117,22 @@ def _at_flow_size(signals: ClipSignals, *grays: np.ndarray) -> list[np.ndarray]:
 
 
 def motion_scores(signals: ClipSignals, cfg: AnalysisConfig) -> dict:
-    pairs = [s for s in signals.samples if s.next_flow_gray is not None]
+    """Motion in frame lengths per second: flow between frames a fixed time apart (new pictures
+    only), divided by that time and by the frame's longer side, so the same scene scores the same
+    at any frame rate and resolution."""
+    pairs = [s for s in signals.samples if s.next_flow_gray is not None and (s.next_time or 0) > s.time]
     pairs = [pairs[i] for i in spread_indices(len(pairs), flow_pair_count(signals, cfg))]
-    if not pairs:  # a one-frame clip: no motion can be measured
+    if not pairs:  # a clip too short for a pair, or that never changes: no motion can be measured
         return {
             M.motion_score: 0.0,
             M.motion_p90: 0.0,
             M.camera_motion: "static",
             M.camera_motion_confidence: 0.0,
         }
-    scale = signals.flow_to_analysis
     means, p90s, moves = [], [], []
     for s in pairs:
-        flow = pair_flow(*_at_flow_size(signals, s.flow_gray, s.next_flow_gray)) * scale
+        a, b = _at_flow_size(signals, s.flow_gray, s.next_flow_gray)
+        flow = pair_flow(a, b) / ((s.next_time - s.time) * max(a.shape))  # frame lengths per second
         mag = np.sqrt(flow[..., 0] ** 2 + flow[..., 1] ** 2)
         means.append(float(mag.mean()))
         p90s.append(float(np.percentile(mag, 90)))

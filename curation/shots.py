@@ -30,6 +30,10 @@ from curation.signals import ClipSignals, Sample, Shot
 _MAX_SAMPLES = 64  # flow frames kept for the open shot; thinned by half when full
 _MAX_PICTURES = 16  # analysis-size pictures kept for the open shot; thinned likewise
 _FROZEN_MIN_RUN = 3  # frozen lead-in/tail shorter than this is left alone (duplicated frames are common)
+# optical flow compares frames this far apart in time, whatever the frame rate: at 5-10 fps the next
+# frame, at 60 fps the 6th, so the flow measures the same motion (and sub-pixel noise matters little)
+MOTION_INTERVAL_S = 0.05
+_REPEAT_CHANGE = 0.0005  # a frame with under this share of pixels changed repeats the one before
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,6 +106,7 @@ class ShotTracker:
         self.positions: list[int] = []  # each decoded frame's place in the source (jumps at a gap)
         self.samples: list[Sample] = []  # flow samples of the open shot, thinned as it grows
         self.stride = 1
+        self.want_sample = False  # a sample is due, taken at the next new picture
         self.pictures: list[tuple[int, np.ndarray]] = []  # analysis-size pictures, thinned likewise
         self.picture_stride = PICTURE_STRIDE
         self.open_start = 0
@@ -115,13 +120,21 @@ class ShotTracker:
         self.times.append(frame.time)
         self.positions.append(frame.position)
         flow_gray = frame.flow_gray
-        if self.samples and self.samples[-1].index == index - 1 and self.samples[-1].next_flow_gray is None:
-            self.samples[-1].next_flow_gray = flow_gray
-        if index % self.stride == 0:
-            self.samples.append(Sample(index, flow_gray, frame.small_bgr))
+        # a repeated picture (frame-doubled footage) shows an earlier moment: flow pairs skip them
+        fresh = frame.diff > _REPEAT_CHANGE or index == self.open_start
+        for s in reversed(self.samples):  # the samples still waiting for a partner are the last ones
+            if s.next_index is not None:
+                break
+            elapsed = frame.time - s.time
+            if (fresh and elapsed >= MOTION_INTERVAL_S - 0.5 / self.info.fps) or elapsed >= 2 * MOTION_INTERVAL_S:
+                s.next_flow_gray, s.next_index, s.next_time = flow_gray, index, frame.time
+        self.want_sample = self.want_sample or index % self.stride == 0
+        if self.want_sample and fresh:
+            self.samples.append(Sample(index, flow_gray, frame.small_bgr, frame.time))
+            self.want_sample = False
             if len(self.samples) > _MAX_SAMPLES:
                 self.stride *= 2
-                self.samples = [s for s in self.samples if s.index % self.stride == 0]
+                self.samples = self.samples[::2]
         # pictures come every PICTURE_STRIDE frames; a long shot keeps only every picture_stride-th
         if frame.picture is not None and index % self.picture_stride == 0:
             self.pictures.append((index, frame.picture))
@@ -235,7 +248,7 @@ class ShotTracker:
     ) -> ClipSignals:
         inside = [s for s in taken if shot.start <= s.index < shot.end]
         for s in inside:
-            if s.index + 1 >= shot.end:  # its next frame belongs to another clip
+            if s.next_index is None or s.next_index >= shot.end:  # its partner belongs to another clip
                 s.next_flow_gray = None
         pics = [p for p in pictures if shot.start <= p[0] < shot.end]
         if not pics and inside:  # a clip shorter than the picture stride: upscale a small frame

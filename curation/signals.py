@@ -22,12 +22,16 @@ class Shot:
 
 @dataclass
 class Sample:
-    """A frame kept for optical flow: gray at flow level (see `decode.reduce_frame`), with the frame after it."""
+    """A frame kept for optical flow: gray at flow level (see `decode.reduce_frame`), with its partner,
+    the first new picture (not a repeat of the one before) about `shots.MOTION_INTERVAL_S` later."""
 
     index: int
     flow_gray: np.ndarray
     small_bgr: np.ndarray  # the same frame in colour, smaller (a stand-in picture)
-    next_flow_gray: np.ndarray | None = None  # frame index+1
+    time: float = 0.0  # seconds (the frame's timestamp)
+    next_flow_gray: np.ndarray | None = None  # the partner frame
+    next_index: int | None = None
+    next_time: float | None = None
 
 
 @dataclass

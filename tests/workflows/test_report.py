@@ -164,6 +164,6 @@ def test_every_score_gets_a_histogram_with_its_filter_thresholds():
 
     drawn = score_thresholds(validate({"filters": {"min_colorfulness": 10}}, CurateConfig))
     assert drawn[schema.M.colorfulness] == [("min_colorfulness", 10.0)]  # read off the filter's rule
-    assert drawn[schema.M.motion_score] == [("min_motion", 0.15), ("max_motion", 12.0)]
+    assert drawn[schema.M.motion_score] == [("min_motion", 0.001), ("max_motion", 1.0)]
     assert {schema.M.duration, schema.M.aesthetic_score, schema.M.sharpness} <= set(drawn)
     assert score_thresholds(CurateConfig())[schema.M.colorfulness] == []  # off by default: no line
