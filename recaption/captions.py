@@ -26,4 +26,5 @@ def caption_row(clip_id: str, dense: str | None, short: str | None, captioner: s
         CAP.hints: hints_json(hints),
         CAP.created_at: now_utc(),
         CAP.error: error,
+        CAP.signal_checks: None,  # filled by the caption stage (recaption/agreement.py)
     }

@@ -10,17 +10,18 @@ from curation.core.config import StrictModel
 
 
 def check_model_spec(value: str, setting: str) -> str:
-    if value == "metadata" and setting == "captioner":
+    if setting == "captioner" and (value == "metadata" or value.startswith("file:") and len(value) > 5):
         return value
     if not value.startswith("hf:") or len(value) <= 3:
-        allowed = "'metadata', " if setting == "captioner" else ""
+        allowed = "'metadata', 'file:<captions.jsonl|.parquet>', " if setting == "captioner" else ""
         raise ValueError(f"{setting} must be {allowed}'hf:<hub id>' or 'hf:/path/to/model', not {value!r}")
     return value
 
 
 class CaptionConfig(StrictModel):
     enabled: bool = True
-    captioner: str = Field("metadata", description="'metadata' (no weights), 'hf:<hub id>' or 'hf:/local/dir'")
+    captioner: str = Field("metadata", description="'metadata' (no weights), 'hf:<hub id>', 'hf:/local/dir', or "
+                           "'file:<captions.jsonl|.parquet>' (captions written elsewhere)")
     revision: str | None = Field(None, description="hub revision (branch, tag or commit) of the captioner")
     enhancer: str | None = Field(None, description="'hf:<hub id or dir>' of a text LLM that rewrites captions")
     batch_size: int = Field(4, ge=1, description="clips per model call")
@@ -36,6 +37,9 @@ class CaptionConfig(StrictModel):
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         "auto", description="auto: bfloat16 on a GPU, float32 on the CPU")
     checks: bool = Field(True, description="false writes unchecked captions; the captioner name then says so")
+    on_disagreement: Literal["flag", "fail"] = Field(
+        "flag", description="a caption that contradicts the clip's measurements: 'flag' keeps it with its "
+        "disagreements recorded, 'fail' fails it (the disagreements are recorded either way)")
     workers: int | None = Field(None, ge=1, description="caption workers (Ray actors); null: 1 per GPU, else 1")
     gpus_per_worker: float = Field(1.0, ge=0, description="GPUs each worker holds when the cluster has GPUs")
 

@@ -1,4 +1,5 @@
-"""Recaption's part of the run report: captions per captioner, and a few of the newest beside their clips.
+"""Recaption's part of the run report: captions per captioner, how often they agree with the clips'
+measurements (per captioner and signal), the disagreements, and a few of the newest beside their clips.
 
 `captions_section(tables)` takes the report's `RunTables` (workflows/report.py: plain rows, read
 once) and returns the context of templates/report_section.html.j2, or None when the run has no
@@ -9,9 +10,55 @@ from __future__ import annotations
 
 from curation.core import schema
 
-M, CAP = schema.M, schema.CAP
+M, CAP, CHK = schema.M, schema.CAP, schema.CHK
 
 MAX_EXAMPLES = 8
+MAX_DISAGREEMENTS = 12
+
+
+def agreement_rates(captions: list[dict]) -> tuple[list[str], list[dict]]:
+    """(signals compared, one row per captioner: {name, cells: [{agree, compared, rate}]}).
+
+    A caption agrees on a signal when every comparison of that signal (dense and short) agrees; rows
+    written before the comparison existed (signal_checks null) are not counted."""
+    from recaption.agreement import SIGNALS
+
+    counts: dict[str, dict[str, list[int]]] = {}  # captioner -> signal -> [agree, compared]
+    for row in captions:
+        checks = row.get(CAP.signal_checks)
+        if checks is None:
+            continue
+        by_signal: dict[str, bool] = {}
+        for c in checks:
+            by_signal[c[CHK.signal]] = by_signal.get(c[CHK.signal], True) and bool(c[CHK.agrees])
+        per = counts.setdefault(str(row[CAP.captioner]), {})
+        for signal, agrees in by_signal.items():
+            cell = per.setdefault(signal, [0, 0])
+            cell[0] += agrees
+            cell[1] += 1
+    signals = [s for s in SIGNALS if any(s in per for per in counts.values())]
+    rows = []
+    for name in sorted(counts):
+        cells = []
+        for signal in signals:
+            agree, compared = counts[name].get(signal, (0, 0))
+            cells.append({"agree": agree, "compared": compared, "rate": agree / compared if compared else None})
+        rows.append({"name": name, "cells": cells})
+    return signals, rows
+
+
+def disagreements(captions: list[dict], limit: int = MAX_DISAGREEMENTS) -> list[dict]:
+    """The newest disagreements: clip, captioner, signal, what the caption says and what was measured."""
+    found = []
+    for row in sorted(captions, key=lambda r: str(r.get(CAP.created_at)), reverse=True):
+        for c in row.get(CAP.signal_checks) or []:
+            if not c[CHK.agrees]:
+                found.append({"clip_id": row[CAP.clip_id], "captioner": row[CAP.captioner], "signal": c[CHK.signal],
+                              "field": c[CHK.field], "caption": c[CHK.caption], "measured": c[CHK.measured],
+                              "failed": row[CAP.error] is not None})
+                if len(found) == limit:
+                    return found
+    return found
 
 
 def captions_section(tables) -> dict | None:
@@ -30,6 +77,8 @@ def captions_section(tables) -> dict | None:
                          "captioner": cap[CAP.captioner], "prompt_version": cap[CAP.prompt_version]})
         if len(examples) == MAX_EXAMPLES:
             break
+    signals, agreement = agreement_rates(tables.captions)
     return {"captioners": [{"name": name, "good": good, "failed": failed}
                            for name, (good, failed) in sorted(counts.items(), key=lambda kv: str(kv[0]))],
-            "examples": examples}
+            "examples": examples, "signals": signals, "agreement": agreement,
+            "disagreements": disagreements(tables.captions)}

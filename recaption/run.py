@@ -9,16 +9,18 @@ are written with their error and retried by the next run; several captioners' ro
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from curation.core.rundir import RunDir, atomic_write_table, read_manifest, rows_to_table
-from curation.core.schema import CAP, CAPTIONS, M
+from curation.core.schema import CAP, CAPTIONS, CHK, M
 from curation.core.stage import PermanentError, Stage, map_in_process
-from curation.core.tables import kept_clips, read_captions
+from curation.core.tables import kept_clips, read_captions, read_clips
 from curation.core.video import count_frames, read_frames, spread_indices
+from recaption.agreement import disagreement_error, signal_checks
 from recaption.captions import caption_row, captioner_name
 from recaption.config import CaptionConfig
+from recaption.imported import IMPORT_PREFIX, FileCaptioner
 from recaption.metadata import MetadataCaptioner
 from recaption.prompts import hints_from_row
 from recaption.vlm import FRAME_TIMES_KEY, FRAMES_KEY, VLMCaptioner
@@ -34,16 +36,30 @@ class CaptionSummary:
     captioned: int = 0
     failed: int = 0
     skipped: int = 0
+    not_in_file: int = 0  # kept clips an imported caption file has no caption for
+    left_out: list[str] = field(default_factory=list)  # rows of a caption file that match no kept clip, and why
+    flagged: int = 0  # captions written as good whose words disagree with the clip's measurements
 
     def line(self) -> str:
-        return (f"caption: {self.kept} kept clips -> {self.captioned} captioned, {self.failed} failed, "
-                f"{self.skipped} skipped (already done) by {self.captioner} ({self.prompt_version})")
+        line = (f"caption: {self.kept} kept clips -> {self.captioned} captioned, {self.failed} failed, "
+                f"{self.skipped} skipped (already done)")
+        if self.not_in_file:
+            line += f", {self.not_in_file} not in the file"
+        line += f" by {self.captioner} ({self.prompt_version})"
+        if self.flagged:
+            line += f"; {self.flagged} captions disagree with the measurements (kept, flagged)"
+        if self.left_out:
+            line += f"; {len(self.left_out)} rows of the file left out"
+        return line
 
 
-def make_captioner(config: CaptionConfig) -> Stage:
-    """The captioner the config names; a VLM's model is found here (fails early) but loaded in setup()."""
+def make_captioner(config: CaptionConfig, run: RunDir) -> Stage:
+    """The captioner the config names; a VLM's model is found here (fails early) but loaded in setup(), and a
+    caption file is read and matched to the run's clips here."""
     if config.captioner == "metadata":
         return MetadataCaptioner(config)
+    if config.captioner.startswith(IMPORT_PREFIX):
+        return FileCaptioner(config, read_clips(run).to_pylist())
     return VLMCaptioner(config)
 
 
@@ -62,7 +78,7 @@ class CaptionWorker(Stage):
 
         self.run = RunDir(out)
         self.config = config
-        self.captioner = make_captioner(config)
+        self.captioner = make_captioner(config, self.run)
         self.enhancer = None
         if config.enhancer:
             self.enhancer = Enhancer(config.enhancer, max_new_tokens=config.max_new_tokens, device=config.device,
@@ -70,7 +86,7 @@ class CaptionWorker(Stage):
         self.identity = captioner_identity(self.captioner, self.enhancer, config.checks)
         self.prompt_version = self.captioner.prompt_version
         self.batch_size = config.batch_size
-        self.num_gpus = config.gpus_per_worker if config.captioner != "metadata" else 0
+        self.num_gpus = config.gpus_per_worker if config.captioner.startswith("hf:") else 0
 
     def setup(self) -> None:
         self.captioner.setup()
@@ -90,6 +106,7 @@ class CaptionWorker(Stage):
             caption_rows += self.captioner(readable)
         if self.enhancer:
             self.enhance(caption_rows)
+        self.compare_with_measurements(caption_rows, {row[M.clip_id]: row for row in rows})
         for r in caption_rows:
             r[CAP.captioner] = self.identity
         if caption_rows:
@@ -127,6 +144,18 @@ class CaptionWorker(Stage):
                 r[CAP.caption_dense] = text
 
 
+    def compare_with_measurements(self, caption_rows: list[dict], clips: dict[str, dict]) -> None:
+        """Record how each caption agrees with its clip's measured signals; fail it on a disagreement if asked."""
+        for r in caption_rows:
+            if r[CAP.caption_dense] is None and r[CAP.caption_short] is None:
+                continue
+            checks = signal_checks(r[CAP.caption_dense], r[CAP.caption_short], clips[r[CAP.clip_id]])
+            r[CAP.signal_checks] = checks
+            problem = disagreement_error(checks)
+            if problem and self.config.checks and self.config.on_disagreement == "fail" and r[CAP.error] is None:
+                r.update({CAP.caption_dense: None, CAP.caption_short: None, CAP.error: problem})
+
+
 def captioner_identity(captioner: Stage, enhancer=None, checked: bool = True) -> str:
     identity = captioner.identity
     if enhancer is not None:
@@ -148,20 +177,23 @@ def done_clip_ids(run: RunDir, captioner: str, prompt_version: str) -> set[str]:
             and (r[CAP.error] is None or r[CAP.error].startswith(PERMANENT))}
 
 
-def pending_rows(run: RunDir, captioner: str, prompt_version: str) -> tuple[list[dict], int, int]:
-    """(kept manifest rows still to caption, kept clip count, skipped count)."""
+def pending_rows(run: RunDir, captioner: str, prompt_version: str,
+                 only: set[str] | None = None) -> tuple[list[dict], int, int]:
+    """(kept manifest rows still to caption, kept clip count, skipped count); of the clips in `only` when given."""
     if read_manifest(run).num_rows == 0:
         raise FileNotFoundError(f"{run.manifest} holds no clips; run `rushes curate ... --out {run.root}` first")
     kept = kept_clips(run)
     done = done_clip_ids(run, captioner, prompt_version)
-    todo = [r for r in kept if r[M.clip_id] not in done]
-    return todo, len(kept), len(kept) - len(todo)
+    candidates = kept if only is None else [r for r in kept if r[M.clip_id] in only]
+    todo = [r for r in candidates if r[M.clip_id] not in done]
+    return todo, len(kept), len(candidates) - len(todo)
 
 
 def count_outcome(summary: CaptionSummary, caption_rows: list[dict]) -> None:
     for r in caption_rows:
         if r[CAP.error] is None:
             summary.captioned += 1
+            summary.flagged += any(not c[CHK.agrees] for c in r.get(CAP.signal_checks) or [])
         else:
             summary.failed += 1
 
@@ -170,8 +202,13 @@ def plan_captions(out: Path | str, config: CaptionConfig) -> tuple[CaptionWorker
     """The worker (model not loaded yet: a missing model fails here), the clips still to caption, and the
     summary that counts them. Shared by the in-process run below and the Ray run in workflows/."""
     worker = CaptionWorker(out, config)
-    todo, kept, skipped = pending_rows(RunDir(out), worker.identity, worker.prompt_version)
-    return worker, todo, CaptionSummary(worker.identity, worker.prompt_version, kept=kept, skipped=skipped)
+    only = getattr(worker.captioner, "covered", None)  # an imported file captions the clips it names
+    todo, kept, skipped = pending_rows(RunDir(out), worker.identity, worker.prompt_version, only)
+    summary = CaptionSummary(worker.identity, worker.prompt_version, kept=kept, skipped=skipped)
+    if only is not None:
+        summary.not_in_file = kept - len(only)
+        summary.left_out = list(worker.captioner.left_out)
+    return worker, todo, summary
 
 
 def caption_run(out: Path | str, config: CaptionConfig | None = None, mapper=None) -> CaptionSummary:

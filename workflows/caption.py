@@ -32,5 +32,8 @@ def run_step(wf, section: CaptionConfig) -> None:
     """`rushes run`: the caption section of a workflow."""
     import typer
 
+    from workflows.commands.caption import report_left_out
+
     summary = run_caption(wf.out, section, ray_address=wf.ray.address)
+    report_left_out(summary.left_out)
     typer.echo(summary.line())

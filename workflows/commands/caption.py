@@ -9,7 +9,8 @@ import typer
 
 def caption(
     out: Path = typer.Option(..., "--out", help="run directory written by `rushes curate`"),
-    captioner: str = typer.Option("metadata", help="'metadata' (no weights), 'hf:<hub id>' or 'hf:/path/to/model'"),
+    captioner: str = typer.Option("metadata", help="'metadata' (no weights), 'hf:<hub id>', 'hf:/path/to/model', or "
+                                  "'file:<captions.jsonl|.parquet>' to import captions written elsewhere"),
     revision: str = typer.Option(None, help="hub revision (branch, tag or commit) of the captioner"),
     enhancer: str = typer.Option(None, help="'hf:<hub id or dir>' of a text LLM that rewrites captions densely"),
     batch_size: int = typer.Option(None, "--batch-size", help="clips per model call (default 4)"),
@@ -19,17 +20,22 @@ def caption(
     gpus_per_worker: float = typer.Option(None, "--gpus-per-worker", help="GPUs per worker when GPUs exist"),
     workers: int = typer.Option(None, help="caption workers (default one per GPU, else 1)"),
     no_checks: bool = typer.Option(False, "--no-checks", help="write unchecked captions (their captioner name says unchecked)"),
+    on_disagreement: str = typer.Option(None, "--on-disagreement",
+                                        help="a caption contradicting the clip's measurements: 'flag' (default: keep "
+                                             "it, disagreements recorded) or 'fail'"),
     ray: bool = typer.Option(True, "--ray/--no-ray", help="run workers on Ray, or in this process"),
     ray_address: str = typer.Option(None, "--ray-address", help="Ray cluster address (or RAY_ADDRESS)"),
 ) -> None:
     """Caption every kept clip of OUT that this captioner (and prompt version) has not captioned yet."""
     from curation.core.config import ConfigError, validate
     from recaption.config import CaptionConfig
+    from recaption.imported import CaptionFileError
     from recaption.models import ModelNotFound
 
     given = {"captioner": captioner, "revision": revision, "enhancer": enhancer, "batch_size": batch_size,
              "frames": frames, "frame_max_side": frame_max_side, "max_new_tokens": max_new_tokens,
-             "gpus_per_worker": gpus_per_worker, "workers": workers, "checks": not no_checks}
+             "gpus_per_worker": gpus_per_worker, "workers": workers, "checks": not no_checks,
+             "on_disagreement": on_disagreement}
     try:
         config = validate({k: v for k, v in given.items() if v is not None}, CaptionConfig, source="options")
     except ConfigError as e:
@@ -44,10 +50,19 @@ def caption(
             from workflows.executor import local_executor
 
             summary = caption_run(out, config, mapper=local_executor)
-    except (ModelNotFound, FileNotFoundError) as e:
+    except (ModelNotFound, FileNotFoundError, CaptionFileError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
+    report_left_out(summary.left_out)
     typer.echo(summary.line())
+
+
+def report_left_out(left_out: list[str], shown: int = 20) -> None:
+    """The rows of an imported caption file that match no kept clip, each with its reason."""
+    for line in left_out[:shown]:
+        typer.echo(f"left out: {line}", err=True)
+    if len(left_out) > shown:
+        typer.echo(f"left out: ... and {len(left_out) - shown} more rows", err=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,209 @@
+"""Captions compared with the clip's measured signals: the words, the policy, the table and the report."""
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from curation.core.rundir import RunDir, atomic_write_table, now_utc, rows_to_table
+from curation.core.schema import CAP, CAPTIONS, CHK, MANIFEST, M, clip_id_for
+from curation.core.tables import latest_captions, read_captions
+from recaption.agreement import signal_checks
+from recaption.config import CaptionConfig
+from recaption.metadata import describe
+from recaption.prompts import hints_from_row
+from recaption.report_section import agreement_rates
+from recaption.run import caption_run
+
+ROW = {M.camera_motion: "pan_right", M.motion_score: 1.2, M.luminance_mean: 120.0, M.dominant_colors: ["blue", "red"],
+       M.text_area: 0.0, M.text_detector: "tesseract-5"}
+
+
+def verdict(text: str, signal: str, **measured) -> bool | None:
+    """Whether `text` agrees with the row on `signal`; None when it says nothing about it."""
+    checks = [c for c in signal_checks(text, None, {**ROW, **measured}) if c[CHK.signal] == signal]
+    assert len(checks) <= 1
+    return checks[0][CHK.agrees] if checks else None
+
+
+@pytest.mark.parametrize("text, camera, agrees", [
+    ("A red circle crosses a blue field while the camera pans left.", "pan_right", False),
+    ("The camera pans slowly to the right, following the ball.", "pan_right", True),
+    ("The camera pans from left to right.", "pan_left", False),
+    ("A slow leftward pan reveals the street. The camera is panning left.", "pan_left", True),
+    ("The camera does not move.", "pan_right", False),
+    ("The camera doesn't move at all.", "static", True),
+    ("The camera does not pan.", "pan_left", False),
+    ("There is no camera movement.", "zoom_in", False),
+    ("A static camera frames the scene.", "zoom_in", False),
+    ("The camera remains still as the circle drifts.", "static", True),
+    ("The camera is still moving to the left.", "pan_left", True),
+    ("The camera pans left.", "static", False),
+    ("The camera tilts upward toward the sky.", "tilt_up", True),
+    ("The camera tilts down.", "tilt_up", False),
+    ("The camera zooms out slowly.", "zoom_in", False),
+    ("The camera slowly zooms in on the shape.", "zoom_in", True),
+    ("The camera pulls back to reveal the room.", "zoom_out", True),
+    ("Shot on a handheld camera.", "static", False),
+    ("The camera pans left, then tilts up.", "mixed", True),
+    ("The camera is static.", "mixed", False),
+    ("A red car zooms past a shop.", "static", None),  # the car zooms, not the camera
+    ("Pots and pans hang on the wall.", "static", None),
+    ("The circle moves to the left.", "static", None),  # the subject's motion
+    ("A woman walks along the beach.", "pan_left", None),
+])
+def test_camera_words(text, camera, agrees):
+    assert verdict(text, "camera_motion", camera_motion=camera) is agrees
+
+
+def test_the_pans_left_caption_on_a_pan_right_clip_is_caught_with_what_was_said_and_measured():
+    checks = signal_checks("A red circle on a blue field; the camera pans left.", "The camera pans left.", ROW)
+    camera = [c for c in checks if c[CHK.signal] == "camera_motion"]
+    assert camera == [
+        {CHK.signal: "camera_motion", CHK.field: "dense", CHK.caption: "pans left", CHK.measured: "pan_right",
+         CHK.agrees: False},
+        {CHK.signal: "camera_motion", CHK.field: "short", CHK.caption: "pans left", CHK.measured: "pan_right",
+         CHK.agrees: False},
+    ]
+
+
+@pytest.mark.parametrize("text, score, agrees", [
+    ("Almost nothing moves within the frame.", 8.0, False),
+    ("Almost nothing moves within the frame.", 0.2, True),
+    ("The ball races quickly across the frame.", 0.2, False),
+    ("The ball rolls slowly to the side.", 3.0, True),  # slow and moderate are one level apart
+    ("The ball rolls slowly to the side.", 9.0, False),
+    ("The ball does not move fast.", 0.2, None),  # negated: says nothing
+    ("The camera is still and a dog naps.", 8.0, None),  # a camera claim, not the scene's
+])
+def test_amount_of_motion_words(text, score, agrees):
+    assert verdict(text, "motion", motion_score=score) is agrees
+
+
+@pytest.mark.parametrize("text, luminance, agrees", [
+    ("The scene is dark and moody.", 200.0, False),
+    ("A brightly lit kitchen.", 30.0, False),
+    ("A dimly lit hallway.", 30.0, True),
+    ("The room is not dark.", 200.0, None),
+    ("A bright red ball on a dark blue background.", 30.0, None),  # colour shades, not light
+    ("A man in a dark suit.", 220.0, None),
+])
+def test_brightness_words(text, luminance, agrees):
+    assert verdict(text, "brightness", luminance_mean=luminance) is agrees
+
+
+@pytest.mark.parametrize("text, area, detector, agrees", [
+    ("White text reads SALE across the top.", 0.0, "tesseract-5", False),
+    ("White text reads SALE across the top.", 0.04, "tesseract-5", True),
+    ("No text is visible anywhere in the frame.", 0.04, "tesseract-5", False),
+    ("The frame is free of text.", 0.0, "tesseract-5", True),
+    ("White text reads SALE across the top.", 0.0, "none", None),  # OCR did not run: nothing to compare
+])
+def test_burnt_in_text_words(text, area, detector, agrees):
+    assert verdict(text, "text", text_area=area, text_detector=detector) is agrees
+
+
+@pytest.mark.parametrize("text, colors, agrees", [
+    ("A red circle on a blue background.", ["green", "yellow"], False),
+    ("A grey wall under a crimson sky.", ["gray", "white"], True),  # synonyms
+    ("A turquoise sea.", ["blue"], True),  # a neighbouring colour agrees
+    ("An old black and white film.", ["gray"], None),  # a style, not colours
+])
+def test_colour_words(text, colors, agrees):
+    assert verdict(text, "colors", dominant_colors=colors) is agrees
+
+
+@pytest.mark.parametrize("camera", ["static", "pan_left", "pan_right", "tilt_up", "tilt_down", "zoom_in", "zoom_out",
+                                    "mixed"])
+@pytest.mark.parametrize("luminance, motion", [(30.0, 0.2), (75.0, 1.0), (120.0, 3.0), (200.0, 8.0)])
+def test_metadata_captions_agree_with_the_measurements_they_were_written_from(camera, luminance, motion):
+    row = {**ROW, M.camera_motion: camera, M.luminance_mean: luminance, M.motion_score: motion}
+    dense, short = describe(hints_from_row(row))
+    checks = signal_checks(dense, short, row)
+    assert {c[CHK.signal] for c in checks} == {"camera_motion", "motion", "brightness", "colors"}
+    assert all(c[CHK.agrees] for c in checks), [c for c in checks if not c[CHK.agrees]]
+
+
+# -- in the caption stage ----------------------------------------------------------------------------
+CLIP_ID = clip_id_for("source0", 0, 24)
+
+
+def pan_right_run(tmp_path) -> RunDir:
+    """A run of one kept pan_right clip (no clip file: the imported and metadata captioners need none)."""
+    run = RunDir(tmp_path / "run")
+    row = {**ROW, M.clip_id: CLIP_ID, M.source: "source0.mp4", M.start_frame: 0, M.end_frame: 24, M.start_time: 0.0,
+           M.end_time: 2.0, M.duration: 2.0, M.fps: 12.0, M.status: "kept", M.filter_reasons: [],
+           M.created_at: now_utc()}
+    atomic_write_table(rows_to_table([row], MANIFEST), run.manifest / "part-0.parquet")
+    return run
+
+
+def write_jsonl(path, rows) -> str:
+    import json
+
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return f"file:{path}"
+
+
+PANS_LEFT = ("A red circle moves across a plain blue background while the camera pans left, in a flat graphic "
+             "animation style with even light.")
+
+
+def test_a_contradicting_caption_is_kept_flagged_by_default_and_shown_in_the_table(tmp_path):
+    run = pan_right_run(tmp_path)
+    clip_id = CLIP_ID
+    spec = write_jsonl(tmp_path / "a.jsonl", [{CAP.clip_id: clip_id, CAP.caption_dense: PANS_LEFT}])
+    summary = caption_run(run.root, CaptionConfig(captioner=spec))
+    assert (summary.captioned, summary.failed, summary.flagged) == (1, 0, 1)
+    assert "1 captions disagree with the measurements" in summary.line()
+    row = read_captions(run).to_pylist()[0]
+    assert row[CAP.error] is None and row[CAP.caption_dense] == PANS_LEFT
+    wrong = [c for c in row[CAP.signal_checks] if not c[CHK.agrees]]
+    assert wrong == [{CHK.signal: "camera_motion", CHK.field: "dense", CHK.caption: "pans left",
+                      CHK.measured: "pan_right", CHK.agrees: False}]
+
+
+def test_policy_fail_fails_a_contradicting_caption_and_keeps_its_disagreement(tmp_path):
+    run = pan_right_run(tmp_path)
+    clip_id = CLIP_ID
+    spec = write_jsonl(tmp_path / "a.jsonl", [{CAP.clip_id: clip_id, CAP.caption_dense: PANS_LEFT}])
+    summary = caption_run(run.root, CaptionConfig(captioner=spec, on_disagreement="fail"))
+    assert (summary.captioned, summary.failed) == (0, 1)
+    row = read_captions(run).to_pylist()[0]
+    assert row[CAP.caption_dense] is None
+    assert "camera_motion (dense caption says 'pans left', measured pan_right)" in row[CAP.error]
+    assert not any(c[CHK.agrees] for c in row[CAP.signal_checks] if c[CHK.signal] == "camera_motion")
+    assert latest_captions(run).num_rows == 0  # never served as a caption
+
+
+def test_generated_captions_carry_their_comparisons(tmp_path):
+    run = pan_right_run(tmp_path)
+    caption_run(run.root)  # metadata: built from the measurements, so it agrees
+    row = read_captions(run).to_pylist()[0]
+    assert row[CAP.signal_checks] and all(c[CHK.agrees] for c in row[CAP.signal_checks])
+
+
+def test_caption_parts_written_before_the_comparison_read_with_nulls_and_count_nowhere(tmp_path):
+    run = pan_right_run(tmp_path)
+    caption_run(run.root)
+    old_schema = pa.schema([f for f in CAPTIONS if f.name != CAP.signal_checks])
+    old = {CAP.clip_id: "old-clip", CAP.caption_dense: "An older caption.", CAP.captioner: "metadata"}
+    pq.write_table(pa.Table.from_pylist([old], schema=old_schema), run.captions / "part-old.parquet")
+    rows = {r[CAP.clip_id]: r for r in read_captions(run).to_pylist()}
+    assert rows["old-clip"][CAP.signal_checks] is None
+    signals, table = agreement_rates(list(rows.values()))
+    assert [sum(c["compared"] for c in r["cells"]) for r in table] == [4]  # only the new row's four signals
+
+
+def test_report_shows_the_agreement_rate_per_captioner_and_signal_and_the_disagreement(tmp_path):
+    from workflows.report import write_report
+
+    run = pan_right_run(tmp_path)
+    caption_run(run.root)
+    clip_id = CLIP_ID
+    spec = write_jsonl(tmp_path / "a.jsonl", [{CAP.clip_id: clip_id, CAP.caption_dense: PANS_LEFT}])
+    imported = caption_run(run.root, CaptionConfig(captioner=spec)).captioner
+    page = write_report(run).read_text()
+    assert "Captions against the measurements" in page
+    assert f"<tr><td>{imported}</td><td class=n>0% (0/1)</td>" in page  # camera_motion: the one disagreement
+    assert "<tr><td>metadata</td><td class=n>100% (1/1)</td>" in page
+    assert "dense: “pans left”" in page and "<td>pan_right</td><td>flagged</td>" in page
