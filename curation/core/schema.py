@@ -130,6 +130,11 @@ STAGE_DUPLICATE = "duplicate"
 
 # ---------------------------------------------------------------------------------------------
 # OUT/captions/: one row per clip and captioner version (recaption/).
+# One comparison of a caption with a measured signal: which signal, which caption (dense | short),
+# what the caption says, what was measured, and whether they agree.
+SIGNAL_CHECK = pa.struct([("signal", pa.string()), ("field", pa.string()), ("caption", pa.string()),
+                          ("measured", pa.string()), ("agrees", pa.bool_())])
+CHK = SimpleNamespace(**{f.name: f.name for f in SIGNAL_CHECK})
 CAPTIONS = pa.schema(
     [
         ("clip_id", pa.string()),
@@ -141,6 +146,8 @@ CAPTIONS = pa.schema(
         ("hints", pa.string()),  # JSON of the curation signals given to the captioner
         ("created_at", pa.timestamp("us", tz="UTC")),
         ("error", pa.string()),  # null when the caption passed its checks
+        # the captions compared with the clip's measured signals (recaption/agreement.py); null in runs written before
+        ("signal_checks", pa.list_(SIGNAL_CHECK)),
     ]
 )
 CAP = _fields(CAPTIONS)
