@@ -27,8 +27,9 @@ CAMERA_PHRASES = {
     "mixed": "the camera moves in several directions",
 }
 
-# motion_score is mean optical flow in pixels per frame at curation's analysis size (256 px side)
-MOTION_LEVELS = [(0.5, "almost still"), (2.0, "slow"), (6.0, "moderate"), (float("inf"), "fast")]
+# motion_score is mean optical-flow speed in frame lengths (the longer side) per second; the levels are
+# the earlier ones (0.5, 2 and 6 px/frame at a 256 px side) at 25 fps
+MOTION_LEVELS = [(0.05, "almost still"), (0.2, "slow"), (0.6, "moderate"), (float("inf"), "fast")]
 # luminance_mean is mean luma 0..255
 BRIGHTNESS_LEVELS = [(50.0, "dark"), (100.0, "dim"), (170.0, "evenly lit"), (float("inf"), "bright")]
 

@@ -10,9 +10,9 @@ from workflows.synthetic.footage import render_shape_clip, write_video
 
 # (shape, colour, direction, background, camera, luminance, motion) of the kept clips a run holds
 CLIP_SPECS = [
-    ("circle", "red", "right", "blue", "pan_left", 120.0, 1.2),
-    ("square", "yellow", "up", "green", "static", 30.0, 0.3),
-    ("triangle", "white", "left", "purple", "zoom_in", 200.0, 8.0),
+    ("circle", "red", "right", "blue", "pan_left", 120.0, 0.12),
+    ("square", "yellow", "up", "green", "static", 30.0, 0.03),
+    ("triangle", "white", "left", "purple", "zoom_in", 200.0, 0.8),
 ]
 
 

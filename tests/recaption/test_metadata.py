@@ -18,11 +18,11 @@ def truth_row(camera: str, color="red", background="blue", frames=48) -> dict:
     _, truth = make_footage([Segment(frames, "circle", color, "right", background, camera=camera)], 64, 48)
     seg = truth.segments[0]
     return {M.clip_id: f"clip-{camera}", M.duration: (seg.end - seg.start) / truth.fps, M.camera_motion: seg.camera,
-            M.motion_score: 1.5, M.luminance_mean: 110.0, M.dominant_colors: [seg.background, seg.color]}
+            M.motion_score: 0.15, M.luminance_mean: 110.0, M.dominant_colors: [seg.background, seg.color]}
 
 
 def test_hints_turn_signals_into_words():
-    row = {M.duration: 4.25, M.camera_motion: "pan_left", M.motion_score: 0.2, M.luminance_mean: 30.0,
+    row = {M.duration: 4.25, M.camera_motion: "pan_left", M.motion_score: 0.02, M.luminance_mean: 30.0,
            M.dominant_colors: ["blue", "red", "white", "gray"]}
     assert hints_from_row(row) == {"duration_s": 4.2, "camera_motion": "pan_left", "motion": "almost still",
                                    "brightness": "dark", "dominant_colors": ["blue", "red", "white"]}
@@ -54,7 +54,7 @@ def test_metadata_caption_says_what_the_camera_truly_did(camera):
 
 
 def test_metadata_caption_reports_brightness_motion_and_duration():
-    row = truth_row("static") | {M.luminance_mean: 20.0, M.motion_score: 9.0}
+    row = truth_row("static") | {M.luminance_mean: 20.0, M.motion_score: 0.9}
     [out] = MetadataCaptioner()([row])
     dense = out[CAP.caption_dense]
     assert "2-second" in dense and "dark" in dense and "quickly" in dense
