@@ -55,6 +55,7 @@ def analyze(
     # decoding and shrinking run one frame batch ahead in a second thread, overlapping this loop
     # (detectors, shot tracking) and whatever the caller does with each clip (scoring)
     previous = None
+    stride_mode = cfg.shots.mode == "stride"
     for frame in in_background(decoded, FramePreparer(info, size, flow_size)):
         index = frame.index
         if previous is not None and frame.position > previous.position + 1:
@@ -64,6 +65,8 @@ def analyze(
             yield from tracker.close_ready(index - 1)
             yield from tracker.close(index, "gap", "gap")
         previous = frame
+        if stride_mode:
+            yield from tracker.stride_step(frame)
         tracker.add_frame(frame)
         timecode = FrameTimecode(index, info.fps)
         for name, det in detectors.items():

@@ -17,6 +17,11 @@ class ProbeConfig(StrictModel):
 
 
 class ShotConfig(StrictModel):
+    mode: Literal["scenes", "stride"] = Field("scenes", description="scenes: cut at shot changes (the detectors); "
+                                              "stride: fixed windows of window_s seconds every stride_s seconds")
+    window_s: float = Field(10.0, gt=0, description="stride mode: length of each window, seconds")
+    stride_s: float = Field(10.0, gt=0, description="stride mode: seconds from one window's start to the next "
+                                                    "(below window_s: overlapping windows; above: frames left out)")
     detectors: list[Literal["content", "adaptive"]] = Field(default_factory=lambda: ["content", "adaptive"])
     content_threshold: float = Field(27.0, gt=0, description="PySceneDetect ContentDetector threshold")
     adaptive_threshold: float = Field(3.0, gt=0, description="PySceneDetect AdaptiveDetector threshold")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from dataclasses import replace
 
 import numpy as np
 
@@ -53,6 +54,8 @@ def make_detectors(cfg: CurateConfig) -> dict:
 
     shots = cfg.shots
     made = {}
+    if shots.mode == "stride":  # fixed windows: no cuts are looked for
+        return made
     for name in shots.detectors:
         if name == "content":
             made[name] = _measured(ContentDetector)(
@@ -112,6 +115,7 @@ class ShotTracker:
         self.open_start = 0
         self.open_transition = "start"
         self.pending: list[tuple[int, str]] = []  # (cut frame, detector), not yet final
+        self.window, self.window_open = 0, True  # shots.mode stride: the window being filled
 
     def add_frame(self, frame: PreparedFrame):
         index = frame.index
@@ -159,20 +163,53 @@ class ShotTracker:
                 continue  # the same cut reported by another detector, a frame off, or too close to the last
             yield from self.close(cut, name, "cut")
 
-    def close(self, end: int, closed_by: str, next_transition: str) -> list[ClipSignals]:
-        """Close the open shot at `end` (exclusive) and turn it into clips."""
+    def close(self, end: int, closed_by: str, next_transition: str, next_start: int | None = None) -> list[ClipSignals]:
+        """Close the open shot at `end` (exclusive) and turn it into clips; the next one opens at
+        `next_start` (default `end`; earlier when stride windows overlap, later when they leave gaps)."""
         start, transition = self.open_start, self.open_transition
+        next_start = end if next_start is None else next_start
         taken = [s for s in self.samples if s.index < end]
-        self.samples = [s for s in self.samples if s.index >= end]
+        self.samples = [s for s in self.samples if s.index >= next_start]
         pictures = [p for p in self.pictures if p[0] < end]
-        self.pictures = [p for p in self.pictures if p[0] >= end]
-        self.open_start, self.open_transition = end, next_transition
+        self.pictures = [p for p in self.pictures if p[0] >= next_start]
+        self.open_start, self.open_transition = next_start, next_transition
         # the next shot is sampled densely again, then thinned as it grows
         self.stride, self.picture_stride = 1, PICTURE_STRIDE
         if end <= start:
             return []
-        shots = self._clean(Shot(start, end, closed_by, transition))
+        shot = Shot(start, end, closed_by, transition)
+        shots = [shot] if self.cfg.shots.mode == "stride" else self._clean(shot)
         return [self._signals(shot, taken, pictures) for shot in shots]
+
+    # -- fixed-stride windows (shots.mode: stride) --------------------------------------------------
+    def stride_step(self, frame: PreparedFrame) -> list[ClipSignals]:
+        """Before `add_frame`: close the window this frame is past the end of, and open the next.
+
+        Window k covers the times [k * stride_s, k * stride_s + window_s) of the source; a window
+        may overlap the next (stride < window) or leave frames out (stride > window). Edges fall on
+        frames: half a frame of slack, so 10 s at 24 fps is exactly 240 frames."""
+        sc = self.cfg.shots
+        slack = 0.5 / self.info.fps
+        out: list[ClipSignals] = []
+        window_start = self.window * sc.stride_s
+        if self.window_open and frame.time >= window_start + sc.window_s - slack:
+            self.window += 1
+            next_time = self.window * sc.stride_s
+            from bisect import bisect_left
+
+            # the next window's first frame: one already seen (overlap), this one, or one to come
+            next_start = max(self.open_start, bisect_left(self.times, next_time - slack))
+            self.window_open = frame.time >= next_time - slack or next_start < len(self.times)
+            out = self.close(frame.index, "stride", "stride", next_start if self.window_open else frame.index)
+        if not self.window_open:
+            if frame.time >= self.window * sc.stride_s - slack:
+                self.window_open = True
+            self.open_start = frame.index  # frames between windows belong to no clip
+            self.samples = [s for s in self.samples if s.index >= frame.index]
+            self.pictures = [p for p in self.pictures if p[0] >= frame.index]
+            if not self.window_open:
+                self.open_start = frame.index + 1
+        return out
 
     # -- cleaning a closed shot -------------------------------------------------------------------
     def _clean(self, shot: Shot) -> list[Shot]:
@@ -247,9 +284,9 @@ class ShotTracker:
         self, shot: Shot, taken: list[Sample], pictures: list[tuple[int, np.ndarray]]
     ) -> ClipSignals:
         inside = [s for s in taken if shot.start <= s.index < shot.end]
-        for s in inside:
-            if s.next_index is None or s.next_index >= shot.end:  # its partner belongs to another clip
-                s.next_flow_gray = None
+        # a partner in another clip does not count (a copy: overlapping stride windows share samples)
+        inside = [s if s.next_index is not None and s.next_index < shot.end else replace(s, next_flow_gray=None)
+                  for s in inside]
         pics = [p for p in pictures if shot.start <= p[0] < shot.end]
         if not pics and inside:  # a clip shorter than the picture stride: upscale a small frame
             import cv2

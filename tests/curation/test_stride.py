@@ -1,0 +1,49 @@
+"""`shots.mode: stride`: fixed windows of `window_s` seconds every `stride_s` seconds, whatever the shots."""
+
+import pytest
+
+from curation.config import CurateConfig
+from curation.core.config import ConfigError, validate
+from curation.process import analyze_source
+from workflows.synthetic.footage import Segment, write_footage
+
+
+@pytest.fixture(scope="module")
+def reel(tmp_path_factory):
+    """10 s at 24 fps with hard cuts at 3 s and 7 s (which stride mode ignores)."""
+    path = tmp_path_factory.mktemp("stride") / "reel.mp4"
+    write_footage(path, [Segment(72, "circle", "red", "right", "blue"),
+                         Segment(96, "square", "yellow", "up", "green"),
+                         Segment(72, "triangle", "white", "left", "purple")], 128, 96, fps=24, seed=1)
+    return path
+
+
+def _windows(path, window_s, stride_s):
+    cfg = validate({"shots": {"mode": "stride", "window_s": window_s, "stride_s": stride_s},
+                    "analysis": {"text_detector": "none"}}, CurateConfig)
+    rows = analyze_source(path.name, path, cfg)
+    assert len({r["clip_id"] for r in rows}) == len(rows)
+    return [(r["start_frame"], r["end_frame"]) for r in rows], rows
+
+
+def test_windows_follow_the_clock_not_the_cuts(reel):
+    spans, rows = _windows(reel, 2.0, 2.0)
+    assert spans == [(0, 48), (48, 96), (96, 144), (144, 192), (192, 240)]
+    assert [r["start_time"] for r in rows] == pytest.approx([0, 2, 4, 6, 8], abs=1e-6)
+    assert [r["shot_detector"] for r in rows] == ["stride"] * 4 + ["end"]
+    assert [r["transition_in"] for r in rows] == ["start"] + ["stride"] * 4
+
+
+def test_overlapping_windows_and_windows_with_frames_between(reel):
+    spans, _ = _windows(reel, 4.0, 2.0)  # each window shares half its frames with the next
+    assert spans == [(0, 96), (48, 144), (96, 192), (144, 240)]
+    spans, rows = _windows(reel, 1.0, 3.0)  # one second out of every three
+    assert spans == [(0, 24), (72, 96), (144, 168), (216, 240)]
+    assert all(r["duration"] == pytest.approx(1.0) for r in rows)
+
+
+def test_stride_settings_are_checked():
+    with pytest.raises(ConfigError, match="shots.mode"):
+        validate({"shots": {"mode": "fixed"}}, CurateConfig)
+    with pytest.raises(ConfigError, match="shots.window_s"):
+        validate({"shots": {"mode": "stride", "window_s": 0}}, CurateConfig)
