@@ -32,8 +32,14 @@ def run_step(wf, section: CaptionConfig) -> None:
     """`rushes run`: the caption section of a workflow."""
     import typer
 
+    from recaption.imported import CaptionFileError
+    from recaption.models import ModelNotFound
     from workflows.commands.caption import report_left_out
 
-    summary = run_caption(wf.out, section, ray_address=wf.ray.address)
+    try:
+        summary = run_caption(wf.out, section, ray_address=wf.ray.address)
+    except (ModelNotFound, CaptionFileError) as e:  # found while planning, before Ray starts
+        typer.echo(f"error: caption: {e}", err=True)
+        raise typer.Exit(2) from None
     report_left_out(summary.left_out)
     typer.echo(summary.line())

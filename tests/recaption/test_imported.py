@@ -148,3 +148,18 @@ def test_cli_imports_reports_left_out_rows_and_refuses_a_bad_file_without_a_trac
                                       "--on-disagreement", "maybe"])
     assert result.exit_code == 2 and "on_disagreement" in result.output
     assert read_clips(run).num_rows == 3
+
+
+def test_a_workflow_caption_step_with_a_bad_file_stops_with_the_error_not_a_traceback(make_run, tmp_path, capsys):
+    from types import SimpleNamespace
+
+    import typer
+
+    from workflows.caption import run_step
+
+    run = make_run(1)
+    wf = SimpleNamespace(out=run.root, ray=SimpleNamespace(address=None))
+    with pytest.raises(typer.Exit) as e:
+        run_step(wf, CaptionConfig(captioner=f"file:{tmp_path / 'missing.jsonl'}"))
+    assert e.value.exit_code == 2
+    assert "error: caption: --captioner file:" in capsys.readouterr().err
