@@ -9,7 +9,9 @@
 - the clips, handed on as `ClipSignals` (`curation.signals`) as their shots close, which is what
   `curation.scores` reads; only the open shot holds frames, so memory is bounded.
 
-Frame numbers are positions in decode order, from 0, and shots are half-open: [start, end).
+Inside the loop frames are counted as they decode (`index`); the clips handed on name their frames
+by position in the source (`FrameClock`: from timestamps), and a stretch that did not decode closes
+the open shot (a gap, in `stats.gaps`). Shots are half-open: [start, end).
 Rotated sources are turned upright. Corrupt packets are skipped (the frames that decode are
 salvaged); a stream where nothing decodes raises `PermanentError`, and a source that takes longer
 than its time limit raises `TimeLimitError` with stage "analysis".

@@ -13,6 +13,12 @@ of the source or of the shot. A detector may report a cut a few frames late; cut
 When a shot closes it is cleaned up (black runs of `min_shot_frames` or more become shots of their
 own, shorter black and frozen lead-in/tail frames are trimmed, shots longer than `max_shot_seconds`
 are split evenly) and handed on as `ClipSignals`: what `curation.scores` reads.
+
+With `shots.mode: stride` no detectors run: `stride_step` closes fixed windows on the source's clock
+instead, uncleaned. In both modes a stretch that did not decode closes the open shot (`gap`).
+
+Flow samples are paired with the first new picture `MOTION_INTERVAL_S` or more later, so motion
+is measured over real time whatever the frame rate (see `curation.scores`).
 """
 
 from __future__ import annotations

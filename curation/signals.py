@@ -2,7 +2,8 @@
 
 Plain records with no behaviour, so the decoder (`curation.decode`), the shot tracker
 (`curation.shots`), the analysis loop (`curation.analysis`) and the scores can share them without
-importing each other. Frame numbers are positions in decode order, from 0; shots are half-open.
+importing each other. A `Sample` and the tracker count frames as they decode; the `Shot` of a
+`ClipSignals` names positions in the source (from timestamps, `decode.FrameClock`); shots are half-open.
 """
 
 from __future__ import annotations
