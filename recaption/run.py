@@ -23,6 +23,7 @@ from recaption.config import CaptionConfig
 from recaption.imported import IMPORT_PREFIX, FileCaptioner
 from recaption.metadata import MetadataCaptioner
 from recaption.prompts import hints_from_row
+from recaption.sidecar import SidecarCaptions
 from recaption.vlm import FRAME_TIMES_KEY, FRAMES_KEY, VLMCaptioner
 
 PERMANENT = "permanent: "  # error prefix of a clip that can never be captioned (not retried)
@@ -66,7 +67,8 @@ def make_captioner(config: CaptionConfig, run: RunDir) -> Stage:
 class CaptionWorker(Stage):
     """The caption stage: a batch of kept clip rows in, their caption rows out, written as one part.
 
-    Per batch: frames, captions, enhancement, one atomic part of OUT/captions/. It holds a model, so an
+    Per batch: frames, captions, enhancement, the comparison with the measurements, the source's own
+    caption (a sidecar file), one atomic part of OUT/captions/. It holds a model, so an
     executor keeps one per worker; it asks for `gpus_per_worker` GPUs when it runs a VLM."""
 
     name = "caption"
@@ -87,6 +89,7 @@ class CaptionWorker(Stage):
         self.prompt_version = self.captioner.prompt_version
         self.batch_size = config.batch_size
         self.num_gpus = config.gpus_per_worker if config.captioner.startswith("hf:") else 0
+        self.sidecars = SidecarCaptions()  # caption_original from a file next to the source
 
     def setup(self) -> None:
         self.captioner.setup()
@@ -106,9 +109,11 @@ class CaptionWorker(Stage):
             caption_rows += self.captioner(readable)
         if self.enhancer:
             self.enhance(caption_rows)
-        self.compare_with_measurements(caption_rows, {row[M.clip_id]: row for row in rows})
+        clips = {row[M.clip_id]: row for row in rows}
+        self.compare_with_measurements(caption_rows, clips)
         for r in caption_rows:
             r[CAP.captioner] = self.identity
+            r[CAP.caption_original] = self.sidecars.caption(clips[r[CAP.clip_id]])
         if caption_rows:
             write_captions(self.run, caption_rows)
         return caption_rows
