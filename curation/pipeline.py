@@ -159,7 +159,8 @@ def _quarantine(run: RunDir, source: str, chash: str, stage: str, error: str) ->
 
 
 def _remove_stale_parts(run: RunDir, source: str, chash: str) -> None:
-    """Parts of this source written under another config are replaced by the new ones."""
+    """Parts of this source written under another config are replaced by the new ones (all of
+    them when `chash` is empty)."""
     key = source_key(source)
     for directory in (run.manifest, run.quarantine_parts):
         if directory.exists():
@@ -210,6 +211,8 @@ def record_inputs(run: RunDir, skipped: list, copies: dict[str, str]) -> int:
         atomic_write_table(rows_to_table(rows, schema.QUARANTINE), run.inputs_part)
     else:
         run.inputs_part.unlink(missing_ok=True)
+    for copy in copies:  # parts a copy got under another config would list its clips a second time
+        _remove_stale_parts(run, copy, chash="")
     return len(rows)
 
 

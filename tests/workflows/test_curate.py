@@ -275,3 +275,14 @@ def test_unreadable_inputs_and_copies_never_stop_a_run(footage_dir, tmp_path, mo
     rows = {r[Q.source] for r in read_quarantine(run).to_pylist()}
     assert str(folder / "self.mp4") not in rows and str(folder / "b_copy.mp4") in rows
     assert funnel(run).inputs == 4
+
+    # another config, the copy named first: it is curated now, and the parts the other got under the
+    # old config go, so no clip is listed twice
+    config.write_text(config.read_text().replace("thumb_side: 96", "thumb_side: 64"))
+    inputs = [str(folder / "b_copy.mp4"), str(folder / "a.mp4")]
+    result = CliRunner().invoke(app, ["curate", *inputs, "--out", str(out), "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    manifest = read_manifest(run).to_pylist()
+    assert {r[M.source] for r in manifest} == {str(folder / "b_copy.mp4")}
+    assert len({r[M.clip_id] for r in manifest}) == len(manifest) == len(ids)
+    assert funnel(run).inputs == 2 and funnel(run).duplicates == 1
