@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from curation.core.config import StrictModel
 from curation.filters import FilterConfig
@@ -44,6 +44,13 @@ class AnalysisConfig(StrictModel):
     bright_luma: float = Field(240.0, ge=0, le=255, description="a frame with mean luma above this is blown out")
     frozen_change: float = Field(0.002, ge=0, le=1, description="share of pixels changing >10 levels: below, frozen")
     static_flow: float = Field(0.03, ge=0, description="global motion below this (frame lengths per second): camera static")
+
+    @model_validator(mode="after")
+    def _black_below_bright(self) -> AnalysisConfig:
+        if self.black_luma >= self.bright_luma:
+            raise ValueError(f"black_luma ({self.black_luma:g}) must be below bright_luma ({self.bright_luma:g}): "
+                             "a frame cannot be black and blown out at once")
+        return self
 
 
 class ExtractConfig(StrictModel):

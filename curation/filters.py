@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from curation.core import schema
 from curation.core.config import StrictModel
@@ -50,6 +50,17 @@ class FilterConfig(StrictModel):
     max_text_area: float = Field(0.05, ge=0, le=1, description="above: too much burnt-in text (frame fraction)")
     min_colorfulness: float | None = Field(None, ge=0, description="below: monochrome (Hasler-Suesstrunk, 0 gray "
                                            "to ~110 vivid; 10 drops gray footage); null keeps black-and-white")
+
+    @model_validator(mode="after")
+    def _ranges_are_not_empty(self) -> FilterConfig:
+        """A lower limit above its upper one would filter every clip: a mistake, said at start-up."""
+        for low, high in (("min_duration", "max_duration"), ("min_motion", "max_motion"),
+                          ("min_luminance", "max_luminance")):
+            lo, hi = getattr(self, low), getattr(self, high)
+            if lo is not None and hi is not None and lo > hi:
+                raise ValueError(f"{low} ({lo:g}) is above {high} ({hi:g}): every clip would be filtered; "
+                                 f"lower {low} or raise {high}")
+        return self
 
 
 @dataclass(frozen=True)

@@ -131,6 +131,7 @@ def _process(source: str, run: RunDir, cfg: CurateConfig, chash: str) -> dict:
     stage = "input"
     try:
         path = local_path(source, run.input_cache)
+        before = _file_state(path)
         stage = "analysis"
         rows = analyze_source(source, path, cfg)
         stage = "extract"
@@ -138,6 +139,9 @@ def _process(source: str, run: RunDir, cfg: CurateConfig, chash: str) -> dict:
             row[M.config_hash] = chash
             row[M.created_at] = now_utc()
         rows, clip_failures = extract_source(path, rows, run, cfg.extract)
+        if _file_state(path) != before:
+            raise InputChanging(f"{source} changed while it was curated (size or modification time): still "
+                                "being written? Nothing was recorded; the next run curates it")
     except PermanentError as e:
         stage = e.stage or stage
         _quarantine(run, source, chash, stage, str(e))
@@ -150,6 +154,15 @@ def _process(source: str, run: RunDir, cfg: CurateConfig, chash: str) -> dict:
     _remove_stale_parts(run, source, chash)
     kept = sum(1 for row in rows if row[M.status] == schema.STATUS_KEPT)
     return {"status": PROCESSED, "detected": len(rows), "kept": kept}
+
+
+class InputChanging(RuntimeError):
+    """The input changed under the worker: transient, the next run curates the finished file."""
+
+
+def _file_state(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns
 
 
 def _quarantine(run: RunDir, source: str, chash: str, stage: str, error: str) -> None:

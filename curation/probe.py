@@ -19,11 +19,20 @@ backstop for anything that does.
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from curation.core.stage import PermanentError
+
+
+class UnreadableInput(OSError):
+    """No permission to read an input: transient (not quarantined), so the next run tries it again."""
+
+    def __init__(self, path: Path | str):
+        super().__init__(f"{path} cannot be read: no read permission for this user; grant it (chmod a+r) "
+                         "and run again, the file is curated then")
 
 
 class ProbeError(PermanentError):
@@ -119,8 +128,12 @@ def open_video(path: Path | str):
         raise ProbeError(f"{path} is a directory, not a video file")
     if path.stat().st_size == 0:
         raise ProbeError(f"{path} is empty (0 bytes); re-copy or re-export the file")
+    if not os.access(path, os.R_OK):
+        raise UnreadableInput(path)
     try:
         container = av.open(str(path), metadata_errors="ignore")
+    except av.error.PermissionError as e:
+        raise UnreadableInput(path) from e
     except av.error.FFmpegError as e:
         raise ProbeError(
             f"{path} is not a readable video container ({_ffmpeg_reason(e)}); it may be truncated, "

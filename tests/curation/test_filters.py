@@ -1,5 +1,7 @@
 """Filters: every reason fires on its own threshold; nothing is dropped."""
 
+import re
+
 import pytest
 
 from curation.core import schema
@@ -58,3 +60,19 @@ def test_a_good_clip_is_kept_and_reasons_come_in_stable_order():
 def test_unmeasured_scores_and_disabled_limits_fail_nothing():
     row = _good_row(**{M.text_area: None, M.duration: 10_000.0})
     assert filter_reasons(row, FilterConfig(max_duration=None)) == []
+
+
+@pytest.mark.parametrize("section, values, words", [
+    ("filters", {"min_duration": 5, "max_duration": 2}, "min_duration (5) is above max_duration (2)"),
+    ("filters", {"min_motion": 2, "max_motion": 1}, "min_motion (2) is above max_motion (1)"),
+    ("filters", {"min_luminance": 200, "max_luminance": 100}, "min_luminance (200) is above max_luminance (100)"),
+    ("analysis", {"black_luma": 250}, "black_luma (250) must be below bright_luma (240)"),
+])
+def test_contradicting_limits_are_config_errors(section, values, words):
+    from curation.config import CurateConfig
+    from curation.core.config import ConfigError, validate
+
+    with pytest.raises(ConfigError, match=re.escape(words)) as raised:
+        validate({section: values}, CurateConfig)
+    assert f"- {section}:" in str(raised.value)
+    validate({"filters": {"min_duration": 5, "max_duration": None}}, CurateConfig)  # no upper limit: fine

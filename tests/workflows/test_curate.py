@@ -286,3 +286,37 @@ def test_unreadable_inputs_and_copies_never_stop_a_run(footage_dir, tmp_path, mo
     assert {r[M.source] for r in manifest} == {str(folder / "b_copy.mp4")}
     assert len({r[M.clip_id] for r in manifest}) == len(manifest) == len(ids)
     assert funnel(run).inputs == 2 and funnel(run).duplicates == 1
+
+
+def test_unreadable_or_changing_inputs_are_transient(footage_dir, tmp_path, monkeypatch):
+    import shutil
+
+    import curation.process
+
+    cfg = CurateConfig()
+    source = tmp_path / "clip.mp4"
+    shutil.copy(footage_dir / "reels" / "reel_0008.mp4", source)
+    # no read permission (played: the tests run as root): retried next run, with advice about permissions
+    real_access = os.access
+    with monkeypatch.context() as m:
+        m.setattr(os, "access", lambda p, mode: str(p) != str(source) and real_access(p, mode))
+        result = process_source(str(source), tmp_path / "out1", cfg, "h5")
+    assert result["status"] == FAILED and "no read permission" in result["error"] and "chmod" in result["error"]
+    assert "re-export" not in result["error"]
+    assert not (tmp_path / "out1" / "_quarantine").exists() and not (tmp_path / "out1" / "manifest").exists()
+
+    # a file still being written while it is curated: nothing recorded, the next run curates it
+    analyze = curation.process.analyze_source
+
+    def growing(*args):
+        rows = analyze(*args)
+        with open(source, "ab") as f:
+            f.write(b"\0" * 1024)
+        return rows
+
+    with monkeypatch.context() as m:
+        m.setattr(curation.process, "analyze_source", growing)
+        result = process_source(str(source), tmp_path / "out2", cfg, "h5")
+    assert result["status"] == FAILED and "still being written" in result["error"]
+    assert not (tmp_path / "out2" / "manifest").exists()
+    assert process_source(str(source), tmp_path / "out2", cfg, "h5")["status"] == "processed"
