@@ -96,26 +96,32 @@ class FrameClock:
     decoded frame), both from its timestamp. Analysis and extraction place frames with it alike.
     (From the first frame, not the stream's start: some AVIs stamp their first frame one late.)
 
-    A constant-rate source's position is its timestamp on the frame grid, so frames that did not
-    decode leave a gap in the positions (and a clip never spans one). A variable-rate source has no
-    grid: its frames are numbered in order, and only their times come from timestamps."""
+    In a constant-rate source a frame is as many positions after the one before as frame durations
+    have passed between their timestamps, so frames that did not decode leave a gap in the positions
+    (and a clip never spans one). Counted step by step, not as round(t * fps): a nominal rate a hair
+    off the real one (30 for 29.97) would otherwise skip a position every half minute. A
+    variable-rate source has no frame grid: its frames are numbered in order, and only their times
+    come from timestamps."""
 
     def __init__(self, info: ProbeInfo):
         self.fps, self.variable_rate = info.fps, info.variable_frame_rate
         self.origin: float | None = None  # the first decoded frame's timestamp: frame 0 at 0 s
-        self.last = -1
+        self.last, self.last_time = -1, None
 
     def place(self, frame) -> tuple[int, float]:
         """(position, time) of the next decoded frame; positions always increase."""
         if frame.time is None:
             position = self.last + 1
-            time = position / self.fps
+            time = position / self.fps if self.last_time is None else self.last_time + 1 / self.fps
         else:
             if self.origin is None:
                 self.origin = float(frame.time)
             time = float(frame.time) - self.origin
-            position = self.last + 1 if self.variable_rate else max(self.last + 1, round(time * self.fps))
-        self.last = position
+            step = 1
+            if not self.variable_rate and self.last_time is not None:
+                step = max(1, round((time - self.last_time) * self.fps))
+            position = self.last + step
+        self.last, self.last_time = position, time
         return position, time
 
 

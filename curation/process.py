@@ -13,8 +13,8 @@ Contract:
 - `clip_id` is `schema.clip_id_for(fingerprint, start_frame, end_frame)`: the content fingerprint,
   not the path, so a renamed source keeps its ids. `config_hash` is `rundir.config_hash(cfg)`.
 - Frame positions and times come from presentation timestamps (`curation.decode.FrameClock`): a
-  constant-rate source's frame at t s is frame round(t * fps), so after frames that did not decode
-  the positions jump, and a clip never spans such a gap (each gap is in `source_gaps`); a
+  constant-rate source's frame is as many positions after the one before as frame durations passed
+  between their timestamps, so after frames that did not decode the positions jump, and a clip never spans such a gap (each gap is in `source_gaps`); a
   variable-rate source's frames are numbered in order. `end_frame` is exclusive. Times are seconds
   from the first frame, each frame's own timestamp.
 - A bad input raises `PermanentError` (quarantine it, never retry) naming the file and the problem.

@@ -130,3 +130,15 @@ def test_variable_frame_rate_times_are_each_frames_own(tmp_path):
     assert second[M.start_time] == pytest.approx(times[70], abs=0.002)  # not 70 / average rate
     assert rows[starts.index(70) - 1][M.end_time] == pytest.approx(times[70], abs=0.002)
     assert rows[-1][M.end_frame] == 120 and rows[0][M.source_frames_lost] == 0
+
+
+def test_positions_count_frame_durations_so_a_rate_a_hair_off_makes_no_gaps():
+    from types import SimpleNamespace
+
+    from curation.decode import FrameClock
+
+    clock = FrameClock(SimpleNamespace(fps=30.0, variable_frame_rate=False))  # the file really runs at 29.97
+    places = [clock.place(SimpleNamespace(time=i * 1001 / 30000)) for i in range(3000)]
+    assert [p for p, _t in places] == list(range(3000))
+    lost = clock.place(SimpleNamespace(time=3010 * 1001 / 30000))  # 10 frames did not decode
+    assert lost[0] == 3010
