@@ -119,22 +119,10 @@ class CaptionWorker(Stage):
         return caption_rows
 
     def with_frames(self, row: dict) -> dict:
-        if not row.get(M.clip_path):
-            raise PermanentError(f"clip {row[M.clip_id]} has no clip_path in the manifest; re-run curation")
-        path = self.run.root / row[M.clip_path]
-        if not path.exists():
-            raise PermanentError(f"clip file {path} is missing; re-run curation to extract it")
-        indices = spread_indices(count_frames(path), self.frame_count(row))  # PermanentError if unreadable
-        frames = read_frames(path, indices, self.config.frame_max_side)
-        fps = float(row.get(M.fps) or 0) or 25.0
-        return {**row, FRAMES_KEY: frames, FRAME_TIMES_KEY: [i / fps for i in indices[: len(frames)]]}
+        return with_frames(self.run, row, self.config)
 
     def frame_count(self, row: dict) -> int:
-        """`frames`, or with `frames_per_second` set, as many as the clip's length calls for."""
-        if self.config.frames_per_second is None or not row.get(M.duration):
-            return self.config.frames
-        wanted = round(float(row[M.duration]) * self.config.frames_per_second)
-        return max(min(2, self.config.frames), min(self.config.frames, wanted))
+        return frame_count(row, self.config)
 
     def enhance(self, caption_rows: list[dict]) -> None:
         good = [r for r in caption_rows if r[CAP.error] is None]
@@ -159,6 +147,27 @@ class CaptionWorker(Stage):
             problem = disagreement_error(checks)
             if problem and self.config.checks and self.config.on_disagreement == "fail" and r[CAP.error] is None:
                 r.update({CAP.caption_dense: None, CAP.caption_short: None, CAP.error: problem})
+
+
+def with_frames(run: RunDir, row: dict, config: CaptionConfig) -> dict:
+    """The clip row with its sampled frames and their times: what a VLM captioner (or its training) sees."""
+    if not row.get(M.clip_path):
+        raise PermanentError(f"clip {row[M.clip_id]} has no clip_path in the manifest; re-run curation")
+    path = run.root / row[M.clip_path]
+    if not path.exists():
+        raise PermanentError(f"clip file {path} is missing; re-run curation to extract it")
+    indices = spread_indices(count_frames(path), frame_count(row, config))  # PermanentError if unreadable
+    frames = read_frames(path, indices, config.frame_max_side)
+    fps = float(row.get(M.fps) or 0) or 25.0
+    return {**row, FRAMES_KEY: frames, FRAME_TIMES_KEY: [i / fps for i in indices[: len(frames)]]}
+
+
+def frame_count(row: dict, config: CaptionConfig) -> int:
+    """`frames`, or with `frames_per_second` set, as many as the clip's length calls for."""
+    if config.frames_per_second is None or not row.get(M.duration):
+        return config.frames
+    wanted = round(float(row[M.duration]) * config.frames_per_second)
+    return max(min(2, config.frames), min(config.frames, wanted))
 
 
 def captioner_identity(captioner: Stage, enhancer=None, checked: bool = True) -> str:

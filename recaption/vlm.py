@@ -64,19 +64,30 @@ class VLMCaptioner(Stage):
         self.eos = eos_ids(self.model)
 
     # -- prompts -------------------------------------------------------------------------------
-    def chat_text(self, instruction: str, num_frames: int) -> str:
-        """The model's chat template applied to one user turn holding the clip and the instruction."""
+    def chat_text(self, instruction: str, num_frames: int, answer: str | None = None) -> str:
+        """The model's chat template applied to one user turn holding the clip and the instruction, then
+        the assistant's turn: open (to generate), or holding `answer` (a training target)."""
         if self.family == "video":
             media = [{"type": "video"}]
         else:
             media = [{"type": "image"} for _ in range(num_frames)]
         messages = [{"role": "user", "content": media + [{"type": "text", "text": instruction}]}]
-        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        prompt = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        if answer is None:
+            return prompt
+        messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+        full = self.processor.apply_chat_template(messages, add_generation_prompt=False, tokenize=False)
+        # the answer must follow the very prompt generation sees; else end it with the end-of-turn token
+        return full if full.startswith(prompt) else prompt + answer + self.processor.tokenizer.eos_token
 
     def model_inputs(self, instructions: list[str], rows: list[dict]):
+        texts = [self.chat_text(instr, len(row[FRAMES_KEY])) for instr, row in zip(instructions, rows, strict=True)]
+        return self.encode(texts, rows)
+
+    def encode(self, texts: list[str], rows: list[dict]):
+        """The processor's tensors for chat texts and their rows' frames."""
         import numpy as np
 
-        texts = [self.chat_text(instr, len(row[FRAMES_KEY])) for instr, row in zip(instructions, rows, strict=True)]
         if self.family == "video":
             videos = [np.stack(row[FRAMES_KEY]) for row in rows]
             # the real frame rate of the sampled frames gives the model true temporal positions

@@ -28,13 +28,22 @@ def run_caption(out: Path | str, config: CaptionConfig, ray_address: str | None 
     return caption_run(Path(out).resolve(), config, mapper=on_ray)
 
 
+def report_left_out(left_out: list[str], shown: int = 20) -> None:
+    """The rows of an imported caption file that match no kept clip, each with its reason."""
+    import typer
+
+    for line in left_out[:shown]:
+        typer.echo(f"left out: {line}", err=True)
+    if len(left_out) > shown:
+        typer.echo(f"left out: ... and {len(left_out) - shown} more rows", err=True)
+
+
 def run_step(wf, section: CaptionConfig) -> None:
     """`rushes run`: the caption section of a workflow."""
     import typer
 
     from recaption.imported import CaptionFileError
     from recaption.models import ModelNotFound
-    from workflows.commands.caption import report_left_out
 
     try:
         summary = run_caption(wf.out, section, ray_address=wf.ray.address)

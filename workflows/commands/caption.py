@@ -53,17 +53,52 @@ def caption(
     except (ModelNotFound, FileNotFoundError, CaptionFileError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
+    from workflows.caption import report_left_out
+
     report_left_out(summary.left_out)
     typer.echo(summary.line())
 
 
-def report_left_out(left_out: list[str], shown: int = 20) -> None:
-    """The rows of an imported caption file that match no kept clip, each with its reason."""
-    for line in left_out[:shown]:
-        typer.echo(f"left out: {line}", err=True)
-    if len(left_out) > shown:
-        typer.echo(f"left out: ... and {len(left_out) - shown} more rows", err=True)
+def train_captioner(
+    out: Path = typer.Option(..., "--out", help="run directory with kept clips (and captions to learn)"),
+    source: str = typer.Option(..., "--from", help="the captions to learn: 'file:PATH' (imported first) or a "
+                                                   "captioner name of OUT/captions/"),
+    base: str = typer.Option(..., help="'hf:<hub id>' or 'hf:/dir' of the VLM to fine-tune (Qwen2-VL, Qwen2.5-VL, "
+                                       "Idefics3/SmolVLM)"),
+    run_dir: Path = typer.Option(..., "--run", help="training run directory (checkpoints, metrics, final/)"),
+    lora_rank: int = typer.Option(None, "--lora-rank", help="LoRA rank; 0 fine-tunes every weight "
+                                                            "(default: LoRA 16 above 1B parameters, else full)"),
+    max_steps: int = typer.Option(None, "--max-steps", help="optimizer steps (default 200)"),
+    batch_size: int = typer.Option(None, "--batch-size", help="examples per step (default 4)"),
+    learning_rate: float = typer.Option(None, "--learning-rate", help="peak learning rate (default 1e-4)"),
+    frames: int = typer.Option(None, help="frames per clip, as captioning samples them (default 8)"),
+    frame_max_side: int = typer.Option(None, "--frame-max-side", help="longest frame side (default 448)"),
+    eval_fraction: float = typer.Option(None, "--eval-fraction", help="share of clips held out (default 0.1)"),
+    seed: int = typer.Option(None, help="split and order seed (default 0)"),
+    device: str = typer.Option(None, help="auto | cpu | cuda"),
+    resume: bool = typer.Option(False, "--resume", help="continue from the newest checkpoint in --run"),
+) -> None:
+    """Fine-tune a VLM captioner on a run's captions (DALL-E 3 style); caption with --captioner hf:RUN/final."""
+    from curation.core.config import ConfigError, validate
+    from recaption.finetune import CaptionerTrainConfig
+    from recaption.finetune import train_captioner as train
+    from recaption.imported import CaptionFileError
+    from recaption.models import ModelNotFound
+
+    given = {"source": source, "base": base, "lora_rank": lora_rank, "max_steps": max_steps,
+             "batch_size": batch_size, "learning_rate": learning_rate, "frames": frames,
+             "frame_max_side": frame_max_side, "eval_fraction": eval_fraction, "seed": seed, "device": device}
+    try:
+        cfg = validate({k: v for k, v in given.items() if v is not None}, CaptionerTrainConfig, source="options")
+    except ConfigError as e:
+        raise typer.BadParameter(str(e)) from None
+    try:
+        train(out, run_dir, cfg, resume=resume, log=typer.echo)
+    except (ModelNotFound, FileNotFoundError, FileExistsError, CaptionFileError, ValueError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
 
 
 def register(app: typer.Typer) -> None:
     app.command()(caption)
+    app.command("train-captioner")(train_captioner)

@@ -1,0 +1,400 @@
+"""`rushes train-captioner`: fine-tune a VLM captioner on a run's captions (the DALL·E 3 recipe).
+
+A small set of highly descriptive captions (imported from annotators with `file:PATH`, or any
+captioner's rows in OUT/captions/) teaches a VLM of a family rushes runs (Qwen2-VL, Qwen2.5-VL,
+Idefics3 / SmolVLM) to write them; the result captions the rest of the corpus with
+`rushes caption --captioner hf:RUN/final`.
+
+Each clip gives one example per caption (dense, and short when there is one): the clip's frames
+sampled as captioning samples them, the same prompt (`recaption.prompts`, with the clip's measured
+hints) in the model's chat template, and the caption as the assistant's answer; the loss is on the
+answer's tokens only. Clips are split by a hash of their id into train and held-out evaluation sets.
+
+The loop is straight: for each step, `batch_size` examples (one forward and backward each, summed
+gradients: no padding), clip the gradient norm, step AdamW. The example order is a function of the
+seed and the step alone, and a checkpoint holds the trainable weights, the optimizer and the RNG
+states, so N steps + resume + M steps equals N + M steps straight. LoRA (peft) trains low-rank
+adapters on the language model's linear layers and is merged into the weights at the end; rank 0
+fine-tunes every weight. On a GPU the forward runs under bfloat16 autocast over float32 trainable
+weights (a LoRA base is held in bfloat16). It is a training job, not a Ray stage.
+
+RUN/ holds: checkpoints/step-NNNNNN.pt, metrics.jsonl (train and eval loss), final/ (a
+save_pretrained directory with processor and README.md model card), samples.jsonl (held-out clips
+captioned by the trained model beside their target captions).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from curation.core.config import StrictModel
+from curation.core.rundir import RunDir, now_utc
+from curation.core.schema import CAP, M
+from curation.core.tables import kept_clips, latest_captions
+from recaption.config import CaptionConfig, check_model_spec
+from recaption.prompts import dense_prompt, hints_from_row, short_prompt
+
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+AUTO_LORA_ABOVE = 1_000_000_000  # parameters: larger models get LoRA (rank 16) unless told otherwise
+AUTO_LORA_RANK = 16
+IGNORE = -100  # label of a token that is not trained on (the prompt, the frames)
+
+
+class CaptionerTrainConfig(StrictModel):
+    source: str = Field(..., description="the captions to learn: 'file:PATH' (imported first) or a captioner name "
+                                         "of OUT/captions/")
+    base: str = Field(..., description="'hf:<hub id>' or 'hf:/dir' of the VLM to fine-tune")
+    lora_rank: int | None = Field(None, ge=0, description="LoRA rank; 0: full fine-tuning; null: LoRA "
+                                                          f"{AUTO_LORA_RANK} above {AUTO_LORA_ABOVE:,} parameters")
+    lora_alpha: float | None = Field(None, gt=0, description="LoRA scale numerator; null: twice the rank")
+    max_steps: int = Field(200, ge=1)
+    batch_size: int = Field(4, ge=1, description="examples per optimizer step")
+    learning_rate: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(10, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    eval_fraction: float = Field(0.1, ge=0, lt=1, description="share of clips held out for the evaluation loss")
+    eval_every: int = Field(50, ge=1)
+    save_every: int = Field(50, ge=1)
+    samples: int = Field(4, ge=0, description="held-out clips captioned by the trained model at the end")
+    seed: int = 0
+    frames: int = Field(8, ge=1)
+    frames_per_second: float | None = Field(None, gt=0)
+    frame_max_side: int = Field(448, ge=28)
+    max_new_tokens: int = Field(256, ge=8, description="generation limit of the sample captions")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @field_validator("base")
+    @classmethod
+    def _base(cls, v: str) -> str:
+        return check_model_spec(v, "base")
+
+    def caption_config(self, captioner: str, dtype: str = "auto", checks: bool = True) -> CaptionConfig:
+        """The captioning settings the training shares (frame sampling, device) for `captioner`."""
+        return CaptionConfig(captioner=captioner, frames=self.frames, frames_per_second=self.frames_per_second,
+                             frame_max_side=self.frame_max_side, device=self.device, dtype=dtype, checks=checks,
+                             max_new_tokens=self.max_new_tokens, short_max_new_tokens=min(48, self.max_new_tokens))
+
+
+@dataclass(frozen=True)
+class Example:
+    clip: dict  # the kept clip's manifest row
+    kind: str  # dense | short
+    target: str
+
+    @property
+    def instruction(self) -> str:
+        hints = hints_from_row(self.clip)
+        return dense_prompt(hints) if self.kind == "dense" else short_prompt(hints)
+
+
+# -- data ----------------------------------------------------------------------------------------------
+def source_captioner(out: Path | str, source: str) -> str:
+    """The captioner name whose rows are the targets; a `file:` source is imported first (resumes)."""
+    from recaption.run import caption_run
+
+    if source.startswith("file:"):
+        return caption_run(out, CaptionConfig(captioner=source)).captioner
+    return source
+
+
+def captioned_clips(run: RunDir, captioner: str) -> list[tuple[dict, dict]]:
+    """(kept clip, its newest good caption by `captioner`), ordered by clip id."""
+    captions = {r[CAP.clip_id]: r for r in latest_captions(run, captioner).to_pylist()}
+    if not captions:
+        known = sorted({str(c) for c in latest_captions(run)[CAP.captioner].to_pylist()})
+        raise ValueError(f"--from {captioner!r}: no good caption of a kept clip in {run.captions}; captioners there: "
+                         f"{', '.join(known) or 'none'}")
+    return sorted(((c, captions[c[M.clip_id]]) for c in kept_clips(run) if c[M.clip_id] in captions),
+                  key=lambda pair: pair[0][M.clip_id])
+
+
+def split(pairs: list, eval_fraction: float, seed: int) -> tuple[list, list]:
+    """Held-out clips by a hash of (seed, clip id): the same clips stay out however the run grows."""
+    def key(pair):
+        return hashlib.sha256(f"{seed}:{pair[0][M.clip_id]}".encode()).hexdigest()
+
+    ordered = sorted(pairs, key=key)
+    n_eval = min(len(ordered) - 1, max(1, round(eval_fraction * len(ordered)))) if eval_fraction > 0 else 0
+    return ordered[n_eval:], ordered[:n_eval]
+
+
+def examples(pairs: list[tuple[dict, dict]]) -> list[Example]:
+    out = []
+    for clip, caption in pairs:
+        out.append(Example(clip, "dense", caption[CAP.caption_dense]))
+        if caption[CAP.caption_short]:
+            out.append(Example(clip, "short", caption[CAP.caption_short]))
+    return out
+
+
+def example_at(train: list[Example], position: int, seed: int) -> Example:
+    """The example seen at a global position: each epoch a fresh permutation of the seed and the epoch."""
+    epoch, index = divmod(position, len(train))
+    order = list(range(len(train)))
+    random.Random(f"{seed}:{epoch}").shuffle(order)
+    return train[order[index]]
+
+
+# -- the model -------------------------------------------------------------------------------------------
+class Learner:
+    """The captioner being trained: its model (maybe with LoRA adapters), processor and optimizer."""
+
+    def __init__(self, cfg: CaptionerTrainConfig, run: RunDir):
+        import torch
+
+        from recaption.models import pick_device
+        from recaption.vlm import VLMCaptioner
+
+        self.cfg, self.run = cfg, run
+        self.device = pick_device(cfg.device)
+        probe = VLMCaptioner(cfg.caption_config(cfg.base))  # resolves the model: a missing one fails here
+        self.base_identity = probe.identity
+        self.rank = cfg.lora_rank if cfg.lora_rank is not None else self._auto_rank(probe.model_ref)
+        # float32 trainable weights; a frozen LoRA base may sit in bfloat16 on a GPU
+        dtype = "bfloat16" if self.rank and self.device == "cuda" else "float32"
+        self.vlm = VLMCaptioner(cfg.caption_config(cfg.base, dtype=dtype), model=probe.model_ref)
+        self.vlm.setup()
+        self.vlm.processor.tokenizer.padding_side = "right"
+        model = self.vlm.model
+        if self.rank:
+            from peft import LoraConfig, get_peft_model
+
+            lora = LoraConfig(r=self.rank, lora_alpha=cfg.lora_alpha or 2 * self.rank, lora_dropout=0.0,
+                              target_modules=LORA_TARGETS)
+            model = get_peft_model(model, lora)
+            for p in model.parameters():
+                if p.requires_grad:
+                    p.data = p.data.float()
+        model.train()
+        self.model = model
+        self.trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        self.optimizer = torch.optim.AdamW(self.trainable.values(), lr=cfg.learning_rate,
+                                           weight_decay=cfg.weight_decay)
+
+    @staticmethod
+    def _auto_rank(ref) -> int:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(ref.source, revision=ref.revision, local_files_only=ref.local_files_only)
+        text = getattr(config, "text_config", config)
+        hidden, layers = getattr(text, "hidden_size", 0), getattr(text, "num_hidden_layers", 0)
+        vocab = getattr(text, "vocab_size", 0)
+        approx = 12 * layers * hidden * hidden + vocab * hidden  # transformer blocks + embeddings
+        return AUTO_LORA_RANK if approx > AUTO_LORA_ABOVE else 0
+
+    def frames(self, clip: dict) -> dict:
+        from recaption.run import with_frames
+
+        return with_frames(self.run, clip, self.vlm.config)
+
+    def loss(self, example: Example, clip_with_frames: dict):
+        """Mean cross-entropy of the answer's tokens given the frames and the prompt."""
+        import torch
+
+        from recaption.vlm import FRAMES_KEY
+
+        n = len(clip_with_frames[FRAMES_KEY])
+        prompt = self.vlm.chat_text(example.instruction, n)
+        full = self.vlm.chat_text(example.instruction, n, answer=example.target)
+        prompt_len = self.vlm.encode([prompt], [clip_with_frames])["input_ids"].shape[1]
+        inputs = self.vlm.encode([full], [clip_with_frames])
+        inputs = {k: v.to(self.device) for k, v in inputs.items() if hasattr(v, "to")}
+        labels = inputs["input_ids"].clone()
+        labels[:, :prompt_len] = IGNORE
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device == "cuda"):
+            return self.model(**inputs, labels=labels).loss
+
+    def learning_rate(self, step: int) -> float:
+        """Linear warm-up, then cosine decay to a tenth."""
+        cfg = self.cfg
+        if step < cfg.warmup_steps:
+            return cfg.learning_rate * (step + 1) / cfg.warmup_steps
+        progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+        return cfg.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+# -- checkpoints -----------------------------------------------------------------------------------------
+def checkpoints(run_dir: Path) -> list[Path]:
+    return sorted((run_dir / "checkpoints").glob("step-*.pt"))
+
+
+def save_checkpoint(learner: Learner, run_dir: Path, step: int) -> Path:
+    import torch
+
+    path = run_dir / "checkpoints" / f"step-{step:06d}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {"step": step, "config": learner.cfg.model_dump(), "rank": learner.rank,
+             "trainable": {n: p.detach().cpu() for n, p in learner.trainable.items()},
+             "optimizer": learner.optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
+             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # a killed run leaves no half-written checkpoint
+    return path
+
+
+def resume_or_refuse(learner: Learner, run_dir: Path, resume: bool) -> int:
+    """The step to start from: 0 for a new run, the newest checkpoint's with `resume`."""
+    import torch
+
+    existing = checkpoints(run_dir)
+    if not existing:
+        return 0
+    if not resume:
+        raise FileExistsError(f"{run_dir} already has checkpoints; pass --resume to continue or choose a new --run")
+    state = torch.load(existing[-1], map_location="cpu", weights_only=False)
+    if state["rank"] != learner.rank:
+        raise ValueError(f"{existing[-1]} was trained with LoRA rank {state['rank']}, not {learner.rank}; "
+                         "resume with the same --lora-rank")
+    with torch.no_grad():
+        for name, value in state["trainable"].items():
+            learner.trainable[name].copy_(value)
+    learner.optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return int(state["step"])
+
+
+# -- the loop ------------------------------------------------------------------------------------------
+def evaluate(learner: Learner, held_out: list[Example]) -> float | None:
+    import torch
+
+    if not held_out:
+        return None
+    learner.model.eval()
+    with torch.no_grad():
+        losses = [float(learner.loss(e, learner.frames(e.clip))) for e in held_out]
+    learner.model.train()
+    return sum(losses) / len(losses)
+
+
+def train_captioner(out: Path | str, run_dir: Path | str, cfg: CaptionerTrainConfig, resume: bool = False,
+                    log=print, stop_at: int | None = None) -> dict:
+    """Fine-tune `cfg.base` on the captions of `cfg.source` in the run at `out`; returns the summary.
+
+    `stop_at` pauses after that step with a checkpoint (as a killed run would), for a later resume."""
+    import torch
+
+    run, run_dir = RunDir(out), Path(run_dir)
+    captioner = source_captioner(out, cfg.source)
+    pairs = captioned_clips(run, captioner)
+    train_pairs, eval_pairs = split(pairs, cfg.eval_fraction, cfg.seed)
+    train, held_out = examples(train_pairs), examples(eval_pairs)
+    torch.manual_seed(cfg.seed)
+    learner = Learner(cfg, run)
+    start = resume_or_refuse(learner, run_dir, resume)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log(f"train-captioner: {len(train_pairs)} clips ({len(train)} examples) to train, {len(eval_pairs)} held out, "
+        f"{captioner} -> {learner.base_identity}, " + (f"LoRA rank {learner.rank}" if learner.rank else "full fine-tuning")
+        + (f", resumed at step {start}" if start else ""))
+    if start == 0:
+        first_eval = evaluate(learner, held_out)
+        _metric(run_dir, {"step": 0, "eval_loss": first_eval})
+    else:  # metrics past the checkpoint (a run killed between the two) are measured again
+        first_eval = _keep_metrics_until(run_dir, start)
+    eval_loss = first_eval
+    for step in range(start, min(cfg.max_steps, stop_at or cfg.max_steps)):
+        for group in learner.optimizer.param_groups:
+            group["lr"] = learner.learning_rate(step)
+        total = 0.0
+        for i in range(cfg.batch_size):
+            example = example_at(train, step * cfg.batch_size + i, cfg.seed)
+            loss = learner.loss(example, learner.frames(example.clip)) / cfg.batch_size
+            loss.backward()
+            total += float(loss.detach())
+        torch.nn.utils.clip_grad_norm_(list(learner.trainable.values()), cfg.grad_clip)
+        learner.optimizer.step()
+        learner.optimizer.zero_grad(set_to_none=True)
+        done = step + 1
+        record = {"step": done, "train_loss": total}
+        if done % cfg.eval_every == 0 or done == cfg.max_steps:
+            eval_loss = evaluate(learner, held_out)
+            record["eval_loss"] = eval_loss
+            log(f"step {done}/{cfg.max_steps}: train loss {total:.4f}"
+                + (f", eval loss {eval_loss:.4f}" if eval_loss is not None else ""))
+        _metric(run_dir, record)
+        if done % cfg.save_every == 0 or done in (cfg.max_steps, stop_at):
+            save_checkpoint(learner, run_dir, done)
+    if stop_at is not None and stop_at < cfg.max_steps:
+        return {"paused_at": stop_at}
+    final = save_final(learner, run_dir, captioner, len(train_pairs), len(eval_pairs), first_eval, eval_loss)
+    samples = write_samples(cfg, run, run_dir, final, eval_pairs)
+    summary = {"final": str(final), "steps": cfg.max_steps, "train_clips": len(train_pairs),
+               "eval_clips": len(eval_pairs), "eval_loss": eval_loss, "samples": samples}
+    log(f"train-captioner: wrote {final} (caption with --captioner hf:{final})")
+    return summary
+
+
+def _keep_metrics_until(run_dir: Path, step: int) -> float | None:
+    """Drop metric records after `step`; returns the eval loss before training."""
+    path = run_dir / "metrics.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    records = [r for r in records if r["step"] <= step]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return next((r.get("eval_loss") for r in records if r["step"] == 0), None)
+
+
+def _metric(run_dir: Path, record: dict) -> None:
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def save_final(learner: Learner, run_dir: Path, captioner: str, n_train: int, n_eval: int,
+               first_eval: float | None, eval_loss: float | None) -> Path:
+    """The trained model as a plain save_pretrained directory (LoRA merged), with its processor and card."""
+    import torch
+
+    final = run_dir / "final"
+    model = learner.model.merge_and_unload() if learner.rank else learner.model
+    if learner.rank:
+        model = model.to(torch.float32 if learner.device == "cpu" else torch.bfloat16)
+    model.save_pretrained(final)
+    learner.vlm.processor.tokenizer.padding_side = "left"
+    learner.vlm.processor.save_pretrained(final)
+    cfg = learner.cfg
+    method = f"LoRA rank {learner.rank} (alpha {cfg.lora_alpha or 2 * learner.rank:g}), merged" if learner.rank \
+        else "full fine-tuning"
+    fmt = (lambda v: "n/a" if v is None else f"{v:.4f}")  # noqa: E731
+    (final / "README.md").write_text(
+        f"# Captioner fine-tuned by `rushes train-captioner`\n\n"
+        f"| | |\n|---|---|\n"
+        f"| base model | `{learner.base_identity}` |\n"
+        f"| data | captions of `{captioner}` in `{learner.run.root}`: {n_train} clips trained, {n_eval} held out |\n"
+        f"| method | {method} |\n"
+        f"| steps | {cfg.max_steps} x {cfg.batch_size} examples, learning rate {cfg.learning_rate:g} |\n"
+        f"| frames | {cfg.frames} per clip, longest side {cfg.frame_max_side} |\n"
+        f"| eval loss | {fmt(first_eval)} before, {fmt(eval_loss)} after |\n"
+        f"| trained | {now_utc().isoformat()} |\n\n"
+        f"Use it with `rushes caption --out OUT --captioner hf:{final}`.\n")
+    return final
+
+
+def write_samples(cfg: CaptionerTrainConfig, run: RunDir, run_dir: Path, final: Path,
+                  eval_pairs: list[tuple[dict, dict]]) -> int:
+    """Held-out clips captioned by the trained model, beside their targets, in RUN/samples.jsonl."""
+    from recaption.run import with_frames
+    from recaption.vlm import VLMCaptioner
+
+    pairs = eval_pairs[: cfg.samples]
+    if not pairs:
+        return 0
+    config = cfg.caption_config(f"hf:{final}", checks=False)
+    captioner = VLMCaptioner(config)
+    written = captioner([with_frames(run, clip, config) for clip, _ in pairs])
+    with open(run_dir / "samples.jsonl", "w") as f:
+        for (clip, target), row in zip(pairs, written, strict=True):
+            f.write(json.dumps({"clip_id": clip[M.clip_id], "target_dense": target[CAP.caption_dense],
+                                "target_short": target[CAP.caption_short], "dense": row[CAP.caption_dense],
+                                "short": row[CAP.caption_short]}) + "\n")
+    return len(pairs)

@@ -1,0 +1,109 @@
+"""`rushes train-captioner` on tiny random-weight models: it learns, resumes exactly, LoRA merges, and
+its output captions like any model."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from curation.core.schema import CAP, clip_id_for
+from curation.core.tables import read_captions
+from recaption.config import CaptionConfig
+from recaption.finetune import CaptionerTrainConfig, checkpoints, train_captioner
+from recaption.run import caption_run
+
+DENSES = [
+    "A red circle slides to the right across a plain blue background, flat colours, even light, a wide shot.",
+    "A yellow square rises slowly over a plain green background, flat colours, dim light, a wide shot here.",
+    "A white triangle drifts to the left over a plain purple background, flat colours, bright, a wide shot.",
+]
+
+
+@pytest.fixture
+def annotated(make_run, tmp_path):
+    run = make_run(3)
+    path = tmp_path / "annotations.jsonl"
+    path.write_text("".join(json.dumps({CAP.clip_id: clip_id_for(f"source{i}", 0, 12), CAP.caption_dense: d,
+                                        CAP.caption_short: d.split(",")[0] + "."}) + "\n"
+                            for i, d in enumerate(DENSES)))
+    return run, f"file:{path}"
+
+
+def tiny(base, source, **kw) -> CaptionerTrainConfig:
+    settings = dict(source=source, base=f"hf:{base}", lora_rank=0, max_steps=12, batch_size=2, learning_rate=1e-2,
+                    warmup_steps=1, eval_fraction=0.34, eval_every=100, save_every=100, samples=1, frames=4,
+                    frame_max_side=64, max_new_tokens=12, device="cpu")
+    return CaptionerTrainConfig(**{**settings, **kw})
+
+
+def metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_it_learns_and_its_output_captions_like_any_model(annotated, tiny_qwen, tmp_path):
+    run, source = annotated
+    run_dir = tmp_path / "cap"
+    summary = train_captioner(run.root, run_dir, tiny(tiny_qwen, source), log=lambda *_: None)
+    assert (summary["train_clips"], summary["eval_clips"], summary["samples"]) == (2, 1, 1)
+    losses = [m["train_loss"] for m in metrics(run_dir) if "train_loss" in m]
+    assert len(losses) == 12 and sum(losses[-3:]) < 0.7 * sum(losses[:3])  # it fits its training captions
+    assert metrics(run_dir)[0]["step"] == 0 and metrics(run_dir)[-1]["eval_loss"] is not None
+    final = run_dir / "final"
+    card = (final / "README.md").read_text()
+    assert f"hf:{tiny_qwen}" in card and "full fine-tuning" in card and "12 x 2 examples" in card
+    assert "2 clips trained, 1 held out" in card
+    sample = json.loads((run_dir / "samples.jsonl").read_text())
+    assert sample["target_dense"] in DENSES and isinstance(sample["dense"], str)
+    # the trained model is a model directory `rushes caption` loads as it loads any
+    done = caption_run(run.root, CaptionConfig(captioner=f"hf:{final}", checks=False, frames=4, frame_max_side=64,
+                                               max_new_tokens=8, short_max_new_tokens=4))
+    assert done.captioned == 3 and done.captioner.startswith(f"hf:{final}")
+    assert "untrained" not in done.captioner
+    assert len(read_captions(run).to_pylist()) == 6  # 3 imported + 3 by the trained model
+
+
+def test_a_paused_run_resumed_ends_where_a_straight_run_ends(annotated, tiny_qwen, tmp_path):
+    from safetensors.torch import load_file
+
+    run, source = annotated
+    cfg = tiny(tiny_qwen, source, max_steps=4, save_every=2, samples=0)
+    train_captioner(run.root, tmp_path / "straight", cfg, log=lambda *_: None)
+    train_captioner(run.root, tmp_path / "paused", cfg, log=lambda *_: None, stop_at=2)
+    assert [p.name for p in checkpoints(tmp_path / "paused")] == ["step-000002.pt"]
+    with pytest.raises(FileExistsError, match="pass --resume"):
+        train_captioner(run.root, tmp_path / "paused", cfg, log=lambda *_: None)
+    train_captioner(run.root, tmp_path / "paused", cfg, resume=True, log=lambda *_: None)
+    a = load_file(tmp_path / "straight" / "final" / "model.safetensors")
+    b = load_file(tmp_path / "paused" / "final" / "model.safetensors")
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+    assert [m["step"] for m in metrics(tmp_path / "paused")] == [0, 1, 2, 3, 4]
+
+
+def test_lora_trains_adapters_only_and_merges_them(annotated, tiny_qwen, tmp_path):
+    from safetensors.torch import load_file
+
+    run, source = annotated
+    run_dir = tmp_path / "lora"
+    train_captioner(run.root, run_dir, tiny(tiny_qwen, source, lora_rank=4, max_steps=3, samples=0),
+                    log=lambda *_: None)
+    final = run_dir / "final"
+    assert not (final / "adapter_config.json").exists()  # merged: a plain model directory
+    assert "LoRA rank 4 (alpha 8), merged" in (final / "README.md").read_text()
+    base, tuned = load_file(tiny_qwen / "model.safetensors"), load_file(final / "model.safetensors")
+    assert set(tuned) == set(base)
+    changed = {k for k in base if not (base[k] == tuned[k]).all()}
+    assert changed and all(k.split(".")[-2] in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                                "down_proj") for k in changed)
+
+
+def test_cli_names_an_unknown_source_captioner_without_a_traceback(annotated, tiny_qwen, tmp_path):
+    from workflows.cli import app
+
+    run, _ = annotated
+    result = CliRunner().invoke(app, ["train-captioner", "--out", str(run.root), "--from", "nobody",
+                                      "--base", f"hf:{tiny_qwen}", "--run", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "--from 'nobody': no good caption" in result.output
+    assert "Traceback" not in result.output
+    result = CliRunner().invoke(app, ["train-captioner", "--out", str(run.root), "--from", "metadata",
+                                      "--base", "qwen", "--run", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "base must be" in result.output
