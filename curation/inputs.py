@@ -228,12 +228,21 @@ def find_duplicates(sources: list[str], is_done: Callable[[str], bool] = lambda 
                 for other in same[1:]:
                     if is_done(other):
                         continue  # curated by an earlier run: its rows stay as they are
-                    if filecmp.cmp(_local(original), _local(other), shallow=False):
+                    if _same_bytes(original, other):
                         copies[other] = original
                     else:
                         rest.append(other)  # same sampled chunks, other bytes: not a copy
                 same = rest
     return copies
+
+
+def _same_bytes(a: str, b: str) -> bool:
+    """Byte for byte; reads both files, which only real copies get this far to need (and curating
+    the copy would read it all anyway)."""
+    try:
+        return filecmp.cmp(_local(a), _local(b), shallow=False)
+    except OSError:  # one went away since it was found: not a copy; the run quarantines it
+        return False
 
 
 def _local(source: str) -> str:
