@@ -107,3 +107,14 @@ def test_cli_names_an_unknown_source_captioner_without_a_traceback(annotated, ti
     result = CliRunner().invoke(app, ["train-captioner", "--out", str(run.root), "--from", "metadata",
                                       "--base", "qwen", "--run", str(tmp_path / "r")])
     assert result.exit_code == 2 and "base must be" in result.output
+
+
+def test_the_image_sequence_family_trains_too(annotated, tiny_idefics, tmp_path):
+    run, source = annotated
+    run_dir = tmp_path / "idefics"
+    summary = train_captioner(run.root, run_dir, tiny(tiny_idefics, source, max_steps=2, samples=1),
+                              log=lambda *_: None)
+    assert summary["samples"] == 1 and summary["eval_loss"] is not None
+    done = caption_run(run.root, CaptionConfig(captioner=f"hf:{run_dir / 'final'}", checks=False, frames=4,
+                                               frame_max_side=64, max_new_tokens=8, short_max_new_tokens=4))
+    assert done.captioned == 3
