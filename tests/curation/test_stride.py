@@ -47,3 +47,19 @@ def test_stride_settings_are_checked():
         validate({"shots": {"mode": "fixed"}}, CurateConfig)
     with pytest.raises(ConfigError, match="shots.window_s"):
         validate({"shots": {"mode": "stride", "window_s": 0}}, CurateConfig)
+
+
+def test_a_window_never_spans_frames_that_did_not_decode(tmp_path):
+    import numpy as np
+
+    path = tmp_path / "damaged.avi"  # mjpeg: damage stays local
+    write_footage(path, [Segment(96, "circle", "red", "right", "blue")], 128, 96, fps=24, codec="mjpeg")
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 3000] = np.random.default_rng(0).bytes(3000)
+    path.write_bytes(bytes(data))
+    spans, rows = _windows(path, 1.0, 1.0)
+    gaps = [(g["start_frame"], g["end_frame"]) for g in rows[0]["source_gaps"]]
+    assert gaps and rows[-1]["end_frame"] == 96
+    for start, end in spans:
+        assert all(end <= g0 or start >= g1 for g0, g1 in gaps)
+        assert start // 24 == (end - 1) // 24  # inside one second's window
