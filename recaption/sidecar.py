@@ -8,6 +8,9 @@ For a source `take07.mp4`, the first of these that exists is read (either `take0
   JSON string; every clip of the source gets it;
 - `.txt`: the whole file (trimmed); every clip of the source gets it.
 
+Without a sidecar, the container's own metadata is used: its `description`, `comment` or `title`
+tag (the first present), as a camera, an editor or `ffmpeg -metadata comment=...` wrote it.
+
 A sidecar that cannot be read (bad JSON, no cue times, not UTF-8) is skipped with a warning naming
 it: the clip is captioned all the same, without an original caption. The trainer's caption blend
 uses `caption_original` where it exists (training/data.py).
@@ -27,6 +30,7 @@ log = logging.getLogger(__name__)
 
 SIDECAR_SUFFIXES = (".srt", ".json", ".txt")
 JSON_KEYS = ("caption", "description", "title")
+CONTAINER_TAGS = ("description", "comment", "title")
 SRT_TIME = re.compile(r"(\d+):(\d{1,2}):(\d{1,2})[,.](\d{1,3})")
 SRT_TIMES = re.compile(rf"^\s*{SRT_TIME.pattern}\s*-->\s*{SRT_TIME.pattern}")
 MARKUP = re.compile(r"<[^>]*>|\{\\[^}]*\}")  # <i>, <font ...>, {\an8}
@@ -97,6 +101,21 @@ def sidecar_for(source: str) -> Path | None:
     return None
 
 
+def container_caption(source: str) -> str | None:
+    """The source's description, comment or title tag, or None (no tag, a URL, or unreadable: curation said so)."""
+    if "://" in source or not Path(source).expanduser().is_file():
+        return None
+    import av
+
+    try:
+        with av.open(str(Path(source).expanduser())) as container:
+            tags = {k.lower(): v for k, v in container.metadata.items()}
+    except (av.error.FFmpegError, OSError):
+        return None
+    text = next((tags[t] for t in CONTAINER_TAGS if str(tags.get(t) or "").strip()), None)
+    return " ".join(text.split()) if text else None
+
+
 class SidecarCaptions:
     """caption_original per clip, each source's sidecar read once (per worker)."""
 
@@ -122,7 +141,7 @@ class SidecarCaptions:
     def _load(source: str) -> str | list[Cue] | None:
         path = sidecar_for(source)
         if path is None:
-            return None
+            return container_caption(source)
         try:
             return read_sidecar(path)
         except (SidecarError, OSError) as e:

@@ -80,3 +80,28 @@ def test_caption_rows_carry_the_sources_own_caption(tmp_path):
     caption_run(run.root)
     originals = sorted(r[CAP.caption_original] for r in latest_captions(run).to_pylist())
     assert originals == ["A kite rises over the beach.", "Gulls circle."]
+
+
+def test_without_a_sidecar_the_containers_comment_or_title_is_used(tmp_path):
+    import av
+    import numpy as np
+
+    def write(path, tags):
+        with av.open(str(path), "w") as container:
+            container.metadata.update(tags)
+            stream = container.add_stream("mpeg4", rate=12)
+            stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), np.uint8), format="rgb24")):
+                container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+
+    write(tmp_path / "a.mp4", {"title": "Beach", "comment": "A red  kite over a beach."})
+    write(tmp_path / "b.mp4", {"title": "Beach at dawn"})
+    write(tmp_path / "c.mp4", {})
+    sidecars = SidecarCaptions()
+    assert sidecars.caption(clip(tmp_path / "a.mp4", 0.0, 1.0)) == "A red kite over a beach."
+    assert sidecars.caption(clip(tmp_path / "b.mp4", 0.0, 1.0)) == "Beach at dawn"
+    assert sidecars.caption(clip(tmp_path / "c.mp4", 0.0, 1.0)) is None
+    (tmp_path / "a.txt").write_text("From the sidecar.")
+    assert SidecarCaptions().caption(clip(tmp_path / "a.mp4", 0.0, 1.0)) == "From the sidecar."  # a sidecar wins
