@@ -208,3 +208,21 @@ def test_report_shows_the_agreement_rate_per_captioner_and_signal_and_the_disagr
     assert f"<tr><td>{imported}</td><td class=n>0% (0/1)</td>" in page  # camera_motion: the one disagreement
     assert "<tr><td>metadata</td><td class=n>100% (1/1)</td>" in page
     assert "dense: “pans left”" in page and "<td>pan_right</td><td>flagged</td>" in page
+
+
+def test_an_enhanced_caption_is_compared_as_rewritten(tmp_path):
+    from curation.core.tables import kept_clips
+    from recaption.run import CaptionWorker
+
+    class Rewriter:  # stands in for the LLM: rewrites every caption into one that contradicts the clip
+        identity = "stub-enhancer"
+
+        def rewrite(self, texts):
+            return [(PANS_LEFT, None) for _ in texts]
+
+    run = pan_right_run(tmp_path)
+    worker = CaptionWorker(run.root, CaptionConfig())
+    worker.enhancer = Rewriter()
+    (row,) = worker(kept_clips(run))
+    assert row[CAP.caption_dense] == PANS_LEFT
+    assert [c[CHK.caption] for c in row[CAP.signal_checks] if not c[CHK.agrees]] == ["pans left"]
