@@ -118,3 +118,21 @@ def test_the_image_sequence_family_trains_too(annotated, tiny_idefics, tmp_path)
     done = caption_run(run.root, CaptionConfig(captioner=f"hf:{run_dir / 'final'}", checks=False, frames=4,
                                                frame_max_side=64, max_new_tokens=8, short_max_new_tokens=4))
     assert done.captioned == 3
+
+
+def test_the_three_commands_of_the_issue_end_to_end(annotated, tiny_qwen, tmp_path):
+    from workflows.cli import app
+
+    run, source = annotated
+    cli = CliRunner()
+    result = cli.invoke(app, ["caption", "--out", str(run.root), "--no-ray", "--captioner", source])
+    assert result.exit_code == 0 and "3 captioned" in result.output, result.output
+    result = cli.invoke(app, ["train-captioner", "--out", str(run.root), "--from", source, "--base", f"hf:{tiny_qwen}",
+                              "--run", str(tmp_path / "cap"), "--lora-rank", "0", "--max-steps", "2",
+                              "--batch-size", "1", "--frames", "4", "--frame-max-side", "64", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "2 clips (4 examples) to train, 1 held out" in result.output  # the import was already done: reused
+    final = tmp_path / "cap" / "final"
+    result = cli.invoke(app, ["caption", "--out", str(run.root), "--no-ray", "--no-checks", "--captioner",
+                              f"hf:{final}", "--frames", "4", "--frame-max-side", "64", "--max-new-tokens", "8"])
+    assert result.exit_code == 0 and "3 kept clips -> 3 captioned" in result.output, result.output
