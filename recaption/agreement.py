@@ -87,8 +87,6 @@ STATIC = [
     re.compile(r"\b(?:no|without\s+(?:any\s+)?)\s*(?:visible\s+|noticeable\s+)?camera\s+(?:movement|motion|moves)\b"),
 ]
 MOVING = re.compile(r"\b(?:hand-?held|shaky)\s+(?:camera|shot|footage)\b")
-OPPOSITE = {"pan_left": "pan_right", "pan_right": "pan_left", "tilt_up": "tilt_down", "tilt_down": "tilt_up",
-            "zoom_in": "zoom_out", "zoom_out": "zoom_in"}
 
 
 def _direction(after: str, table: dict[str, str], within: int) -> str | None:
@@ -139,7 +137,7 @@ def _camera_claim(verb: str, before: str, after: str) -> str | None:
     return "zoom_in" if verb.startswith("push") else "moving"
 
 
-DIRECTION_WORDS = set(LEFT_RIGHT) | set(UP_DOWN) | set(IN_OUT) - {"in", "into", "toward", "towards"}
+DIRECTION_WORDS = set(LEFT_RIGHT) | set(UP_DOWN) | (set(IN_OUT) - {"in", "into", "toward", "towards"})
 
 
 def _phrase(verb: str, after: str) -> str:
