@@ -16,7 +16,10 @@ seed and the step alone, and a checkpoint holds the trainable weights, the optim
 states, so N steps + resume + M steps equals N + M steps straight. LoRA (peft) trains low-rank
 adapters on the language model's linear layers and is merged into the weights at the end; rank 0
 fine-tunes every weight. On a GPU the forward runs under bfloat16 autocast over float32 trainable
-weights (a LoRA base is held in bfloat16). It is a training job, not a Ray stage.
+weights (a LoRA base is held in bfloat16). It is a training job, not a Ray stage: under torchrun
+(`torchrun --nproc-per-node N -m workflows.cli train-captioner ...`) each process takes every N-th
+example of a step and the summed gradients are all-reduced before the step, so N processes take
+the steps one would; rank 0 writes everything.
 
 RUN/ holds: checkpoints/step-NNNNNN.pt, metrics.jsonl (train and eval loss), final/ (a
 save_pretrained directory with processor and README.md model card), samples.jsonl (held-out clips
@@ -97,14 +100,60 @@ class Example:
         return dense_prompt(hints) if self.kind == "dense" else short_prompt(hints)
 
 
-# -- data ----------------------------------------------------------------------------------------------
-def source_captioner(out: Path | str, source: str) -> str:
-    """The captioner name whose rows are the targets; a `file:` source is imported first (resumes)."""
-    from recaption.run import caption_run
+@dataclass(frozen=True)
+class World:
+    """This process's place in a torchrun job (rank 0 of 1 without one)."""
 
-    if source.startswith("file:"):
-        return caption_run(out, CaptionConfig(captioner=source)).captioner
-    return source
+    rank: int = 0
+    size: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        import torch
+
+        if self.size > 1:
+            torch.distributed.barrier()
+
+    def sum(self, tensor):
+        """The tensor summed over every process (in place)."""
+        import torch
+
+        if self.size > 1:
+            torch.distributed.all_reduce(tensor)
+        return tensor
+
+
+def join_world(device_setting: str) -> World:
+    """torchrun's WORLD_SIZE > 1: gloo on the CPU, nccl with one GPU per local rank."""
+    import torch
+
+    from recaption.models import pick_device
+
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size == 1:
+        return World()
+    cuda = pick_device(device_setting) == "cuda"
+    if cuda:  # "cuda" then means this rank's GPU
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if cuda else "gloo")
+    return World(int(os.environ["RANK"]), size)
+
+
+# -- data ----------------------------------------------------------------------------------------------
+def source_captioner(out: Path | str, source: str, world: World = World()) -> str:
+    """The captioner name whose rows are the targets; a `file:` source is imported first (by rank 0; resumes)."""
+    from recaption.run import caption_run, plan_captions
+
+    if not source.startswith("file:"):
+        return source
+    config = CaptionConfig(captioner=source)
+    name = caption_run(out, config).captioner if world.main else None
+    world.barrier()
+    return name or plan_captions(out, config)[0].identity
 
 
 def captioned_clips(run: RunDir, captioner: str) -> list[tuple[dict, dict]]:
@@ -267,16 +316,18 @@ def resume_or_refuse(learner: Learner, run_dir: Path, resume: bool) -> int:
 
 
 # -- the loop ------------------------------------------------------------------------------------------
-def evaluate(learner: Learner, held_out: list[Example]) -> float | None:
+def evaluate(learner: Learner, held_out: list[Example], world: World = World()) -> float | None:
+    """Mean loss over the held-out examples (each process takes every size-th one)."""
     import torch
 
     if not held_out:
         return None
     learner.model.eval()
     with torch.no_grad():
-        losses = [float(learner.loss(e, learner.frames(e.clip))) for e in held_out]
+        losses = [float(learner.loss(e, learner.frames(e.clip))) for e in held_out[world.rank::world.size]]
     learner.model.train()
-    return sum(losses) / len(losses)
+    total = world.sum(torch.tensor([sum(losses), len(losses)], dtype=torch.float64, device=learner.device))
+    return float(total[0] / total[1])
 
 
 def train_captioner(out: Path | str, run_dir: Path | str, cfg: CaptionerTrainConfig, resume: bool = False,
@@ -286,8 +337,10 @@ def train_captioner(out: Path | str, run_dir: Path | str, cfg: CaptionerTrainCon
     `stop_at` pauses after that step with a checkpoint (as a killed run would), for a later resume."""
     import torch
 
+    world = join_world(cfg.device)
+    log = log if world.main else (lambda *_: None)
     run, run_dir = RunDir(out), Path(run_dir)
-    captioner = source_captioner(out, cfg.source)
+    captioner = source_captioner(out, cfg.source, world)
     pairs = captioned_clips(run, captioner)
     train_pairs, eval_pairs = split(pairs, cfg.eval_fraction, cfg.seed)
     train, held_out = examples(train_pairs), examples(eval_pairs)
@@ -297,42 +350,54 @@ def train_captioner(out: Path | str, run_dir: Path | str, cfg: CaptionerTrainCon
     run_dir.mkdir(parents=True, exist_ok=True)
     log(f"train-captioner: {len(train_pairs)} clips ({len(train)} examples) to train, {len(eval_pairs)} held out, "
         f"{captioner} -> {learner.base_identity}, " + (f"LoRA rank {learner.rank}" if learner.rank else "full fine-tuning")
-        + (f", resumed at step {start}" if start else ""))
+        + (f" on {world.size} processes" if world.size > 1 else "") + (f", resumed at step {start}" if start else ""))
     if start == 0:
-        first_eval = evaluate(learner, held_out)
-        _metric(run_dir, {"step": 0, "eval_loss": first_eval})
+        first_eval = evaluate(learner, held_out, world)
+        if world.main:
+            _metric(run_dir, {"step": 0, "eval_loss": first_eval})
     else:  # metrics past the checkpoint (a run killed between the two) are measured again
-        first_eval = _keep_metrics_until(run_dir, start)
+        first_eval = _keep_metrics_until(run_dir, start) if world.main else None
     eval_loss = first_eval
+    mine = [i for i in range(cfg.batch_size) if i % world.size == world.rank]  # this process's share of a step
     for step in range(start, min(cfg.max_steps, stop_at or cfg.max_steps)):
         for group in learner.optimizer.param_groups:
             group["lr"] = learner.learning_rate(step)
-        total = 0.0
-        for i in range(cfg.batch_size):
+        total = torch.zeros((), dtype=torch.float64, device=learner.device)
+        for i in mine:
             example = example_at(train, step * cfg.batch_size + i, cfg.seed)
             loss = learner.loss(example, learner.frames(example.clip)) / cfg.batch_size
             loss.backward()
             total += float(loss.detach())
+        if world.size > 1:  # the gradient of the whole step: every process's share summed
+            for p in learner.trainable.values():
+                if p.grad is None:  # a process with no example this step adds a zero share
+                    p.grad = torch.zeros_like(p)
+                world.sum(p.grad)
+            world.sum(total)
         torch.nn.utils.clip_grad_norm_(list(learner.trainable.values()), cfg.grad_clip)
         learner.optimizer.step()
         learner.optimizer.zero_grad(set_to_none=True)
         done = step + 1
-        record = {"step": done, "train_loss": total}
+        record = {"step": done, "train_loss": float(total)}
         if done % cfg.eval_every == 0 or done == cfg.max_steps:
-            eval_loss = evaluate(learner, held_out)
+            eval_loss = evaluate(learner, held_out, world)
             record["eval_loss"] = eval_loss
-            log(f"step {done}/{cfg.max_steps}: train loss {total:.4f}"
+            log(f"step {done}/{cfg.max_steps}: train loss {float(total):.4f}"
                 + (f", eval loss {eval_loss:.4f}" if eval_loss is not None else ""))
-        _metric(run_dir, record)
-        if done % cfg.save_every == 0 or done in (cfg.max_steps, stop_at):
-            save_checkpoint(learner, run_dir, done)
+        if world.main:
+            _metric(run_dir, record)
+            if done % cfg.save_every == 0 or done in (cfg.max_steps, stop_at):
+                save_checkpoint(learner, run_dir, done)
+    world.barrier()
     if stop_at is not None and stop_at < cfg.max_steps:
         return {"paused_at": stop_at}
-    final = save_final(learner, run_dir, captioner, len(train_pairs), len(eval_pairs), first_eval, eval_loss)
-    samples = write_samples(cfg, run, run_dir, final, eval_pairs)
-    summary = {"final": str(final), "steps": cfg.max_steps, "train_clips": len(train_pairs),
-               "eval_clips": len(eval_pairs), "eval_loss": eval_loss, "samples": samples}
-    log(f"train-captioner: wrote {final} (caption with --captioner hf:{final})")
+    summary = {"steps": cfg.max_steps, "train_clips": len(train_pairs), "eval_clips": len(eval_pairs),
+               "eval_loss": eval_loss, "samples": 0, "final": str(run_dir / "final")}
+    if world.main:
+        final = save_final(learner, run_dir, captioner, len(train_pairs), len(eval_pairs), first_eval, eval_loss)
+        summary["samples"] = write_samples(cfg, run, run_dir, final, eval_pairs)
+        log(f"train-captioner: wrote {final} (caption with --captioner hf:{final})")
+    world.barrier()
     return summary
 
 

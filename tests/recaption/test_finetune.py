@@ -136,3 +136,38 @@ def test_the_three_commands_of_the_issue_end_to_end(annotated, tiny_qwen, tmp_pa
     result = cli.invoke(app, ["caption", "--out", str(run.root), "--no-ray", "--no-checks", "--captioner",
                               f"hf:{final}", "--frames", "4", "--frame-max-side", "64", "--max-new-tokens", "8"])
     assert result.exit_code == 0 and "3 kept clips -> 3 captioned" in result.output, result.output
+
+
+@pytest.mark.slow
+def test_two_processes_under_torchrun_take_the_steps_one_would(annotated, tiny_qwen, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import torch
+    from safetensors.torch import load_file
+
+    run, source = annotated
+    args = ["train-captioner", "--out", str(run.root), "--from", source, "--base", f"hf:{tiny_qwen}",
+            "--lora-rank", "0", "--max-steps", "2", "--batch-size", "2", "--learning-rate", "1e-2", "--frames", "4",
+            "--frame-max-side", "64", "--device", "cpu"]
+    result = subprocess.run(  # first, so that rank 0 imports the file while rank 1 waits
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone", "-m", "workflows.cli",
+         *args, "--run-dir", str(tmp_path / "ddp")],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=Path(__file__).parents[2],
+        timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "on 2 processes" in result.stdout and result.stdout.count("train-captioner: wrote") == 1
+    assert len(read_captions(run).to_pylist()) == 3  # imported once
+    train_captioner(run.root, tmp_path / "one", CaptionerTrainConfig(
+        source=source, base=f"hf:{tiny_qwen}", lora_rank=0, max_steps=2, batch_size=2, learning_rate=1e-2,
+        frames=4, frame_max_side=64, device="cpu"), log=lambda *_: None)
+    two, one = metrics(tmp_path / "ddp"), metrics(tmp_path / "one")
+    assert [m["step"] for m in two] == [0, 1, 2]
+    for a, b in zip(two, one, strict=True):
+        for key in ("train_loss", "eval_loss"):
+            if key in a:
+                assert a[key] == pytest.approx(b[key], rel=1e-5)
+    a, b = load_file(tmp_path / "ddp" / "final" / "model.safetensors"), load_file(tmp_path / "one" / "final" / "model.safetensors")
+    assert all(torch.allclose(a[k], b[k], atol=2e-3) for k in a)

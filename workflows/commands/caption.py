@@ -65,7 +65,8 @@ def train_captioner(
                                                    "captioner name of OUT/captions/"),
     base: str = typer.Option(..., help="'hf:<hub id>' or 'hf:/dir' of the VLM to fine-tune (Qwen2-VL, Qwen2.5-VL, "
                                        "Idefics3/SmolVLM)"),
-    run_dir: Path = typer.Option(..., "--run", help="training run directory (checkpoints, metrics, final/)"),
+    run_dir: Path = typer.Option(..., "--run", "--run-dir", help="training run directory (checkpoints, metrics, "
+                                                               "final/); spell it --run-dir under torchrun"),
     lora_rank: int = typer.Option(None, "--lora-rank", help="LoRA rank; 0 fine-tunes every weight "
                                                             "(default: LoRA 16 above 1B parameters, else full)"),
     max_steps: int = typer.Option(None, "--max-steps", help="optimizer steps (default 200)"),
