@@ -50,6 +50,8 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 AUTO_LORA_ABOVE = 1_000_000_000  # parameters: larger models get LoRA (rank 16) unless told otherwise
 AUTO_LORA_RANK = 16
 IGNORE = -100  # label of a token that is not trained on (the prompt, the frames)
+SAME_ON_RESUME = ("source", "base", "batch_size", "seed", "eval_fraction", "frames", "frames_per_second",
+                  "frame_max_side")
 
 
 class CaptionerTrainConfig(StrictModel):
@@ -305,6 +307,11 @@ def resume_or_refuse(learner: Learner, run_dir: Path, resume: bool) -> int:
     if state["rank"] != learner.rank:
         raise ValueError(f"{existing[-1]} was trained with LoRA rank {state['rank']}, not {learner.rank}; "
                          "resume with the same --lora-rank")
+    now = learner.cfg.model_dump()
+    changed = [f"{k} {state['config'][k]!r} -> {now[k]!r}" for k in SAME_ON_RESUME if state["config"].get(k) != now[k]]
+    if changed:  # these decide the data and its order: a resume with others is another run
+        raise ValueError(f"{existing[-1]} was trained with other settings ({'; '.join(changed)}); resume with "
+                         "the same ones or choose a new --run")
     with torch.no_grad():
         for name, value in state["trainable"].items():
             learner.trainable[name].copy_(value)

@@ -72,6 +72,9 @@ def test_a_paused_run_resumed_ends_where_a_straight_run_ends(annotated, tiny_qwe
     assert [p.name for p in checkpoints(tmp_path / "paused")] == ["step-000002.pt"]
     with pytest.raises(FileExistsError, match="pass --resume"):
         train_captioner(run.root, tmp_path / "paused", cfg, log=lambda *_: None)
+    with pytest.raises(ValueError, match=r"other settings \(batch_size 2 -> 3\)"):
+        train_captioner(run.root, tmp_path / "paused", tiny(tiny_qwen, source, max_steps=4, save_every=2, samples=0,
+                                                            batch_size=3), resume=True, log=lambda *_: None)
     train_captioner(run.root, tmp_path / "paused", cfg, resume=True, log=lambda *_: None)
     a = load_file(tmp_path / "straight" / "final" / "model.safetensors")
     b = load_file(tmp_path / "paused" / "final" / "model.safetensors")
