@@ -104,7 +104,7 @@ def _direction(after: str, table: dict[str, str], within: int) -> str | None:
         if re.search(r"\btop to (?:the )?bottom\b", joined):
             return "down"
     for i, w in enumerate(window[:within]):
-        if w in table and not (w in ("in", "into") and window[i + 1: i + 2] in (["a"], ["an"], ["the"], ["its"])):
+        if w in table and not (w == "in" and window[i + 1: i + 2] in (["a"], ["an"], ["the"], ["its"])):  # "in a circle"
             return table[w]
     return None
 

@@ -44,6 +44,9 @@ def verdict(text: str, signal: str, **measured) -> bool | None:
     ("The camera zooms out slowly.", "zoom_in", False),
     ("The camera slowly zooms in on the shape.", "zoom_in", True),
     ("The camera pulls back to reveal the room.", "zoom_out", True),
+    ("A slow zoom into the face.", "zoom_in", True),
+    ("The camera moves in a circle around the statue.", "static", False),  # moving, though not zooming
+    ("A slow pan to the right over the hills.", "pan_left", False),
     ("Shot on a handheld camera.", "static", False),
     ("The camera pans left, then tilts up.", "mixed", True),
     ("The camera is static.", "mixed", False),
