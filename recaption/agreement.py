@@ -400,9 +400,9 @@ def signal_checks(dense: str | None, short: str | None, row: dict) -> list[dict]
     return checks
 
 
-def disagreement_error(checks: list[dict]) -> str | None:
-    """The error of a caption that fails on its disagreements (policy `fail`), or None."""
-    wrong = [c for c in checks if not c[CHK.agrees]]
+def disagreement_error(checks: list[dict], signals=None) -> str | None:
+    """The error of a caption that fails on its disagreements (policy `fail`) of `signals` (None: all), or None."""
+    wrong = [c for c in checks if not c[CHK.agrees] and (signals is None or c[CHK.signal] in signals)]
     if not wrong:
         return None
     return "disagrees with the measurements: " + "; ".join(

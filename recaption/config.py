@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from curation.core.config import StrictModel
+from recaption.agreement import SIGNALS
 
 
 def check_model_spec(value: str, setting: str) -> str:
@@ -40,6 +41,9 @@ class CaptionConfig(StrictModel):
     on_disagreement: Literal["flag", "fail"] = Field(
         "flag", description="a caption that contradicts the clip's measurements: 'flag' keeps it with its "
         "disagreements recorded, 'fail' fails it (the disagreements are recorded either way)")
+    fail_signals: list[Literal[SIGNALS]] | None = Field(
+        None, description="with on_disagreement 'fail': the signals whose disagreement fails a caption (null: all); "
+        "the others are flagged")
     workers: int | None = Field(None, ge=1, description="caption workers (Ray actors); null: 1 per GPU, else 1")
     gpus_per_worker: float = Field(1.0, ge=0, description="GPUs each worker holds when the cluster has GPUs")
 

@@ -144,7 +144,7 @@ class CaptionWorker(Stage):
                 continue
             checks = signal_checks(r[CAP.caption_dense], r[CAP.caption_short], clips[r[CAP.clip_id]])
             r[CAP.signal_checks] = checks
-            problem = disagreement_error(checks)
+            problem = disagreement_error(checks, self.config.fail_signals)
             if problem and self.config.checks and self.config.on_disagreement == "fail" and r[CAP.error] is None:
                 r.update({CAP.caption_dense: None, CAP.caption_short: None, CAP.error: problem})
 

@@ -179,6 +179,15 @@ def test_policy_fail_fails_a_contradicting_caption_and_keeps_its_disagreement(tm
     assert latest_captions(run).num_rows == 0  # never served as a caption
 
 
+def test_policy_fail_can_be_kept_to_the_signals_a_team_trusts(tmp_path):
+    run = pan_right_run(tmp_path)
+    spec = write_jsonl(tmp_path / "a.jsonl", [{CAP.clip_id: CLIP_ID, CAP.caption_dense: PANS_LEFT}])
+    summary = caption_run(run.root, CaptionConfig(captioner=spec, on_disagreement="fail", fail_signals=["text"]))
+    assert (summary.captioned, summary.failed, summary.flagged) == (1, 0, 1)  # camera motion only flags
+    with pytest.raises(ValueError, match="fail_signals"):
+        CaptionConfig(fail_signals=["camera"])
+
+
 def test_generated_captions_carry_their_comparisons(tmp_path):
     run = pan_right_run(tmp_path)
     caption_run(run.root)  # metadata: built from the measurements, so it agrees
