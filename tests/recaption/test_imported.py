@@ -163,3 +163,17 @@ def test_a_workflow_caption_step_with_a_bad_file_stops_with_the_error_not_a_trac
         run_step(wf, CaptionConfig(captioner=f"file:{tmp_path / 'missing.jsonl'}"))
     assert e.value.exit_code == 2
     assert "error: caption: --captioner file:" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_imported_captions_on_the_ray_actor_pool(make_run, tmp_path):
+    from workflows.caption import run_caption
+    from workflows.raysession import ray_session
+
+    run = make_run(3)
+    spec = jsonl(tmp_path / "a.jsonl", [{CAP.clip_id: ids(i), CAP.caption_dense: DENSE} for i in range(2)])
+    with ray_session(num_cpus=2):
+        summary = run_caption(run.root, CaptionConfig(captioner=spec, batch_size=1), progress=False)
+    assert (summary.captioned, summary.not_in_file) == (2, 1)
+    rows = read_captions(run).to_pylist()
+    assert {r[CAP.clip_id] for r in rows} == {ids(0), ids(1)} and all(r[CAP.signal_checks] is not None for r in rows)
