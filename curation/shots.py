@@ -197,9 +197,19 @@ class ShotTracker:
         sc = self.cfg.shots
         slack = 0.5 / self.info.fps
         out: list[ClipSignals] = []
+        # the window holding this frame's time: after a gap, the windows that ended inside it are
+        # skipped (one window a frame would cut a cascade of 1-2-frame clips)
+        holding = math.floor((frame.time + slack) / sc.stride_s)
+        after_gap = bool(self.positions) and (
+            frame.position > self.positions[-1] + 1 or frame.time - self.times[-1] > sc.stride_s
+        )
         window_start = self.window * sc.stride_s
         if self.window_open and frame.time >= window_start + sc.window_s - slack:
             self.window += 1
+            if after_gap:
+                self.window = max(self.window, holding)
+                if frame.time >= self.window * sc.stride_s + sc.window_s - slack:
+                    self.window += 1  # that window is over too (stride > window): wait for the next
             next_time = self.window * sc.stride_s
             from bisect import bisect_left
 
@@ -209,7 +219,11 @@ class ShotTracker:
             out = self.close(frame.index, "stride", "stride", next_start if self.window_open else frame.index)
         if not self.window_open:
             if frame.time >= self.window * sc.stride_s - slack:
-                self.window_open = True
+                self.window = max(self.window, holding)
+                if frame.time < self.window * sc.stride_s + sc.window_s - slack:
+                    self.window_open = True
+                else:  # between windows (stride > window): wait for the next one
+                    self.window += 1
             self.open_start = frame.index  # frames between windows belong to no clip
             self.samples = [s for s in self.samples if s.index >= frame.index]
             self.pictures = [p for p in self.pictures if p[0] >= frame.index]

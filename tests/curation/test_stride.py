@@ -63,3 +63,26 @@ def test_a_window_never_spans_frames_that_did_not_decode(tmp_path):
     for start, end in spans:
         assert all(end <= g0 or start >= g1 for g0, g1 in gaps)
         assert start // 24 == (end - 1) // 24  # inside one second's window
+
+
+def test_after_a_gap_several_strides_long_the_window_holding_the_time_opens(tmp_path):
+    """A gap of several strides: one window after it, not a cascade of 1-2-frame clips."""
+    import numpy as np
+
+    path = tmp_path / "long_gap.avi"  # mjpeg: damage stays local
+    write_footage(path, [Segment(240, "circle", "red", "right", "blue")], 128, 96, fps=24, codec="mjpeg")
+    data = bytearray(path.read_bytes())
+    a, b = int(len(data) * 0.35), int(len(data) * 0.65)
+    data[a:b] = np.random.default_rng(0).bytes(b - a)
+    path.write_bytes(bytes(data))
+    spans, rows = _windows(path, 1.0, 1.0)
+    gaps = [(g["start_frame"], g["end_frame"]) for g in rows[0]["source_gaps"]]
+    assert len(gaps) == 1 and gaps[0][1] - gaps[0][0] > 3 * 24, gaps
+    windows = [start // 24 for start, _ in spans]
+    assert len(windows) == len(set(windows)), spans  # one clip per window
+    for start, end in spans:
+        assert start // 24 == (end - 1) // 24
+    after = [s for s in spans if s[0] >= gaps[0][1]]
+    assert after[0][0] == gaps[0][1]  # the window holding the first frame after the gap
+    assert after[0][1] == (gaps[0][1] // 24 + 1) * 24
+    assert all(end - start == 24 for start, end in after[1:])
