@@ -78,15 +78,32 @@ def resize(video: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def given_ends(frames: int, height: int, width: int, first: np.ndarray | None = None,
-               last: np.ndarray | None = None, notes: list[str] | None = None) -> Given:
+               last: np.ndarray | None = None, notes: list[str] | None = None, temporal_factor: int = 1) -> Given:
     """Known frames at the start (image-to-video, extension), at the end (backward extension), or both
-    (in-betweening). Each is resized to the output size; one alone is cut to leave a frame to make,
-    both together must leave one."""
+    (in-betweening). Each is resized to the output size and cut to leave a frame to make (the first to
+    half the video when both are given, the last to what the first leaves).
+
+    A latent frame after the first stands for `temporal_factor` pixel frames, and only wholly known
+    ones are kept, so known last frames are made to start on such a boundary: a last image (or a
+    chunk shorter than a latent frame) is held over the frames before it, a longer chunk loses its
+    first frames up to the next boundary."""
     if frames < 2:
         raise ValueError("given first or last frames need a video of at least 2 frames: raise --frames")
-    room = frames - 1 if first is None or last is None else frames
+    room = frames - 1 if last is None else max(1, (frames - 1) // 2)  # both: the first takes at most half
     first = None if first is None else fit(first, min(len(first), room), height, width, "first frames", notes)
+    room = frames - 1 - (0 if first is None else len(first))
     last = None if last is None else fit(last, min(len(last), room), height, width, "last frames", notes)
+    start = None if last is None else frames - len(last)
+    if start is not None and temporal_factor > 1 and (start - 1) % temporal_factor:
+        if len(last) < temporal_factor:  # too short to fill a latent frame: hold its first frame before it
+            held = start - (1 + (start - 1) // temporal_factor * temporal_factor)
+            last = np.concatenate([np.repeat(last[:1], held, axis=0), last])
+            change = f"the first held over {held} more frames"
+        else:  # start it at the next latent frame
+            cut = 1 + (start - 1) // temporal_factor * temporal_factor + temporal_factor - start
+            last, change = last[cut:], f"the first {cut} left out"
+        if notes is not None:
+            notes.append(f"last frames: {change}, so they fill whole latent frames of {temporal_factor}")
     given = (0 if first is None else len(first)) + (0 if last is None else len(last))
     if given >= frames:
         raise ValueError(f"the given first and last frames ({given}) fill the whole {frames}-frame video: "

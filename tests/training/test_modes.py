@@ -55,8 +55,17 @@ def test_canvases_for_each_mode():
     assert np.array_equal(ends.video[4:], clip)
     back = given_ends(9, 16, 24, last=np.repeat(clip, 3, axis=0), notes=notes)  # cut to leave a frame to make
     assert not back.known[0].any() and back.known[1:].all() and "cut 15 -> 8 frames" in notes[-1]
-    with pytest.raises(ValueError, match="fill the whole"):
-        given_ends(5, 16, 24, first=clip[:3], last=clip[:2])
+    both = given_ends(9, 16, 24, first=clip, last=clip, notes=notes)  # two clips: half the video each
+    assert both.known[:4].all() and not both.known[4].any() and both.known[5:].all()
+    assert "cut 5 -> 4 frames" in notes[-1]
+    image_last = given_ends(9, 16, 24, last=clip[:1], notes=notes, temporal_factor=4)
+    assert not image_last.known[:5].any() and image_last.known[5:].all()  # held over a whole latent frame
+    assert np.array_equal(image_last.video[5:], np.repeat(clip[:1], 4, axis=0)) and "held over 3" in notes[-1]
+    chunk_last = given_ends(9, 16, 24, first=clip[:1], last=clip, notes=notes, temporal_factor=4)
+    assert chunk_last.known[5:].all() and not chunk_last.known[1:5].any()  # the 5-frame chunk starts at 5
+    assert np.array_equal(chunk_last.video[5:], clip[1:]) and "first 1 left out" in notes[-1]
+    with pytest.raises(ValueError, match="at least 2 frames"):
+        given_ends(1, 16, 24, first=clip[:1])
     mask = np.zeros((16, 24), dtype=bool)
     mask[:8, :8] = True
     inpaint = given_inpaint(clip, mask, 5, 16, 24)
@@ -116,9 +125,11 @@ def test_inpainting_keeps_the_unmasked_region_and_ends_keep_their_frames(tiny_di
     recon = reconstruction(vae, clip)
     assert psnr(out[:, :, :16], recon[:, :, :16]) >= 30  # away from the seam: the reconstruction
     assert psnr(out[:, :, 32:], recon[:, :, 32:]) < 20  # the masked half is generated anew
-    ends = given_ends(9, 32, 48, first=clip[:1], last=clip[:4])
+    ends = given_ends(9, 32, 48, first=clip[:1], last=clip[4:5], temporal_factor=meta.temporal_factor)
     out = generate(dit, meta, PROMPT, 9, 32, 48, steps=4, seed=0, given=ends)[0]
-    assert psnr(out[0], recon[0]) >= 30  # in-betweening: starts with the first frame
+    canvas = reconstruction(vae, ends.video)
+    assert psnr(out[0], canvas[0]) >= 30 and psnr(out[-1], canvas[-1]) >= 30  # in-betweening: both images kept
+    assert psnr(out[2], canvas[2]) < 30  # and between them, frames are made
     with pytest.raises(ValueError, match="wholly known"):
         tiny = Given(clip, np.zeros((9, 32, 48), dtype=bool))
         tiny.known[0, :2, :2] = True
@@ -172,7 +183,6 @@ def test_sample_command_writes_images_and_runs_every_mode(tiny_dit, tmp_path):
                          (["--mask", str(tmp_path / "mask.png")], "need --video"),
                          (["--video", str(tmp_path / "a.mp4"), "--pad", "1,2"], "four whole pixel counts"),
                          (["--edit", str(tmp_path / "missing.mp4")], "no such file"),
-                         (["--first-frame", str(tmp_path / "a.mp4"), "--last-frames", str(tmp_path / "a.mp4")],
-                          "fill the whole 9-frame video")):
+                         (["--last-frames", str(tmp_path / "a.mp4"), "--frames", "1"], "at least 2 frames")):
         result = rushes("--frames", "9", *bad, "--out", str(tmp_path / "x.mp4"))
         assert result.exit_code == 2 and message in result.output, (bad, result.output)

@@ -165,7 +165,8 @@ def sample(
             _fail(f"{run} is an autoencoder run; pass the DiT run to --run")
         notes: list[str] = []
         given, start, height, width = sample_inputs(frames, height, width, first_frame, last_frames, edit, strength,
-                                                    blend, blend_weight, video, mask, pad, notes)
+                                                    blend, blend_weight, video, mask, pad, notes,
+                                                    meta.temporal_factor)
         for note in notes:
             typer.echo(f"note: {note}")
         result = generate(dit, meta, [prompt], frames, height, width, steps, cfg, seed, device, method,
@@ -184,7 +185,7 @@ def sample(
 
 
 def sample_inputs(frames, height, width, first_frame, last_frames, edit, strength, blend, blend_weight, video, mask,
-                  pad, notes):
+                  pad, notes, temporal_factor=1):
     """(given, start, height, width) for `rushes sample` from its options: at most one mode at a time."""
     from training.modes import Given, Start, fit, given_ends, given_inpaint, given_outpaint
 
@@ -199,7 +200,7 @@ def sample_inputs(frames, height, width, first_frame, last_frames, edit, strengt
     if first_frame or last_frames:
         first = read_first_frames(first_frame, frames, "--first-frame") if first_frame else None
         last = read_first_frames(last_frames, frames, "--last-frames") if last_frames else None
-        given = given_ends(frames, height, width, first, last, notes)
+        given = given_ends(frames, height, width, first, last, notes, temporal_factor)
     elif edit:
         start = Start([fit(read_first_frames(edit, frames, "--edit"), frames, height, width, "--edit", notes)],
                       [1.0], strength)
