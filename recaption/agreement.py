@@ -29,7 +29,8 @@ import re
 
 from curation.core.schema import CHK, M
 from curation.core.vocab import COLORS
-from recaption.prompts import BRIGHTNESS_LEVELS, MOTION_LEVELS, _level
+from recaption.prompts import BRIGHTNESS_LEVELS, MOTION_LEVELS
+from recaption.prompts import level as level_of
 
 SIGNALS = ("camera_motion", "motion", "brightness", "text", "colors")
 
@@ -47,14 +48,31 @@ def _words(text: str) -> list[str]:
     return re.findall(r"[a-z]+(?:['-][a-z]+)*", text)
 
 
+NEGATION_STOP = re.compile(r"[,;:]|\b(?:and|but)\b")
+
+
 def _negated(before: str) -> bool:
-    """A negator among the four words before a claim (in its own clause)."""
-    return any(w in NEGATORS or w.endswith("n't") for w in _words(before)[-4:])
+    """A negator among the four words before a claim, in its own phrase: a comma, a semicolon, "and" or
+    "but" ends a negation's reach ("no people, and text reads 'Exit'" says there is text)."""
+    phrase = NEGATION_STOP.split(before)[-1]
+    return any(w in NEGATORS or w.endswith("n't") for w in _words(phrase)[-4:])
+
+
+# words that may stand between the camera and its verb: auxiliaries, negators, adverbs
+SUBJECT_FILLERS = frozenset("is are was were be been being has have had does do did can could will would may might "
+                            "seems appears continues starts begins to then also still just now itself".split())
 
 
 def _camera_subject(before: str) -> bool:
-    """The camera (or view, shot) named at most three words before a verb, in the same phrase."""
-    return any(w in CAMERA_NOUNS for w in _words(before.rsplit(",", 1)[-1])[-4:])
+    """The camera (or view, shot) is the subject of the verb that follows `before`: it is the last word
+    before it but for auxiliaries, negators and adverbs ("the camera then slowly pans", "the camera does
+    not move"); "the camera captures a car turning left" and "the footage shows people moving" are not."""
+    for w in reversed(_words(before.rsplit(",", 1)[-1])):
+        if w in CAMERA_NOUNS:
+            return True
+        if not (w in SUBJECT_FILLERS or w in NEGATORS or w.endswith(("ly", "n't"))):
+            return False
+    return False
 
 
 def clauses(text: str) -> list[str]:
@@ -109,22 +127,60 @@ def _direction(after: str, table: dict[str, str], within: int) -> str | None:
     return None
 
 
-def _camera_claim(verb: str, before: str, after: str) -> str | None:
-    """A camera-motion label (or an axis "pan"/"tilt"/"zoom", or "moving") for one verb, or None."""
-    subject = _camera_subject(before)
+DETERMINERS = frozenset("a an the one another this that its".split())
+
+
+def _tight_direction(after: str, tables: tuple[dict[str, str], ...]) -> bool:
+    """A direction right after a word ("to the right", "into the face", "from left to right", "slowly up")."""
+    w = _words(after.split(",", 1)[0])[:5]
+    if w and w[0].endswith("ly"):
+        w = w[1:]
+    if w and any(w[0] in t for t in tables):
+        return True
+    if w[:1] in (["to"], ["toward"], ["towards"], ["from"], ["over"]):
+        rest = w[1:]
+        rest = rest[1:] if rest[:1] == ["to"] else rest  # "over to the left"
+        rest = rest[1:] if rest[:1] == ["the"] else rest
+        return bool(rest) and (any(rest[0] in t for t in tables) or rest[0] in ("top", "bottom"))
+    return False
+
+
+def _camera_noun(verb: str, before: str, after: str, tables: tuple[dict[str, str], ...]) -> bool:
+    """The move named as a noun with its direction right after it: "a slow pan to the right", "a zoom into
+    the face" (not "holds a pan in her right hand")."""
+    if verb not in ("pan", "tilt", "zoom"):
+        return False
+    return any(w in DETERMINERS for w in _words(before.rsplit(",", 1)[-1])[-3:]) and _tight_direction(after, tables)
+
+
+def _camera_claim(verb: str, before: str, after: str, subject: bool | None = None) -> str | None:
+    """A camera-motion label (or an axis "pan"/"tilt"/"zoom", or "moving") for one verb, or None.
+
+    The camera must be the verb's subject ("a dog tilts its head up", "a motorcycle zooms away" are not
+    the camera), or the move named as a noun with its direction ("a slow pan to the right")."""
+    subject = _camera_subject(before) if subject is None else subject
     if PAN.fullmatch(verb):
+        if not subject and _words(before)[-1:] and _words(before)[-1] in ("leftward", "leftwards", "rightward",
+                                                                          "rightwards"):
+            return f"pan_{LEFT_RIGHT[_words(before)[-1]]}"  # "a slow leftward pan"
+        # a bare "pan" is a noun as often as a verb ("pots and pans", "holds a pan in her right hand")
+        across = verb != "pan" and re.match(r"\s*(?:across|over|around|along)\b", after)
+        if not (subject or across or _camera_noun(verb, before, after, (LEFT_RIGHT, UP_DOWN))):
+            return None
         lr, ud = _direction(after, LEFT_RIGHT, 6), _direction(after, UP_DOWN, 2)
         if lr or ud:
             return f"pan_{lr}" if lr else f"tilt_{ud}"  # "pans up" is what people call a tilt
-        # a bare "pans" is a noun as often as a verb ("pots and pans"): only with the camera named
-        across = verb != "pan" and re.match(r"\s*(?:across|over|around|along)\b", after)
-        return "pan" if subject or across else None
+        return "pan"
     if TILT.fullmatch(verb):
+        if not (subject or _camera_noun(verb, before, after, (UP_DOWN,))):
+            return None
         ud = _direction(after, UP_DOWN, 4)
-        return f"tilt_{ud}" if ud else ("tilt" if subject else None)
+        return f"tilt_{ud}" if ud else "tilt"
     if ZOOM.fullmatch(verb):  # "a car zooms past" is not the camera
+        if not (subject or _camera_noun(verb, before, after, (IN_OUT,))):
+            return None
         io = _direction(after, IN_OUT, 2)
-        return f"zoom_{io}" if io else ("zoom" if subject else None)
+        return f"zoom_{io}" if io else "zoom"
     if not subject:  # "the circle moves left" is the subject's motion, not the camera's
         return None
     if verb.startswith(("rise", "rising", "rose", "crane", "craning")):
@@ -138,6 +194,8 @@ def _camera_claim(verb: str, before: str, after: str) -> str | None:
 
 
 DIRECTION_WORDS = set(LEFT_RIGHT) | set(UP_DOWN) | (set(IN_OUT) - {"in", "into", "toward", "towards"})
+# words between two verbs of one subject: "pans left and then tilts up", "zooms in, then pans to the right"
+CARRIES_SUBJECT = set(LEFT_RIGHT) | set(UP_DOWN) | set(IN_OUT) | set("and then to the from before finally".split())
 
 
 def _phrase(verb: str, after: str) -> str:
@@ -162,11 +220,17 @@ def camera_claims(text: str) -> tuple[set[str], set[str], bool, list[str]]:
         if MOVING.search(clause):
             claimed.add("moving")
             said.append(MOVING.search(clause).group(0))
+        last_end = None  # where the last camera verb of the clause ended: "the camera pans left, then tilts up"
         for m in re.finditer(rf"{PAN.pattern}|{TILT.pattern}|{ZOOM.pattern}|{MOVE.pattern}", clause):
             before, after = clause[: m.start()], clause[m.end():]
-            claim = _camera_claim(m.group(0), before, after)
+            subject = None
+            if last_end is not None and all(w in CARRIES_SUBJECT or w.endswith("ly")
+                                            for w in _words(clause[last_end: m.start()])):
+                subject = True  # the same subject, the camera, carried over to the next verb
+            claim = _camera_claim(m.group(0), before, after, subject)
             if claim is None:
                 continue
+            last_end = m.end()
             phrase = _phrase(m.group(0), after)
             if _negated(before):
                 if claim == "moving":  # "the camera does not move"
@@ -282,7 +346,7 @@ def motion_claims(text: str) -> list[tuple[int, str]]:
                 before = clause[: m.start()]
                 if level > 0 and _negated(before):  # "not fast" says nothing
                     continue
-                if "still" in m.group(0) and _camera_subject(before + " " + m.group(0)):  # "the camera is still"
+                if "still" in m.group(0) and _camera_subject(before):  # "the camera is still"
                     continue
                 found.append((level, m.group(0)))
     return found
@@ -342,10 +406,10 @@ def measured_signals(row: dict) -> dict[str, str | list[str] | float]:
     out: dict = {}
     if row.get(M.camera_motion):
         out["camera_motion"] = row[M.camera_motion]
-    motion = _level(row.get(M.motion_score), MOTION_LEVELS)
+    motion = level_of(row.get(M.motion_score), MOTION_LEVELS)
     if motion:
         out["motion"] = motion
-    brightness = _level(row.get(M.luminance_mean), BRIGHTNESS_LEVELS)
+    brightness = level_of(row.get(M.luminance_mean), BRIGHTNESS_LEVELS)
     if brightness:
         out["brightness"] = brightness
     if row.get(M.text_area) is not None and row.get(M.text_detector) not in (None, "none"):

@@ -34,7 +34,7 @@ MOTION_LEVELS = [(0.05, "almost still"), (0.2, "slow"), (0.6, "moderate"), (floa
 BRIGHTNESS_LEVELS = [(50.0, "dark"), (100.0, "dim"), (170.0, "evenly lit"), (float("inf"), "bright")]
 
 
-def _level(value: float | None, table: list[tuple[float, str]]) -> str | None:
+def level(value: float | None, table: list[tuple[float, str]]) -> str | None:
     if value is None:
         return None
     return next(name for limit, name in table if value < limit)
@@ -48,10 +48,10 @@ def hints_from_row(row: dict) -> dict:
     camera = row.get(M.camera_motion)
     if camera in CAMERA_PHRASES:
         hints["camera_motion"] = camera
-    motion = _level(row.get(M.motion_score), MOTION_LEVELS)
+    motion = level(row.get(M.motion_score), MOTION_LEVELS)
     if motion:
         hints["motion"] = motion
-    brightness = _level(row.get(M.luminance_mean), BRIGHTNESS_LEVELS)
+    brightness = level(row.get(M.luminance_mean), BRIGHTNESS_LEVELS)
     if brightness:
         hints["brightness"] = brightness
     colors = row.get(M.dominant_colors)

@@ -59,6 +59,52 @@ def test_camera_words(text, camera, agrees):
     assert verdict(text, "camera_motion", camera_motion=camera) is agrees
 
 
+@pytest.mark.parametrize("text, camera, agrees", [
+    # a direction word alone does not make the camera the verb's subject
+    ("A woman holds a pan in her right hand.", "static", None),
+    ("A dog tilts its head up.", "static", None),
+    ("A motorcycle zooms away.", "static", None),
+    # the camera noun must be the subject of that verb, not of another one before it
+    ("The footage shows people moving around.", "static", None),
+    ("The camera captures a car turning left.", "static", None),
+    # still read: the camera as subject (through auxiliaries and adverbs), a move named as a noun, one subject
+    # for two verbs
+    ("The view tilts up.", "tilt_up", True),
+    ("The camera then slowly pans to the left.", "pan_right", False),
+    ("The camera begins to tilt down.", "tilt_up", False),
+    ("The shot opens on a slow tilt down to the street.", "tilt_up", False),
+    ("The camera pans left and then tilts up.", "tilt_down", False),
+    ("The camera zooms in, then pans to the right.", "pan_right", True),
+])
+def test_camera_words_need_the_camera_as_subject(text, camera, agrees):
+    assert verdict(text, "camera_motion", camera_motion=camera) is agrees
+
+
+def test_a_camera_verb_after_another_verb_is_read_once():
+    from recaption.agreement import camera_claims
+
+    assert camera_claims("The camera pans left and then tilts up.")[0] == {"pan_left", "tilt_up"}
+    assert camera_claims("The camera captures a car turning left.")[0] == set()
+
+
+@pytest.mark.parametrize("text, area, agrees", [
+    ("There are no people, and text at the bottom reads 'Exit'.", 0.04, True),  # the negation ends at the comma
+    ("There are no people, and text at the bottom reads 'Exit'.", 0.0, False),
+    ("No people; text at the bottom reads 'Exit'.", 0.04, True),
+    ("There are no people and text reads 'Exit'.", 0.04, True),
+    ("There is no text.", 0.04, False),
+])
+def test_a_negation_ends_at_a_comma_a_semicolon_and_or_but(text, area, agrees):
+    assert verdict(text, "text", text_area=area) is agrees
+
+
+def test_a_negated_colour_after_and_is_a_claim():
+    from recaption.agreement import color_claims
+
+    assert color_claims("No red, and a blue wall.") == [("blue", "blue")]
+    assert color_claims("Not red but blue.") == [("blue", "blue")]
+
+
 def test_the_pans_left_caption_on_a_pan_right_clip_is_caught_with_what_was_said_and_measured():
     checks = signal_checks("A red circle on a blue field; the camera pans left.", "The camera pans left.", ROW)
     camera = [c for c in checks if c[CHK.signal] == "camera_motion"]
