@@ -195,12 +195,27 @@ def _videos_under(directory: Path, skipped: list[Skipped]) -> list[str]:
     return sorted(found)
 
 
-def find_duplicates(sources: list[str], is_done: Callable[[str], bool] = lambda s: False) -> dict[str, str]:
+class Copies(dict):
+    """{copy: the source curated instead}; `unverified` holds the copies matched by content
+    fingerprint alone (their original, curated by an earlier run, can no longer be read)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.unverified: set[str] = set()
+
+
+def find_duplicates(sources: list[str], is_done: Callable[[str], bool] = lambda s: False,
+                    recorded: dict[str, str] | None = None) -> Copies:
     """Local sources that are byte-identical copies of another: {copy: the source curated instead}.
 
     Only files of equal size are compared: by content fingerprint first (a few hundred KiB read),
     then byte for byte, so a copy is certain. Of each group, a source already curated (`is_done`)
     stays the original, else the first in input order. Remote sources are not compared.
+
+    `recorded` ({fingerprint: source}, the sources an earlier run recorded in the same OUT) extends
+    the comparison to them: a source not yet curated whose fingerprint is recorded for another source
+    is its copy when the bytes agree, or, when that source can no longer be read, on the fingerprint
+    alone (listed in `Copies.unverified`).
     """
     from curation.probe import fingerprint
 
@@ -211,7 +226,7 @@ def find_duplicates(sources: list[str], is_done: Callable[[str], bool] = lambda 
                 by_size.setdefault(os.stat(_local(source)).st_size, []).append(source)
             except OSError:
                 continue  # gone since it was found: the run quarantines it
-    copies: dict[str, str] = {}
+    copies = Copies()
     for group in by_size.values():
         if len(group) < 2:
             continue
@@ -233,6 +248,27 @@ def find_duplicates(sources: list[str], is_done: Callable[[str], bool] = lambda 
                     else:
                         rest.append(other)  # same sampled chunks, other bytes: not a copy
                 same = rest
+    if recorded:
+        ours = set(sources)
+        earlier = {fp: s for fp, s in recorded.items() if s not in ours and not is_remote(s)}
+        for source in sources:
+            if is_remote(source) or source in copies or is_done(source):
+                continue
+            try:
+                original = earlier.get(fingerprint(_local(source)))
+            except OSError:
+                continue  # gone since it was found: the run quarantines it
+            if original is None:
+                continue
+            try:
+                with open(_local(original), "rb"):
+                    pass
+            except OSError:  # moved or deleted since: the fingerprint is all there is to go on
+                copies[source] = original
+                copies.unverified.add(source)
+                continue
+            if _same_bytes(original, source):
+                copies[source] = original
     return copies
 
 

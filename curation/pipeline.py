@@ -74,6 +74,22 @@ def is_done(run: RunDir, source: str, chash: str) -> bool:
     return run.manifest_part(key, chash).exists() or run.quarantine_part(key, chash).exists()
 
 
+def recorded_sources(run: RunDir) -> dict[str, str]:
+    """{content fingerprint: source} of the sources the run's manifest holds clips of (any config)."""
+    found: dict[str, str] = {}
+    parts = sorted(p for p in run.manifest.glob("*.parquet") if not p.name.startswith(".")) \
+        if run.manifest.exists() else []
+    for part in parts:
+        try:
+            table = pq.read_table(part, columns=[M.source, M.source_fingerprint])
+        except Exception:  # noqa: BLE001 - an unreadable part hides nothing worth stopping for
+            continue
+        for source, print_ in zip(table[M.source].to_pylist(), table[M.source_fingerprint].to_pylist(), strict=True):
+            if print_ and source:
+                found.setdefault(print_, source)
+    return found
+
+
 def hard_limit_s(cfg: CurateConfig) -> float:
     """Backstop per source: probe and analysis each stop themselves at probe.timeout_s (cooperatively);
     this catches a call that blocks inside FFmpeg, with room left for extraction."""
@@ -217,8 +233,12 @@ def record_inputs(run: RunDir, skipped: list, copies: dict[str, str]) -> int:
     Nothing here marks a source done: a link fixed or a permission granted is curated by the next run."""
     rows = [{Q.source: s.path, Q.stage: "input", Q.error: s.reason, Q.clip_id: None, Q.created_at: now_utc()}
             for s in skipped]
+    unverified = getattr(copies, "unverified", set())
     rows += [{Q.source: copy, Q.stage: schema.STAGE_DUPLICATE, Q.clip_id: None, Q.created_at: now_utc(),
-              Q.error: f"byte-identical to {original}: curated once, under that input"}
+              Q.error: (f"same content fingerprint as {original}, curated into this OUT by an earlier run; that "
+                        "file can no longer be read, so the bytes were not compared (fingerprint only): not "
+                        "curated again, so clip ids stay unique" if copy in unverified else
+                        f"byte-identical to {original}: curated once, under that input")}
              for copy, original in copies.items()]
     if rows:
         atomic_write_table(rows_to_table(rows, schema.QUARANTINE), run.inputs_part)

@@ -26,6 +26,7 @@ from curation.pipeline import (
     hard_limit_s,
     is_done,
     record_inputs,
+    recorded_sources,
     remove_attempts_dir,
     remove_temp_files,
     save_config,
@@ -77,7 +78,7 @@ def curate(out: Path | str, inputs: list[str], cfg: CurateConfig, address: str |
     removed = remove_temp_files(run)
     if removed:
         console.print(f"curate: removed {removed} half-written temp files left by an interrupted run")
-    copies = find_duplicates(sources, lambda s: is_done(run, s, chash))
+    copies = find_duplicates(sources, lambda s: is_done(run, s, chash), recorded_sources(run))
     record_inputs(run, found.skipped, copies)
     for skip in found.skipped:
         console.print(f"[yellow]skipped:[/yellow] {skip.reason}", soft_wrap=True)

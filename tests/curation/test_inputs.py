@@ -206,3 +206,27 @@ def test_byte_identical_inputs_are_found_by_content(tmp_path):
     assert find_duplicates(sources) == {sources[1]: sources[0], sources[3]: sources[0]}
     # a source an earlier run curated stays the original, and is never made a copy of another
     assert find_duplicates(sources, is_done=lambda s: s in (sources[1], sources[3])) == {sources[0]: sources[1]}
+
+
+def test_a_copy_of_a_source_an_earlier_run_recorded_is_a_duplicate(tmp_path):
+    """Compared with the sources the run already holds too: by fingerprint, then bytes while the
+    first is still readable, by fingerprint alone when it is not."""
+    from curation.inputs import find_duplicates
+    from curation.probe import fingerprint
+
+    data = bytes(range(256)) * 4000
+    (tmp_path / "a.mp4").write_bytes(data)
+    (tmp_path / "b_copy.mp4").write_bytes(data)
+    near = bytearray(data)
+    near[300_000] ^= 1  # same fingerprint, one byte off
+    (tmp_path / "near.mp4").write_bytes(bytes(near))
+    a, b, n = (str(tmp_path / x) for x in ("a.mp4", "b_copy.mp4", "near.mp4"))
+    recorded = {fingerprint(a): a}
+    copies = find_duplicates([b], recorded=recorded)
+    assert copies == {b: a} and not copies.unverified
+    assert find_duplicates([n], recorded=recorded) == {}
+    assert find_duplicates([a, b], recorded=recorded) == {b: a}  # a is an input itself: compared as before
+    assert find_duplicates([b], is_done=lambda s: s == b, recorded=recorded) == {}  # b's own rows stay
+    (tmp_path / "a.mp4").unlink()
+    copies = find_duplicates([b], recorded=recorded)
+    assert copies == {b: a} and copies.unverified == {b}

@@ -288,6 +288,44 @@ def test_unreadable_inputs_and_copies_never_stop_a_run(footage_dir, tmp_path, mo
     assert funnel(run).inputs == 2 and funnel(run).duplicates == 1
 
 
+def test_a_copy_of_a_source_already_in_the_run_is_a_duplicate(footage_dir, tmp_path, monkeypatch):
+    """`b_copy.mp4` curated into an OUT that already holds `a.mp4` (the same bytes): a duplicate row,
+    no second set of clip ids; with `a.mp4` gone, the fingerprint alone decides, and the row says so."""
+    import functools
+    import shutil
+
+    import workflows.curate
+
+    shutil.copy(footage_dir / "reels" / "reel_0008.mp4", tmp_path / "a.mp4")
+    shutil.copy(footage_dir / "reels" / "reel_0008.mp4", tmp_path / "b_copy.mp4")
+    config = tmp_path / "curate.yaml"
+    config.write_text("analysis:\n  text_detector: none\nextract:\n  max_side: 96\n  thumb_side: 96\n")
+    monkeypatch.setattr(workflows.curate, "curate", functools.partial(workflows.curate.curate, use_ray=False))
+    out = tmp_path / "out"
+    run = RunDir(out)
+
+    def curate(name):
+        result = CliRunner().invoke(app, ["curate", str(tmp_path / name), "--out", str(out), "--config", str(config)])
+        assert result.exit_code == 0, result.output
+        return {r[Q.source]: r for r in read_quarantine(run).to_pylist()}
+
+    curate("a.mp4")
+    ids = [r[M.clip_id] for r in read_manifest(run).to_pylist()]
+    assert ids
+    rows = curate("b_copy.mp4")
+    manifest = read_manifest(run).to_pylist()
+    assert {r[M.source] for r in manifest} == {str(tmp_path / "a.mp4")}
+    assert len({r[M.clip_id] for r in manifest}) == len(manifest) == len(ids)
+    row = rows[str(tmp_path / "b_copy.mp4")]
+    assert row[Q.stage] == schema.STAGE_DUPLICATE and "byte-identical to " + str(tmp_path / "a.mp4") in row[Q.error]
+    assert funnel(run).duplicates == 1
+
+    (tmp_path / "a.mp4").unlink()  # the first can no longer be read: its fingerprint decides
+    row = curate("b_copy.mp4")[str(tmp_path / "b_copy.mp4")]
+    assert row[Q.stage] == schema.STAGE_DUPLICATE and "fingerprint only" in row[Q.error]
+    assert len(read_manifest(run).to_pylist()) == len(ids)
+
+
 def test_unreadable_or_changing_inputs_are_transient(footage_dir, tmp_path, monkeypatch):
     import shutil
 
