@@ -150,14 +150,19 @@ def _process(source: str, run: RunDir, cfg: CurateConfig, chash: str) -> dict:
         before = _file_state(path)
         stage = "analysis"
         rows = analyze_source(source, path, cfg)
+        _check_unchanged(source, path, before)  # before extraction writes anything
         stage = "extract"
         for row in rows:
             row[M.config_hash] = chash
             row[M.created_at] = now_utc()
+        existing = _written_files(run, rows)
         rows, clip_failures = extract_source(path, rows, run, cfg.extract)
-        if _file_state(path) != before:
-            raise InputChanging(f"{source} changed while it was curated (size or modification time): still "
-                                "being written? Nothing was recorded; the next run curates it")
+        try:
+            _check_unchanged(source, path, before)
+        except InputChanging:  # what extraction wrote for this half-read source goes with it
+            for written in _written_files(run, rows) - existing:
+                written.unlink(missing_ok=True)
+            raise
     except PermanentError as e:
         stage = e.stage or stage
         _quarantine(run, source, chash, stage, str(e))
@@ -174,6 +179,22 @@ def _process(source: str, run: RunDir, cfg: CurateConfig, chash: str) -> dict:
 
 class InputChanging(RuntimeError):
     """The input changed under the worker: transient, the next run curates the finished file."""
+
+
+def _check_unchanged(source: str, path: Path, before: tuple[int, int]) -> None:
+    if _file_state(path) != before:
+        raise InputChanging(f"{source} changed while it was curated (size or modification time): still "
+                            "being written? Nothing was recorded; the next run curates it")
+
+
+def _written_files(run: RunDir, rows: list[dict]) -> set[Path]:
+    """The clip files and thumbnails of `rows` that exist now (by clip id, as extraction names them)."""
+    paths = set()
+    for row in rows:
+        for path in (run.clips / f"{row[M.clip_id]}.mp4", run.thumbs / f"{row[M.clip_id]}.jpg"):
+            if path.exists():
+                paths.add(path)
+    return paths
 
 
 def _file_state(path: Path) -> tuple[int, int]:

@@ -357,4 +357,27 @@ def test_unreadable_or_changing_inputs_are_transient(footage_dir, tmp_path, monk
         result = process_source(str(source), tmp_path / "out2", cfg, "h5")
     assert result["status"] == FAILED and "still being written" in result["error"]
     assert not (tmp_path / "out2" / "manifest").exists()
+
+    def files(out):
+        return sorted(p.name for d in ("clips", "thumbs") if (out / d).exists() for p in (out / d).iterdir())
+
+    assert files(tmp_path / "out2") == []  # found before extraction: no clip or thumbnail written
     assert process_source(str(source), tmp_path / "out2", cfg, "h5")["status"] == "processed"
+    assert files(tmp_path / "out2")
+
+    # changed while its clips are extracted: what extraction wrote is removed with it
+    import curation.extract
+
+    extract = curation.extract.extract_source
+
+    def growing_while_extracting(*args, **kwargs):
+        out = extract(*args, **kwargs)
+        with open(source, "ab") as f:
+            f.write(b"\0" * 1024)
+        return out
+
+    with monkeypatch.context() as m:
+        m.setattr(curation.extract, "extract_source", growing_while_extracting)
+        result = process_source(str(source), tmp_path / "out3", cfg, "h5")
+    assert result["status"] == FAILED and "still being written" in result["error"]
+    assert not (tmp_path / "out3" / "manifest").exists() and files(tmp_path / "out3") == []
