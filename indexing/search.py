@@ -12,6 +12,7 @@ in the collection's metadata, so queries land in the same space as the stored ve
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 
 from curation.core.models import is_untrained
@@ -20,6 +21,7 @@ from indexing.store import F_BM25, F_CAPTION, F_HAS_CAPTION, F_TEXT, F_VISUAL, C
 
 MODES = ("hybrid", "visual", "text", "keyword")
 MAX_QUERY_CHARS = 500
+CLIP_ID_RE = re.compile(r"[0-9a-f]{20}")  # curation.core.schema.clip_id_for
 MAX_K = 200
 
 
@@ -107,8 +109,7 @@ class Searcher:
             raise SearchError(f"the query has {len(query)} characters; the limit is {MAX_QUERY_CHARS}")
         if not 1 <= k <= MAX_K:
             raise SearchError(f"--k {k} is out of range; use 1..{MAX_K}")
-        self.store.validate_filter(where)
-        return query
+        return query  # a bad --where is told apart when the search fails (ClipStore._filter_errors)
 
     def search(self, query: str, mode: str = "hybrid", k: int = 10, where: str | None = None) -> list[Hit]:
         query = self._check(query, mode, k, where)
@@ -133,7 +134,8 @@ class Searcher:
         """Clips visually closest to `clip_id` (itself excluded)."""
         if not 1 <= k <= MAX_K:
             raise SearchError(f"--k {k} is out of range; use 1..{MAX_K}")
-        self.store.validate_filter(where)
+        if not CLIP_ID_RE.fullmatch(clip_id or ""):
+            raise SearchError(f"{clip_id!r} is not a clip id (20 hex characters); `rushes search` results show them")
         found = self.store.get([clip_id], [F_VISUAL])
         if clip_id not in found:
             raise SearchError(f"clip {clip_id!r} is not in the index; `rushes search` results show valid clip ids")

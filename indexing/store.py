@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -278,7 +279,9 @@ class ClipStore:
         return len(rows)
 
     def flush(self) -> None:
-        """Seal what was written so searches use the HNSW index (Milvus Lite searches unsealed rows by brute force)."""
+        """Seal what was written. Milvus Lite searches unsealed rows by brute force, and builds a sealed
+        segment's HNSW index in a background thread after this returns (minutes at 100k rows); closing
+        the client waits for those builds."""
         self.client.flush(self.collection)
 
     def delete(self, clip_ids: list[str]) -> None:
@@ -295,6 +298,19 @@ class ClipStore:
             for r in self.client.get(self.collection, ids=clip_ids[start : start + 500], output_fields=fields):
                 out[r[M.clip_id]] = r
         return out
+
+    @contextmanager
+    def _filter_errors(self, where: str | None):
+        """A search that fails with a filter: tell a bad filter (FilterExpressionError) from other failures.
+
+        The filter is checked only when the search failed, so a good filter costs nothing extra (a check
+        is a full query: 0.2 s at 100k rows)."""
+        try:
+            yield
+        except Exception:
+            if where:
+                self.validate_filter(where)
+            raise
 
     def validate_filter(self, where: str | None) -> None:
         """Run the expression once; a rejected one becomes FilterExpressionError listing the usable fields."""
@@ -317,8 +333,9 @@ class ClipStore:
         metric = "BM25" if field_name == F_BM25 else "COSINE"
         params = {"metric_type": metric, "params": {} if metric == "BM25" else {"ef": max(64, 2 * k)}}
         data = [q.tolist() if isinstance(q, np.ndarray) else q for q in queries]
-        return self.client.search(self.collection, data=data, anns_field=field_name, limit=k, filter=where or "",
-                                  search_params=params, output_fields=output_fields or RESULT_FIELDS)
+        with self._filter_errors(where):
+            return self.client.search(self.collection, data=data, anns_field=field_name, limit=k, filter=where or "",
+                                      search_params=params, output_fields=output_fields or RESULT_FIELDS)
 
     def hybrid(self, requests: list[tuple[str, Any, str]], k: int, rrf_k: int = 60,
                output_fields: list[str] | None = None) -> list[dict]:
@@ -331,9 +348,12 @@ class ClipStore:
             data = [query.tolist() if isinstance(query, np.ndarray) else query]
             reqs.append(AnnSearchRequest(data=data, anns_field=field_name, limit=max(k, 20), expr=where or "",
                                          param={"metric_type": metric, "params": {} if metric == "BM25" else {"ef": 64}}))
-        res = self.client.hybrid_search(self.collection, reqs, RRFRanker(rrf_k), limit=k,
-                                        output_fields=output_fields or RESULT_FIELDS)
-        return list(res[0])
+        with self._filter_errors(next((w for _, _, w in requests if w), None)):
+            # the ids only: the fields are fetched for the final k, not for every sub-search candidate
+            hits = list(self.client.hybrid_search(self.collection, reqs, RRFRanker(rrf_k), limit=k,
+                                                  output_fields=[M.clip_id])[0])
+        fields = self.get([h.get(M.clip_id) or h["id"] for h in hits], output_fields or RESULT_FIELDS)
+        return [{**h, "entity": fields.get(h.get(M.clip_id) or h["id"], {})} for h in hits]
 
     def close(self) -> None:
         self.client.close()

@@ -131,7 +131,10 @@ def test_bad_queries_are_clear_errors(searcher):
     with pytest.raises(SearchError, match="unknown"):
         searcher.search("x", mode="telepathy")
     with pytest.raises(SearchError, match="not in the index"):
-        searcher.like("no-such-clip")
+        searcher.like("0" * 20)
+    for bad in ("no-such-clip", "x'", 'abc" or clip_id != "'):  # never reaches a filter expression
+        with pytest.raises(SearchError, match="is not a clip id"):
+            searcher.like(bad)
 
 
 def test_like_finds_the_near_duplicates_first(searcher):

@@ -39,6 +39,7 @@ def test_api_search_returns_results(served):
     data = res.json()
     assert data["results"][0]["clip_id"] == clip_id(1)
     assert any("untrained" in n for n in data["notes"])
+    assert client.get("/api/search", params={"like": "x'"}).status_code == 400  # not a 500
     res = client.get("/api/search", params={"like": clip_id(0), "k": 2})
     assert {r["clip_id"] for r in res.json()["results"]} == {clip_id(5), clip_id(6)}
 
