@@ -7,6 +7,9 @@ from curation.core.schema import CAP
 from recaption.prompts import hints_json
 
 UNCHECKED_TAG = " [unchecked]"  # in a captioner's name: its captions skipped the checks
+# error prefix of a caption that this captioner will never get right, so is not retried: an unreadable
+# clip, an imported caption that fails its checks, a caption failed by the measurement checks
+PERMANENT = "permanent: "
 
 
 def captioner_name(identity: str, checked: bool = True) -> str:

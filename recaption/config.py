@@ -9,11 +9,24 @@ from pydantic import Field, field_validator
 from curation.core.config import StrictModel
 from recaption.agreement import SIGNALS
 
+IMPORT_PREFIX = "file:"  # a captioner spec of captions written elsewhere: file:PATH
+MODEL_PREFIX = "hf:"  # a captioner spec of a transformers model: hf:<hub id> or hf:/dir
+
+
+def import_path(spec: str) -> str | None:
+    """The PATH of a `file:PATH` spec ('' when empty), or None when the spec imports no file: the one rule."""
+    return spec[len(IMPORT_PREFIX):] if spec.startswith(IMPORT_PREFIX) else None
+
+
+def is_model_spec(spec: str) -> bool:
+    """Whether the spec names a model to load (and so wants GPUs)."""
+    return spec.startswith(MODEL_PREFIX)
+
 
 def check_model_spec(value: str, setting: str) -> str:
-    if setting == "captioner" and (value == "metadata" or value.startswith("file:") and len(value) > 5):
+    if setting == "captioner" and (value == "metadata" or import_path(value)):
         return value
-    if not value.startswith("hf:") or len(value) <= 3:
+    if not is_model_spec(value) or len(value) <= len(MODEL_PREFIX):
         allowed = "'metadata', 'file:<captions.jsonl|.parquet>', " if setting == "captioner" else ""
         raise ValueError(f"{setting} must be {allowed}'hf:<hub id>' or 'hf:/path/to/model', not {value!r}")
     return value

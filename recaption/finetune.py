@@ -43,7 +43,7 @@ from curation.core.config import StrictModel
 from curation.core.rundir import RunDir, now_utc
 from curation.core.schema import CAP, M
 from curation.core.tables import kept_clips, latest_captions
-from recaption.config import CaptionConfig, check_model_spec
+from recaption.config import CaptionConfig, check_model_spec, import_path
 from recaption.prompts import dense_prompt, hints_from_row, short_prompt
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -150,7 +150,7 @@ def source_captioner(out: Path | str, source: str, world: World = World()) -> st
     """The captioner name whose rows are the targets; a `file:` source is imported first (by rank 0; resumes)."""
     from recaption.run import caption_run, plan_captions
 
-    if not source.startswith("file:"):
+    if import_path(source) is None:
         return source
     config = CaptionConfig(captioner=source)
     name = caption_run(out, config).captioner if world.main else None

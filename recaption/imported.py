@@ -11,7 +11,8 @@ path, or its file name when no other source of the run has that name. Other keys
 A malformed file stops the command before any work, with every bad line named; rows that match no
 kept clip are reported and left out. Imported captions pass the same checks as generated ones, and
 their captioner is `file:<file name>@<content hash>`: a changed file is a new captioner, whose rows
-are imported again beside the old ones.
+are imported again beside the old ones. A row that fails its checks fails for good (the same file
+would fail the same way): a re-run with the same file skips it.
 """
 
 from __future__ import annotations
@@ -24,11 +25,11 @@ from pathlib import Path
 
 from curation.core.schema import CAP, STATUS_KEPT, M
 from curation.core.stage import Stage
-from recaption.captions import caption_row
+from recaption.captions import PERMANENT, caption_row
 from recaption.checks import check_caption
+from recaption.config import IMPORT_PREFIX, import_path
 from recaption.prompts import hints_from_row
 
-IMPORT_PREFIX = "file:"
 IMPORTED_PROMPT_VERSION = "imported-v1"
 DENSE_KEYS = (CAP.caption_dense, "caption")
 MIN_TIME_IOU = 0.5
@@ -235,7 +236,7 @@ class FileCaptioner(Stage):
 
     def __init__(self, config, clips: list[dict]):
         self.config = config
-        path = Path(config.captioner[len(IMPORT_PREFIX):]).expanduser()
+        path = Path(import_path(config.captioner)).expanduser()
         captions = read_caption_file(path)
         self.identity = f"{IMPORT_PREFIX}{path.name}@{file_hash(path)}"
         self.prompt_version = IMPORTED_PROMPT_VERSION
@@ -248,12 +249,12 @@ class FileCaptioner(Stage):
         for row in batch:
             imported = self.captions.get(row[M.clip_id])
             dense, short = (imported.dense, imported.short) if imported else (None, None)
-            error = None if imported else "the caption file has no caption of this clip"
-            if imported and self.config.checks:
+            error = None if imported else f"{PERMANENT}the caption file has no caption of this clip"
+            if imported and self.config.checks:  # the same file fails the same way: not retried
                 problem = check_caption(dense, "dense")
-                error = f"imported dense caption {problem}" if problem else None
+                error = f"{PERMANENT}imported dense caption {problem}" if problem else None
                 problem = None if error or short is None else check_caption(short, "short")
-                error = error or (f"imported short caption {problem}" if problem else None)
+                error = error or (f"{PERMANENT}imported short caption {problem}" if problem else None)
             rows.append(caption_row(row[M.clip_id], None if error else dense, None if error else short,
                                     self.identity, self.prompt_version, hints_from_row(row), error,
                                     self.config.checks))

@@ -16,18 +16,30 @@ MAX_EXAMPLES = 8
 MAX_DISAGREEMENTS = 12
 
 
-def agreement_rates(captions: list[dict]) -> tuple[list[str], list[dict]]:
+def compared_rows(captions: list[dict], kept: set[str] | None = None) -> list[dict]:
+    """The newest row with comparisons of each (captioner, clip), of the kept clips when `kept` is given:
+    a retried or re-checked clip counts once, as it stands now; rows written before the comparison
+    existed (signal_checks null) are not counted."""
+    newest: dict[tuple[str, str], dict] = {}
+    for row in captions:
+        if row.get(CAP.signal_checks) is None or (kept is not None and row[CAP.clip_id] not in kept):
+            continue
+        key = (str(row[CAP.captioner]), str(row[CAP.clip_id]))
+        if key not in newest or str(row.get(CAP.created_at) or "") >= str(newest[key].get(CAP.created_at) or ""):
+            newest[key] = row
+    return list(newest.values())
+
+
+def agreement_rates(captions: list[dict], kept: set[str] | None = None) -> tuple[list[str], list[dict]]:
     """(signals compared, one row per captioner: {name, cells: [{agree, compared, rate}]}).
 
-    A caption agrees on a signal when every comparison of that signal (dense and short) agrees; rows
-    written before the comparison existed (signal_checks null) are not counted."""
+    A caption agrees on a signal when every comparison of that signal (dense and short) agrees; each
+    clip counts once per captioner, by its newest compared row (`compared_rows`)."""
     from recaption.agreement import SIGNALS
 
     counts: dict[str, dict[str, list[int]]] = {}  # captioner -> signal -> [agree, compared]
-    for row in captions:
-        checks = row.get(CAP.signal_checks)
-        if checks is None:
-            continue
+    for row in compared_rows(captions, kept):
+        checks = row[CAP.signal_checks]
         by_signal: dict[str, bool] = {}
         for c in checks:
             by_signal[c[CHK.signal]] = by_signal.get(c[CHK.signal], True) and bool(c[CHK.agrees])
@@ -47,10 +59,11 @@ def agreement_rates(captions: list[dict]) -> tuple[list[str], list[dict]]:
     return signals, rows
 
 
-def disagreements(captions: list[dict], limit: int = MAX_DISAGREEMENTS) -> list[dict]:
-    """The newest disagreements: clip, captioner, signal, what the caption says and what was measured."""
+def disagreements(captions: list[dict], limit: int = MAX_DISAGREEMENTS, kept: set[str] | None = None) -> list[dict]:
+    """The newest disagreements: clip, captioner, signal, what the caption says and what was measured (of the
+    rows `agreement_rates` counts)."""
     found = []
-    for row in sorted(captions, key=lambda r: str(r.get(CAP.created_at)), reverse=True):
+    for row in sorted(compared_rows(captions, kept), key=lambda r: str(r.get(CAP.created_at)), reverse=True):
         for c in row.get(CAP.signal_checks) or []:
             if not c[CHK.agrees]:
                 found.append({"clip_id": row[CAP.clip_id], "captioner": row[CAP.captioner], "signal": c[CHK.signal],
@@ -77,8 +90,9 @@ def captions_section(tables) -> dict | None:
                          "captioner": cap[CAP.captioner], "prompt_version": cap[CAP.prompt_version]})
         if len(examples) == MAX_EXAMPLES:
             break
-    signals, agreement = agreement_rates(tables.captions)
+    kept = {r[M.clip_id] for r in tables.clips if r[M.status] == schema.STATUS_KEPT}
+    signals, agreement = agreement_rates(tables.captions, kept)
     return {"captioners": [{"name": name, "good": good, "failed": failed}
                            for name, (good, failed) in sorted(counts.items(), key=lambda kv: str(kv[0]))],
             "examples": examples, "signals": signals, "agreement": agreement,
-            "disagreements": disagreements(tables.captions)}
+            "disagreements": disagreements(tables.captions, kept=kept)}

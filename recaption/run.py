@@ -2,8 +2,11 @@
 
 Kept clips of OUT/manifest/ are captioned in batches; each batch is written as one atomic part of
 OUT/captions/. A clip counts as done for a captioner when a row of the same `captioner` and
-`prompt_version` exists without error (or with a permanent one: an unreadable clip). Failed captions
-are written with their error and retried by the next run; several captioners' rows coexist.
+`prompt_version` exists without error (or with a permanent one: an unreadable clip, an imported
+caption that fails its checks, a caption failed by the measurement checks). Other failed captions
+are written with their error and retried by the next run; several captioners' rows coexist. The
+disagreement policy is part of the captioner's name when it fails captions, so a switch from `flag`
+to `fail` (or to other `fail_signals`) checks every clip again.
 """
 
 from __future__ import annotations
@@ -18,15 +21,13 @@ from curation.core.stage import PermanentError, Stage, map_in_process
 from curation.core.tables import kept_clips, read_captions, read_clips
 from curation.core.video import count_frames, read_frames, spread_indices
 from recaption.agreement import disagreement_error, signal_checks
-from recaption.captions import caption_row, captioner_name
-from recaption.config import CaptionConfig
-from recaption.imported import IMPORT_PREFIX, FileCaptioner
+from recaption.captions import PERMANENT, caption_row, captioner_name
+from recaption.config import CaptionConfig, import_path, is_model_spec
+from recaption.imported import FileCaptioner
 from recaption.metadata import MetadataCaptioner
 from recaption.prompts import hints_from_row
 from recaption.sidecar import SidecarCaptions
 from recaption.vlm import FRAME_TIMES_KEY, FRAMES_KEY, VLMCaptioner
-
-PERMANENT = "permanent: "  # error prefix of a clip that can never be captioned (not retried)
 
 
 @dataclass
@@ -59,7 +60,7 @@ def make_captioner(config: CaptionConfig, run: RunDir) -> Stage:
     caption file is read and matched to the run's clips here."""
     if config.captioner == "metadata":
         return MetadataCaptioner(config)
-    if config.captioner.startswith(IMPORT_PREFIX):
+    if import_path(config.captioner) is not None:
         return FileCaptioner(config, read_clips(run).to_pylist())
     return VLMCaptioner(config)
 
@@ -85,10 +86,10 @@ class CaptionWorker(Stage):
         if config.enhancer:
             self.enhancer = Enhancer(config.enhancer, max_new_tokens=config.max_new_tokens, device=config.device,
                                      dtype=config.dtype)
-        self.identity = captioner_identity(self.captioner, self.enhancer, config.checks)
+        self.identity = captioner_identity(self.captioner, self.enhancer, config.checks, policy_tag(config))
         self.prompt_version = self.captioner.prompt_version
         self.batch_size = config.batch_size
-        self.num_gpus = config.gpus_per_worker if config.captioner.startswith("hf:") else 0
+        self.num_gpus = config.gpus_per_worker if is_model_spec(config.captioner) else 0
         self.sidecars = SidecarCaptions()  # caption_original from a file next to the source
 
     def setup(self) -> None:
@@ -146,7 +147,7 @@ class CaptionWorker(Stage):
             r[CAP.signal_checks] = checks
             problem = disagreement_error(checks, self.config.fail_signals)
             if problem and self.config.checks and self.config.on_disagreement == "fail" and r[CAP.error] is None:
-                r.update({CAP.caption_dense: None, CAP.caption_short: None, CAP.error: problem})
+                r.update({CAP.caption_dense: None, CAP.caption_short: None, CAP.error: f"{PERMANENT}{problem}"})
 
 
 def with_frames(run: RunDir, row: dict, config: CaptionConfig) -> dict:
@@ -170,11 +171,19 @@ def frame_count(row: dict, config: CaptionConfig) -> int:
     return max(min(2, config.frames), min(config.frames, wanted))
 
 
-def captioner_identity(captioner: Stage, enhancer=None, checked: bool = True) -> str:
+def policy_tag(config: CaptionConfig) -> str:
+    """The disagreement policy as part of the captioner's name, when it fails captions (none for `flag`)."""
+    if not config.checks or config.on_disagreement != "fail":
+        return ""
+    signals = "all" if config.fail_signals is None else ", ".join(sorted(set(config.fail_signals)))
+    return f" [fails on disagreement: {signals}]"
+
+
+def captioner_identity(captioner: Stage, enhancer=None, checked: bool = True, policy: str = "") -> str:
     identity = captioner.identity
     if enhancer is not None:
         identity += f" + enhancer {enhancer.identity}"
-    return captioner_name(identity, checked)
+    return captioner_name(identity + policy, checked)
 
 
 def write_captions(run: RunDir, rows: list[dict]) -> Path:

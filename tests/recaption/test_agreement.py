@@ -1,5 +1,7 @@
 """Captions compared with the clip's measured signals: the words, the policy, the table and the report."""
 
+from datetime import UTC
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -223,6 +225,57 @@ def test_policy_fail_fails_a_contradicting_caption_and_keeps_its_disagreement(tm
     assert "camera_motion (dense caption says 'pans left', measured pan_right)" in row[CAP.error]
     assert not any(c[CHK.agrees] for c in row[CAP.signal_checks] if c[CHK.signal] == "camera_motion")
     assert latest_captions(run).num_rows == 0  # never served as a caption
+
+
+def test_a_caption_failed_by_the_measurements_is_not_retried_by_the_same_policy(tmp_path):
+    run = pan_right_run(tmp_path)
+    spec = write_jsonl(tmp_path / "a.jsonl", [{CAP.clip_id: CLIP_ID, CAP.caption_dense: PANS_LEFT}])
+    fail = CaptionConfig(captioner=spec, on_disagreement="fail")
+    assert caption_run(run.root, fail).failed == 1
+    again = caption_run(run.root, fail)
+    assert (again.captioned, again.failed, again.skipped) == (0, 0, 1)
+    assert read_captions(run).num_rows == 1  # no identical failed row appended
+
+
+def test_switching_the_policy_checks_the_clips_again(tmp_path):
+    run = pan_right_run(tmp_path)
+    spec = write_jsonl(tmp_path / "a.jsonl", [{CAP.clip_id: CLIP_ID, CAP.caption_dense: PANS_LEFT}])
+    flagged = caption_run(run.root, CaptionConfig(captioner=spec))
+    assert (flagged.captioned, flagged.flagged) == (1, 1)
+    failed = caption_run(run.root, CaptionConfig(captioner=spec, on_disagreement="fail"))
+    assert (failed.failed, failed.skipped) == (1, 0) and failed.captioner != flagged.captioner
+    assert "fails on disagreement: all" in failed.captioner
+    only_text = caption_run(run.root, CaptionConfig(captioner=spec, on_disagreement="fail", fail_signals=["text"]))
+    assert (only_text.captioned, only_text.skipped) == (1, 0)  # camera motion now only flags
+    assert caption_run(run.root, CaptionConfig(captioner=spec)).skipped == 1  # back to flag: already done
+
+
+def test_agreement_rates_count_the_newest_row_per_clip_of_kept_clips_only():
+    from datetime import datetime, timedelta
+    from types import SimpleNamespace
+
+    from recaption.report_section import captions_section
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def row(clip, agrees, minutes, error=None):
+        return {CAP.clip_id: clip, CAP.captioner: "cap", CAP.created_at: t0 + timedelta(minutes=minutes),
+                CAP.error: error, CAP.caption_dense: None if error else "text", CAP.caption_short: None,
+                CAP.prompt_version: "v", CAP.signal_checks: [{CHK.signal: "camera_motion", CHK.field: "dense",
+                                                              CHK.caption: "pans left", CHK.measured: "pan_right",
+                                                              CHK.agrees: agrees}]}
+
+    captions = [row("a", False, 0, error="model failed"), row("a", False, 1, error="model failed"),
+                row("a", True, 2),  # retried twice, now agrees
+                row("b", False, 0), row("b", True, 3),  # an older caption, then a newer one
+                row("gone", False, 0)]  # a clip filtered since
+    clips = [{M.clip_id: "a", M.status: "kept"}, {M.clip_id: "b", M.status: "kept"},
+             {M.clip_id: "gone", M.status: "filtered"}]
+    section = captions_section(SimpleNamespace(captions=captions, clips=clips, latest_captions=[]))
+    assert section["agreement"] == [{"name": "cap", "cells": [{"agree": 2, "compared": 2, "rate": 1.0}]}]
+    assert section["disagreements"] == []
+    signals, table = agreement_rates(captions)  # without the kept clips: still one row per clip
+    assert [c["compared"] for c in table[0]["cells"]] == [3]
 
 
 def test_policy_fail_can_be_kept_to_the_signals_a_team_trusts(tmp_path):

@@ -60,8 +60,11 @@ def test_imported_captions_pass_the_same_checks(make_run, tmp_path):
     summary = caption_run(run.root, CaptionConfig(captioner=spec))
     assert (summary.captioned, summary.failed) == (0, 2)
     errors = {r[CAP.clip_id]: r[CAP.error] for r in read_captions(run).to_pylist()}
-    assert errors[ids(0)].startswith("imported dense caption empty")
-    assert errors[ids(1)].startswith("imported short caption refusal")
+    assert errors[ids(0)].startswith("permanent: imported dense caption empty")
+    assert errors[ids(1)].startswith("permanent: imported short caption refusal")
+    again = caption_run(run.root, CaptionConfig(captioner=spec))  # the same file fails the same way: not retried
+    assert (again.captioned, again.failed, again.skipped) == (0, 0, 2)
+    assert read_captions(run).num_rows == 2
 
 
 def test_rows_by_source_and_time_match_their_clip_and_the_rest_are_reported(make_run, tmp_path):
