@@ -60,6 +60,8 @@ def analyze(
     stride_mode = cfg.shots.mode == "stride"
     for frame in in_background(decoded, FramePreparer(info, size, flow_size)):
         index = frame.index
+        if previous is None and frame.position > 0:  # frames lost before the first that decodes
+            stats.gaps.append(Gap(0, frame.position, 0.0, round(frame.time, 6)))
         if previous is not None and frame.position > previous.position + 1:
             # frames did not decode here: the open shot ends, so no clip spans the gap
             stats.gaps.append(Gap(previous.position + 1, frame.position,

@@ -92,9 +92,15 @@ def _stamped(frame, stamps: list[int]):
 
 
 class FrameClock:
-    """Where each decoded frame of a source sits: its position and its time (seconds from the first
-    decoded frame), both from its timestamp. Analysis and extraction place frames with it alike.
-    (From the first frame, not the stream's start: some AVIs stamp their first frame one late.)
+    """Where each decoded frame of a source sits: its position and its time (seconds from the
+    stream's start), both from its timestamp. Analysis and extraction place frames with it alike.
+
+    The origin is the stream's start (`ProbeInfo.start_time`: slot 0 of an AVI's index, else the
+    stream's `start_time`), so frames lost before the first that decodes (a damaged start, a stream
+    cut mid-GOP) leave a gap at position 0 instead of shifting every later frame. A first frame
+    within one frame duration of the start counts from itself: some AVIs stamp their first frame
+    one late (Megamind.avi's first packet has pts 1, dts 0). Without a start time, times count from
+    the first decoded frame.
 
     In a constant-rate source a frame is as many positions after the one before as frame durations
     have passed between their timestamps, so frames that did not decode leave a gap in the positions
@@ -105,7 +111,8 @@ class FrameClock:
 
     def __init__(self, info: ProbeInfo):
         self.fps, self.variable_rate = info.fps, info.variable_frame_rate
-        self.origin: float | None = None  # the first decoded frame's timestamp: frame 0 at 0 s
+        self.start: float | None = getattr(info, "start_time", None)
+        self.origin: float | None = None  # the timestamp of position 0 at 0 s
         self.last, self.last_time = -1, None
 
     def place(self, frame) -> tuple[int, float]:
@@ -115,11 +122,16 @@ class FrameClock:
             time = position / self.fps if self.last_time is None else self.last_time + 1 / self.fps
         else:
             if self.origin is None:
-                self.origin = float(frame.time)
+                first = float(frame.time)
+                late = self.start is not None and first - self.start > 1.5 / self.fps
+                self.origin = self.start if late else first
             time = float(frame.time) - self.origin
-            step = 1
-            if not self.variable_rate and self.last_time is not None:
-                step = max(1, round((time - self.last_time) * self.fps))
+            if self.last_time is None:  # the first frame: after the frames lost before it
+                step = 1 + (0 if self.variable_rate else max(0, round(time * self.fps)))
+            else:
+                step = 1
+                if not self.variable_rate:
+                    step = max(1, round((time - self.last_time) * self.fps))
             position = self.last + step
         self.last, self.last_time = position, time
         return position, time

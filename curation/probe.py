@@ -64,6 +64,9 @@ class ProbeInfo:
     variable_frame_rate: bool
     fingerprint: str
     size_bytes: int
+    # where the video stream's clock starts (seconds): frame times count from here, so frames lost at
+    # the very start (damage, a stream cut mid-GOP) leave a gap; None: from the first decoded frame
+    start_time: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -195,6 +198,7 @@ def probe(path: Path | str, timeout_s: float | None = 60.0) -> ProbeInfo:
         rotation = int(getattr(first, "rotation", 0) or 0) % 360
         rotation = (round(rotation / 90) * 90) % 360
         w, h = first.width, first.height
+        start_time = _stream_start(path, container, stream)
         if rotation in (90, 270):
             w, h = h, w
         return ProbeInfo(
@@ -210,6 +214,7 @@ def probe(path: Path | str, timeout_s: float | None = 60.0) -> ProbeInfo:
             variable_frame_rate=vfr,
             fingerprint=fingerprint(path),
             size_bytes=path.stat().st_size,
+            start_time=start_time,
         )
     except av.error.FFmpegError as e:
         raise ProbeError(
@@ -217,6 +222,18 @@ def probe(path: Path | str, timeout_s: float | None = 60.0) -> ProbeInfo:
         ) from e
     finally:
         container.close()
+
+
+def _stream_start(path: Path, container, stream) -> float | None:
+    """The video stream's start in seconds: slot 0 of an AVI's index (decoding stamps AVI frames with
+    their slots), else the stream's own `start_time`; None when the container does not say."""
+    from curation.core.video import avi_frame_slots
+
+    if container.format.name == "avi" and avi_frame_slots(path, stream.index):
+        return 0.0
+    if stream.start_time is None or not stream.time_base:
+        return None
+    return float(stream.start_time * stream.time_base)
 
 
 def _first_frame_and_timestamps(container, stream, path: Path, deadline: Deadline):

@@ -142,3 +142,49 @@ def test_positions_count_frame_durations_so_a_rate_a_hair_off_makes_no_gaps():
     assert [p for p, _t in places] == list(range(3000))
     lost = clock.place(SimpleNamespace(time=3010 * 1001 / 30000))  # 10 frames did not decode
     assert lost[0] == 3010
+
+
+def test_frames_lost_at_the_start_leave_a_gap_at_position_0(tmp_path):
+    """vtest.avi with 256 KiB overwritten at the start of its movi data: the first ~13 frames do not
+    decode. Positions and times count from the stream's start (slot 0 of the AVI index), not from
+    the first frame that decodes, and the loss is recorded."""
+    original = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
+    if not original.exists():
+        pytest.skip("Debian's opencv-doc is not installed")
+    data = bytearray(original.read_bytes())
+    movi = data.find(b"movi")
+    data[movi + 4 : movi + 4 + 256 * 1024] = bytes(256 * 1024)
+    path = tmp_path / "vtest_start_damaged.avi"
+    path.write_bytes(bytes(data))
+    rows = analyze_source(path.name, path, _config())
+    lost, gaps = rows[0][M.source_frames_lost], rows[0][M.source_gaps]
+    assert 5 <= lost <= 30 and len(gaps) == 1 and gaps[0][M.start_frame] == 0 and gaps[0][M.end_frame] == lost
+    assert gaps[0][M.start_time] == 0 and gaps[0][M.end_time] == pytest.approx(lost / 10, abs=1e-6)
+    assert rows[0][M.start_frame] >= lost and rows[0][M.start_time] == pytest.approx(rows[0][M.start_frame] / 10)
+    assert rows[-1][M.end_frame] == 795  # the last frame keeps its place
+    for row in rows:
+        assert row[M.start_time] == pytest.approx(row[M.start_frame] / 10, abs=0.1)
+
+    # extraction places frames with the same clock: the clip's first frame is the source's frame there
+    clip = rows[0]
+    reference = read_frames(original)
+    out, failures = extract_source(path, [{**clip, M.status: schema.STATUS_KEPT}], RunDir(tmp_path),
+                                   _config().extract.model_copy(update={"max_side": None, "crf": 12}))
+    assert failures == []
+    extracted = read_frames(tmp_path / out[0][M.clip_path])
+    assert len(extracted) == clip[M.end_frame] - clip[M.start_frame]
+    offset = len(extracted) - 1  # past the next key frame (250): no concealment
+    best = _best_match(extracted[offset], reference, clip[M.start_frame] + offset - 40, clip[M.start_frame] + offset + 40)
+    assert abs(best - (clip[M.start_frame] + offset)) <= 1, (offset, best)
+
+
+def test_a_first_frame_one_late_counts_from_itself():
+    """Some AVIs stamp their first frame one frame after the stream's start (Megamind.avi): no gap."""
+    from types import SimpleNamespace
+
+    from curation.decode import FrameClock
+
+    clock = FrameClock(SimpleNamespace(fps=10.0, variable_frame_rate=False, start_time=0.0))
+    assert [clock.place(SimpleNamespace(time=(i + 1) / 10))[0] for i in range(3)] == [0, 1, 2]
+    clock = FrameClock(SimpleNamespace(fps=10.0, variable_frame_rate=False, start_time=0.0))
+    assert [clock.place(SimpleNamespace(time=(i + 13) / 10)) for i in range(2)] == [(13, 1.3), (14, 1.4)]
