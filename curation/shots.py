@@ -200,9 +200,10 @@ class ShotTracker:
         # the window holding this frame's time: after a gap, the windows that ended inside it are
         # skipped (one window a frame would cut a cascade of 1-2-frame clips)
         holding = math.floor((frame.time + slack) / sc.stride_s)
-        after_gap = bool(self.positions) and (
-            frame.position > self.positions[-1] + 1 or frame.time - self.times[-1] > sc.stride_s
-        )
+        if self.positions:
+            after_gap = frame.position > self.positions[-1] + 1 or frame.time - self.times[-1] > sc.stride_s
+        else:  # the first frame: after the frames lost before it, if any
+            after_gap = frame.position > 0 or frame.time > sc.stride_s
         window_start = self.window * sc.stride_s
         if self.window_open and frame.time >= window_start + sc.window_s - slack:
             self.window += 1

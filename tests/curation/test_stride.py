@@ -86,3 +86,18 @@ def test_after_a_gap_several_strides_long_the_window_holding_the_time_opens(tmp_
     assert after[0][0] == gaps[0][1]  # the window holding the first frame after the gap
     assert after[0][1] == (gaps[0][1] // 24 + 1) * 24
     assert all(end - start == 24 for start, end in after[1:])
+
+
+def test_after_frames_lost_at_the_start_the_window_holding_the_time_opens(tmp_path):
+    path = tmp_path / "start_gap.avi"
+    write_footage(path, [Segment(240, "circle", "red", "right", "blue")], 128, 96, fps=24, codec="mjpeg")
+    data = bytearray(path.read_bytes())
+    movi = data.find(b"movi")
+    data[movi + 4 : movi + 4 + len(data) // 3] = bytes(len(data) // 3)
+    path.write_bytes(bytes(data))
+    spans, rows = _windows(path, 1.0, 1.0)
+    gaps = [(g["start_frame"], g["end_frame"]) for g in rows[0]["source_gaps"]]
+    assert gaps[0][0] == 0 and gaps[0][1] > 2 * 24, gaps
+    assert spans[0] == (gaps[0][1], (gaps[0][1] // 24 + 1) * 24), spans
+    windows = [start // 24 for start, _ in spans]
+    assert len(windows) == len(set(windows)), spans
