@@ -102,6 +102,10 @@ class FrameClock:
     one late (Megamind.avi's first packet has pts 1, dts 0). Without a start time, times count from
     the first decoded frame.
 
+    A frame's step is 1 / fps, or the timestamps' median gap (`ProbeInfo.frame_duration`, from the
+    probe's first packets) where that is longer: a stream whose reported rate is double the real one
+    would otherwise make every frame a gap.
+
     In a constant-rate source a frame is as many positions after the one before as frame durations
     have passed between their timestamps, so frames that did not decode leave a gap in the positions
     (and a clip never spans one). Counted step by step, not as round(t * fps): a nominal rate a hair
@@ -111,6 +115,9 @@ class FrameClock:
 
     def __init__(self, info: ProbeInfo):
         self.fps, self.variable_rate = info.fps, info.variable_frame_rate
+        # one frame's step: 1 / fps, or the timestamps' median gap where the rate is too high for them
+        # (`ProbeInfo.frame_duration`): a rate reported double would make every frame a "gap"
+        self.step_s = getattr(info, "frame_duration", None) or 1 / info.fps
         self.start: float | None = getattr(info, "start_time", None)
         self.origin: float | None = None  # the timestamp of position 0 at 0 s
         self.last, self.last_time = -1, None
@@ -123,15 +130,15 @@ class FrameClock:
         else:
             if self.origin is None:
                 first = float(frame.time)
-                late = self.start is not None and first - self.start > 1.5 / self.fps
+                late = self.start is not None and first - self.start > 1.5 * self.step_s
                 self.origin = self.start if late else first
             time = float(frame.time) - self.origin
             if self.last_time is None:  # the first frame: after the frames lost before it
-                step = 1 + (0 if self.variable_rate else max(0, round(time * self.fps)))
+                step = 1 + (0 if self.variable_rate else max(0, round(time / self.step_s)))
             else:
                 step = 1
                 if not self.variable_rate:
-                    step = max(1, round((time - self.last_time) * self.fps))
+                    step = max(1, round((time - self.last_time) / self.step_s))
             position = self.last + step
         self.last, self.last_time = position, time
         return position, time

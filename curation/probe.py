@@ -67,6 +67,9 @@ class ProbeInfo:
     # where the video stream's clock starts (seconds): frame times count from here, so frames lost at
     # the very start (damage, a stream cut mid-GOP) leave a gap; None: from the first decoded frame
     start_time: float | None = None
+    # seconds between frames by the timestamps (median), where the reported rate is too high for
+    # them (e.g. reported 50 for frames 40 ms apart): frames step by this, not 1 / fps; None: 1 / fps
+    frame_duration: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -187,6 +190,9 @@ def probe(path: Path | str, timeout_s: float | None = 60.0) -> ProbeInfo:
         fps = float(rate) if rate else 0.0
         if fps <= 0:
             raise ProbeError(f"{path}: the video stream has no usable frame rate; re-mux the file")
+        frame_duration = None if vfr or not tb else frame_step(fps, [float(p * tb) for p in pts])
+        if frame_duration:  # the rate the frames really come at
+            fps = 1 / frame_duration
         estimated = False
         num_frames = int(stream.frames or 0)
         if vfr or num_frames <= 0:
@@ -215,6 +221,7 @@ def probe(path: Path | str, timeout_s: float | None = 60.0) -> ProbeInfo:
             fingerprint=fingerprint(path),
             size_bytes=path.stat().st_size,
             start_time=start_time,
+            frame_duration=frame_duration,
         )
     except av.error.FFmpegError as e:
         raise ProbeError(
@@ -222,6 +229,18 @@ def probe(path: Path | str, timeout_s: float | None = 60.0) -> ProbeInfo:
         ) from e
     finally:
         container.close()
+
+
+def frame_step(fps: float, times: list[float]) -> float | None:
+    """The median gap between `times` (seconds, any order) where it is over 1.25 frame durations
+    of `fps` (a reported rate too high for the timestamps); None where the rate agrees. (Only the
+    longer case: a step shorter than the rate, such as field-coded packets, makes no false gaps.)"""
+    ordered = sorted(set(times))
+    gaps = sorted(b - a for a, b in zip(ordered, ordered[1:], strict=False))
+    if not gaps or fps <= 0:
+        return None
+    median = gaps[(len(gaps) - 1) // 2]  # the lower median: a few gaps from lost frames do not move it
+    return median if median > 1.25 / fps else None
 
 
 def _stream_start(path: Path, container, stream) -> float | None:

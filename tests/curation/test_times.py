@@ -188,3 +188,21 @@ def test_a_first_frame_one_late_counts_from_itself():
     assert [clock.place(SimpleNamespace(time=(i + 1) / 10))[0] for i in range(3)] == [0, 1, 2]
     clock = FrameClock(SimpleNamespace(fps=10.0, variable_frame_rate=False, start_time=0.0))
     assert [clock.place(SimpleNamespace(time=(i + 13) / 10)) for i in range(2)] == [(13, 1.3), (14, 1.4)]
+
+
+def test_a_rate_reported_double_the_real_one_makes_no_gaps():
+    """A stream that says 50 fps for frames 40 ms apart: frames step by the timestamps' median gap,
+    so consecutive frames are consecutive positions and only a real loss is a gap."""
+    from types import SimpleNamespace
+
+    from curation.decode import FrameClock
+    from curation.probe import frame_step
+
+    times = [i * 0.04 for i in range(100)] + [i * 0.04 for i in range(110, 150)]  # 10 frames lost
+    assert frame_step(50.0, times) == pytest.approx(0.04)
+    assert frame_step(25.0, times) is None and frame_step(30.0, [i / 29.97 for i in range(50)]) is None
+    clock = FrameClock(SimpleNamespace(fps=50.0, variable_frame_rate=False, start_time=0.0,
+                                       frame_duration=frame_step(50.0, times)))
+    places = [clock.place(SimpleNamespace(time=t)) for t in times]
+    assert [p for p, _t in places] == list(range(100)) + list(range(110, 150))
+    assert [t for _p, t in places] == pytest.approx(times)
