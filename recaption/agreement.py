@@ -13,9 +13,11 @@ claim is compared with the clip's manifest row:
 
 A signal the caption says nothing about, or that was not measured, is not compared. Words are
 matched per clause (split at sentence ends and at "but", "while", "whereas"), with synonyms, and a
-negator up to four words before a claim ("the camera does not move", "no text") turns it around or
-drops it. Levels one step apart agree (a "slow" caption on a "moderate" clip): the level boundaries
-are arbitrary, the opposite ends are not.
+negator up to four words before a claim, in its phrase (a comma, semicolon, "and" or "but" ends its
+reach), turns it around or drops it ("the camera does not move", "no text"). A camera verb counts
+only with the camera as its subject ("the camera pans left", not "a dog tilts its head up"). Levels
+one step apart agree (a "slow" caption on a "moderate" clip): the level boundaries are arbitrary,
+the opposite ends are not.
 
 `signal_checks(dense, short, row)` returns one entry per (field, signal) compared: the signal, which
 caption field, the words the caption used, what was measured, and whether they agree. They are
@@ -48,7 +50,7 @@ def _words(text: str) -> list[str]:
     return re.findall(r"[a-z]+(?:['-][a-z]+)*", text)
 
 
-NEGATION_STOP = re.compile(r"[,;:]|\b(?:and|but)\b")
+NEGATION_STOP = re.compile(r"[,;]|\b(?:and|but)\b")
 
 
 def _negated(before: str) -> bool:

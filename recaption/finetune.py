@@ -42,6 +42,7 @@ from pydantic import Field, field_validator
 from curation.core.config import StrictModel
 from curation.core.rundir import RunDir, now_utc
 from curation.core.schema import CAP, M
+from curation.core.stage import PermanentError
 from curation.core.tables import kept_clips, latest_captions
 from recaption.config import CaptionConfig, check_model_spec, import_path
 from recaption.prompts import dense_prompt, hints_from_row, short_prompt
@@ -77,6 +78,13 @@ class CaptionerTrainConfig(StrictModel):
     frame_max_side: int = Field(448, ge=28)
     max_new_tokens: int = Field(256, ge=8, description="generation limit of the sample captions")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str) -> str:
+        if import_path(v) is not None and not import_path(v).strip():
+            raise ValueError("'file:' needs the path of a caption file: file:annotations.jsonl (or .parquet)")
+        return v
 
     @field_validator("base")
     @classmethod
@@ -169,6 +177,23 @@ def captioned_clips(run: RunDir, captioner: str) -> list[tuple[dict, dict]]:
                   key=lambda pair: pair[0][M.clip_id])
 
 
+def readable(run: RunDir, pairs: list[tuple[dict, dict]], log=print) -> list[tuple[dict, dict]]:
+    """The pairs whose clip file can be read; each one left out is named, with why."""
+    from recaption.run import clip_file
+
+    kept = []
+    for clip, caption in pairs:
+        try:
+            clip_file(run, clip)
+        except PermanentError as e:
+            log(f"train-captioner: skipped clip {clip[M.clip_id]}: {e}")
+            continue
+        kept.append((clip, caption))
+    if not kept:
+        raise ValueError(f"no clip captioned by the source can be read in {run.root}; re-run curation to extract them")
+    return kept
+
+
 def split(pairs: list, eval_fraction: float, seed: int) -> tuple[list, list]:
     """Held-out clips by a hash of (seed, clip id): the same clips stay out however the run grows."""
     def key(pair):
@@ -246,7 +271,10 @@ class Learner:
     def frames(self, clip: dict) -> dict:
         from recaption.run import with_frames
 
-        return with_frames(self.run, clip, self.vlm.config)
+        try:
+            return with_frames(self.run, clip, self.vlm.config)
+        except PermanentError as e:  # readable when training began, not now
+            raise PermanentError(f"clip {clip[M.clip_id]}: {e}") from e
 
     def loss(self, example: Example, clip_with_frames: dict):
         """Mean cross-entropy of the answer's tokens given the frames and the prompt."""
@@ -348,7 +376,7 @@ def train_captioner(out: Path | str, run_dir: Path | str, cfg: CaptionerTrainCon
     log = log if world.main else (lambda *_: None)
     run, run_dir = RunDir(out), Path(run_dir)
     captioner = source_captioner(out, cfg.source, world)
-    pairs = captioned_clips(run, captioner)
+    pairs = readable(run, captioned_clips(run, captioner), log)
     train_pairs, eval_pairs = split(pairs, cfg.eval_fraction, cfg.seed)
     train, held_out = examples(train_pairs), examples(eval_pairs)
     torch.manual_seed(cfg.seed)

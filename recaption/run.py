@@ -150,14 +150,20 @@ class CaptionWorker(Stage):
                 r.update({CAP.caption_dense: None, CAP.caption_short: None, CAP.error: f"{PERMANENT}{problem}"})
 
 
-def with_frames(run: RunDir, row: dict, config: CaptionConfig) -> dict:
-    """The clip row with its sampled frames and their times: what a VLM captioner (or its training) sees."""
+def clip_file(run: RunDir, row: dict) -> tuple[Path, int]:
+    """(the clip's file, its frame count); PermanentError when it has none, it is missing or unreadable."""
     if not row.get(M.clip_path):
         raise PermanentError(f"clip {row[M.clip_id]} has no clip_path in the manifest; re-run curation")
     path = run.root / row[M.clip_path]
     if not path.exists():
         raise PermanentError(f"clip file {path} is missing; re-run curation to extract it")
-    indices = spread_indices(count_frames(path), frame_count(row, config))  # PermanentError if unreadable
+    return path, count_frames(path)  # PermanentError if unreadable
+
+
+def with_frames(run: RunDir, row: dict, config: CaptionConfig) -> dict:
+    """The clip row with its sampled frames and their times: what a VLM captioner (or its training) sees."""
+    path, frames_in_clip = clip_file(run, row)
+    indices = spread_indices(frames_in_clip, frame_count(row, config))
     frames = read_frames(path, indices, config.frame_max_side)
     fps = float(row.get(M.fps) or 0) or 25.0
     return {**row, FRAMES_KEY: frames, FRAME_TIMES_KEY: [i / fps for i in indices[: len(frames)]]}
@@ -175,7 +181,7 @@ def policy_tag(config: CaptionConfig) -> str:
     """The disagreement policy as part of the captioner's name, when it fails captions (none for `flag`)."""
     if not config.checks or config.on_disagreement != "fail":
         return ""
-    signals = "all" if config.fail_signals is None else ", ".join(sorted(set(config.fail_signals)))
+    signals = "all" if config.fail_signals is None else ", ".join(sorted(set(config.fail_signals))) or "none"
     return f" [fails on disagreement: {signals}]"
 
 

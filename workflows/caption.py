@@ -47,7 +47,7 @@ def run_step(wf, section: CaptionConfig) -> None:
 
     try:
         summary = run_caption(wf.out, section, ray_address=wf.ray.address)
-    except (ModelNotFound, CaptionFileError) as e:  # found while planning, before Ray starts
+    except (ModelNotFound, FileNotFoundError, CaptionFileError) as e:  # found while planning, before Ray starts
         typer.echo(f"error: caption: {e}", err=True)
         raise typer.Exit(2) from None
     report_left_out(summary.left_out)

@@ -112,6 +112,51 @@ def test_cli_names_an_unknown_source_captioner_without_a_traceback(annotated, ti
     assert result.exit_code == 2 and "base must be" in result.output
 
 
+def test_cli_refuses_an_empty_file_source_with_a_clear_message(annotated, tiny_qwen, tmp_path):
+    from workflows.cli import app
+
+    run, _ = annotated
+    result = CliRunner().invoke(app, ["train-captioner", "--out", str(run.root), "--from", "file:",
+                                      "--base", f"hf:{tiny_qwen}", "--run", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "'file:' needs the path of a caption file" in result.output, result.output
+    assert "Traceback" not in result.output and "pydantic" not in result.output
+    assert "validation error for" not in result.output and "CaptionConfig" not in result.output
+
+
+def test_cli_skips_a_clip_whose_file_is_missing_naming_it(annotated, tiny_qwen, tmp_path):
+    from workflows.cli import app
+
+    run, source = annotated
+    missing = next(p for p in sorted((run.root / "clips").glob("*.mp4")))
+    missing.unlink()
+    result = CliRunner().invoke(app, ["train-captioner", "--out", str(run.root), "--from", source,
+                                      "--base", f"hf:{tiny_qwen}", "--run", str(tmp_path / "r"), "--lora-rank", "0",
+                                      "--max-steps", "1", "--batch-size", "1", "--frames", "4",
+                                      "--frame-max-side", "64", "--device", "cpu"])
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    assert "train-captioner: skipped clip" in result.output and missing.name in result.output
+    assert "1 clips (2 examples) to train, 1 held out" in result.output
+
+
+def test_a_clip_unreadable_during_training_is_a_clear_error_naming_it(annotated, tiny_qwen, tmp_path, monkeypatch):
+    from curation.core.stage import PermanentError
+    from workflows.cli import app
+
+    run, source = annotated
+
+    def unreadable(run_dir, clip, config):
+        raise PermanentError(f"cannot read {clip['clip_path']} as a video")
+
+    monkeypatch.setattr("recaption.run.with_frames", unreadable)
+    result = CliRunner().invoke(app, ["train-captioner", "--out", str(run.root), "--from", source,
+                                      "--base", f"hf:{tiny_qwen}", "--run", str(tmp_path / "r"), "--lora-rank", "0",
+                                      "--max-steps", "1", "--batch-size", "1", "--frames", "4",
+                                      "--frame-max-side", "64", "--device", "cpu"])
+    assert result.exit_code == 2, result.output
+    assert "error: clip " in result.output and "cannot read" in result.output
+    assert not isinstance(result.exception, PermanentError)
+
+
 def test_the_image_sequence_family_trains_too(annotated, tiny_idefics, tmp_path):
     run, source = annotated
     run_dir = tmp_path / "idefics"

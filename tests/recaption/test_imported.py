@@ -168,6 +168,43 @@ def test_a_workflow_caption_step_with_a_bad_file_stops_with_the_error_not_a_trac
     assert "error: caption: --captioner file:" in capsys.readouterr().err
 
 
+def test_a_workflow_caption_step_on_a_run_without_clips_gives_the_caption_commands_error(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    import typer
+
+    from workflows.caption import run_step
+
+    wf = SimpleNamespace(out=tmp_path / "empty-run", ray=SimpleNamespace(address=None))
+    with pytest.raises(typer.Exit) as e:
+        run_step(wf, CaptionConfig())
+    assert e.value.exit_code == 2
+    assert "error: caption: " in (err := capsys.readouterr().err) and "holds no clips" in err
+
+
+def test_the_file_prefix_is_tested_in_one_place():
+    """`file:` (and `hf:`) are told apart by recaption.config alone; `level` is public."""
+    import ast
+    import re
+    from pathlib import Path
+
+    from recaption.config import import_path
+    from recaption.prompts import level  # noqa: F401 - public
+
+    assert import_path("file:a.jsonl") == "a.jsonl" and import_path("file:") == "" and import_path("hf:x") is None
+    root = Path(__file__).parents[2]
+    files = [*sorted((root / "recaption").glob("*.py")), root / "workflows/caption.py",
+             root / "workflows/commands/caption.py"]
+    for path in files:
+        if path.name == "config.py" and path.parent.name == "recaption":
+            continue
+        constants = {n.value for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Constant)}
+        assert "file:" not in constants, path
+        if path.name == "run.py":
+            assert "hf:" not in constants, path
+        assert not re.search(r"\b_level\b", path.read_text()), path
+
+
 @pytest.mark.slow
 def test_imported_captions_on_the_ray_actor_pool(make_run, tmp_path):
     from workflows.caption import run_caption
