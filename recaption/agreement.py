@@ -148,11 +148,14 @@ def _tight_direction(after: str, tables: tuple[dict[str, str], ...]) -> bool:
 
 
 def _camera_noun(verb: str, before: str, after: str, tables: tuple[dict[str, str], ...]) -> bool:
-    """The move named as a noun with its direction right after it: "a slow pan to the right", "a zoom into
-    the face" (not "holds a pan in her right hand")."""
-    if verb not in ("pan", "tilt", "zoom"):
+    """The move named with its direction right after it, as a noun ("a slow pan to the right", "a zoom into
+    the face"; not "holds a pan in her right hand") or as a verb opening its clause with no subject
+    ("Panning left, the camera ...", "Slowly tilting up to the sky")."""
+    if not _tight_direction(after, tables):
         return False
-    return any(w in DETERMINERS for w in _words(before.rsplit(",", 1)[-1])[-3:]) and _tight_direction(after, tables)
+    if all(w.endswith("ly") for w in _words(before)):
+        return True
+    return verb in ("pan", "tilt", "zoom") and any(w in DETERMINERS for w in _words(before.rsplit(",", 1)[-1])[-3:])
 
 
 def _camera_claim(verb: str, before: str, after: str, subject: bool | None = None) -> str | None:

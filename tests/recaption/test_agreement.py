@@ -77,6 +77,9 @@ def test_camera_words(text, camera, agrees):
     ("The shot opens on a slow tilt down to the street.", "tilt_up", False),
     ("The camera pans left and then tilts up.", "tilt_down", False),
     ("The camera zooms in, then pans to the right.", "pan_right", True),
+    ("Panning left, the camera reveals a street.", "pan_right", False),  # no subject: the clause opens with it
+    ("Slowly tilting up to the sky.", "tilt_up", True),
+    ("Tilting its head, the dog looks up.", "static", None),
 ])
 def test_camera_words_need_the_camera_as_subject(text, camera, agrees):
     assert verdict(text, "camera_motion", camera_motion=camera) is agrees
