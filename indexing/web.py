@@ -37,9 +37,15 @@ def _within(root: Path, rel: str) -> Path | None:
     return path
 
 
+LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1"]
+
+
 def create_app(out: Path | str, milvus_uri: str | None = None, milvus_token: str | None = None,
-               collection: str = "rushes_clips", device: str = "cpu"):
-    """The FastAPI app for one run directory; the index is opened now, query models on first use."""
+               collection: str = "rushes_clips", device: str = "cpu", allowed_hosts: list[str] | None = None):
+    """The FastAPI app for one run directory; the index is opened now, query models on first use.
+
+    `allowed_hosts`: the only Host headers answered (others get 400): a page bound to loopback takes
+    LOOPBACK_HOSTS, so a web page elsewhere cannot reach it through a rebinding DNS name."""
     from fastapi import FastAPI, Query
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
@@ -53,6 +59,10 @@ def create_app(out: Path | str, milvus_uri: str | None = None, milvus_token: str
     searcher = Searcher(store, device=device)
     lock = threading.Lock()  # one search at a time: the query models are not shared across threads
     app = FastAPI(title="rushes search", docs_url=None, redoc_url=None)
+    if allowed_hosts:
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
 
     def run_search(q: str, mode: str, k: int, where: str, like: str) -> list[Hit]:
         if len(q) > MAX_QUERY_CHARS:

@@ -98,7 +98,18 @@ class TrainConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"{source}: unknown key(s) {unknown}; allowed: {sorted(known)}")
+        for f in fields(cls):
+            if f.name in data:
+                data = {**data, f.name: _checked(f.name, data[f.name], f.type, source)}
         cfg = cls(**data)
+        for name, low, inclusive in LIMITS:
+            value = getattr(cfg, name)
+            if value is not None and (value < low if inclusive else value <= low):
+                raise ValueError(f"{source}: {name} must be {'at least' if inclusive else 'above'} {low}, got {value!r}")
+        for name in ("min_lr_ratio", "caption_dropout", "condition_prob", "caption_blend", "ema_decay"):
+            value = getattr(cfg, name)
+            if value is not None and not 0 <= value <= 1:
+                raise ValueError(f"{source}: {name} must be within [0, 1], got {value!r}")
         if cfg.kind not in ("vae", "dit"):
             raise ValueError(f"{source}: kind must be 'vae' or 'dit', got {cfg.kind!r}")
         if cfg.condition_mode not in CONDITION_MODES:
@@ -109,10 +120,40 @@ class TrainConfig:
         return cfg
 
 
-def load_config(path: Path | str, **overrides) -> TrainConfig:
-    import yaml  # config files are YAML; the GPU box needs pyyaml only to read them
+# (setting, lowest value, whether the lowest is allowed): counts and rates that must be positive
+LIMITS = [("batch_size", 1, True), ("max_steps", 1, True), ("log_every", 1, True), ("ckpt_every", 1, True),
+          ("keep_last", 1, True), ("sample_steps", 1, True), ("max_bad_steps", 1, True), ("warmup_steps", 0, True),
+          ("workers", 0, True), ("sample_every", 0, True), ("adv_start_step", 0, True), ("shift_base_tokens", 1, True),
+          ("lr", 0, False), ("grad_clip", 0, False), ("spike_factor", 1, False), ("disc_channels", 1, True),
+          ("weight_decay", 0, True), ("kl_weight", 0, True), ("gradient_weight", 0, True), ("adv_weight", 0, True)]
+_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "list": (list,), "dict": (dict,)}
 
-    data = yaml.safe_load(Path(path).read_text()) or {}
+
+def _checked(name: str, value, annotation: str, source: str):
+    """`value` if it has the field's type (an int where a float is wanted becomes a float), else a ValueError
+    naming the key, the value and the type wanted."""
+    kinds = [k.strip() for k in str(annotation).split("|")]
+    if value is None and "None" in kinds:
+        return value
+    for kind in kinds:
+        allowed = _TYPES.get(kind)
+        if allowed and isinstance(value, allowed) and not (isinstance(value, bool) and kind in ("int", "float")):
+            return float(value) if kind == "float" else value
+    wanted = " or ".join("null" if k == "None" else {"str": "text", "dict": "mapping"}.get(k, k) for k in kinds)
+    hint = ""
+    if isinstance(value, str) and "float" in kinds:
+        try:
+            float(value)
+            hint = f" (YAML reads {value} as text: write it with a point, e.g. {float(value):.1e})"
+        except ValueError:
+            pass
+    raise ValueError(f"{source}: {name} must be {wanted}, got {value!r}{hint}")
+
+
+def load_config(path: Path | str, **overrides) -> TrainConfig:
+    from curation.core.yamlfile import read_yaml_mapping  # PyYAML only: the GPU box has no pydantic
+
+    data = read_yaml_mapping(path)
     data.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig.from_dict(data, source=str(path))
 

@@ -58,6 +58,7 @@ def run_train_step(wf, section: TrainStepConfig) -> None:
     import os
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from curation.core.config import ConfigError
     from curation.core.video import write_video
     from training.checkpoint import load_trained
     from training.encode import encode_shards
@@ -68,10 +69,14 @@ def run_train_step(wf, section: TrainStepConfig) -> None:
     out = Path(wf.out)
     shards, runs = out / "shards", Path(section.runs or out / "runs")
     vae_run, dit_run = runs / "vae", runs / "dit"
-    train(load_config(section.vae_config, kind="vae"), shards, vae_run, max_steps=section.vae_steps, resume=True)
+    try:  # both configs are checked before any training: a typo in the second must not cost the first's time
+        vae_cfg, dit_cfg = load_config(section.vae_config, kind="vae"), load_config(section.dit_config, kind="dit")
+    except ValueError as e:
+        raise ConfigError(f"train: {e}") from None
+    train(vae_cfg, shards, vae_run, max_steps=section.vae_steps, resume=True)
     result = encode_shards(shards, vae_run, section.text_encoder)
     print(f"encode: {result['encoded']} clips encoded, {result['already']} already")
-    train(load_config(section.dit_config, kind="dit"), shards, dit_run, vae_run, max_steps=section.dit_steps, resume=True)
+    train(dit_cfg, shards, dit_run, vae_run, max_steps=section.dit_steps, resume=True)
     dit, meta = load_trained(dit_run)
     videos = generate(dit, meta, section.sample_prompts, section.sample_frames, section.sample_height,
                       section.sample_width, section.sample_steps, section.cfg_scale)

@@ -122,3 +122,24 @@ def test_results_page_in_headless_chromium(live_server, tmp_path):
     # kept for people to look at (see docs/indexing.md)
     keep = tmp_path.parent / "search-page.png"
     shutil.copy(shot, keep)
+
+
+def test_a_loopback_page_answers_only_loopback_host_names(served):
+    from indexing.web import LOOPBACK_HOSTS
+
+    out, _, _ = served
+    app = create_app(out, allowed_hosts=LOOPBACK_HOSTS)
+    assert TestClient(app, base_url="http://127.0.0.1:8765").get("/api/search", params={"q": "a"}).status_code == 200
+    assert TestClient(app, base_url="http://localhost:8765").get("/").status_code == 200
+    rebound = TestClient(app, base_url="http://attacker.example:8765")  # a rebinding DNS name
+    assert rebound.get("/api/search", params={"q": "a"}).status_code == 400
+
+
+def test_serve_refuses_a_port_out_of_range(served):
+    from typer.testing import CliRunner
+
+    from workflows.cli import app
+
+    out, _, _ = served
+    result = CliRunner().invoke(app, ["serve", "--out", str(out), "--port", "70000"])
+    assert result.exit_code == 2 and "65535" in result.output and "Traceback" not in result.output

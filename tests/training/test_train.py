@@ -120,6 +120,43 @@ def test_unknown_config_key_is_named():
         TrainConfig.from_dict({"kind": "vae", "model": "DiT-B"})
 
 
+@pytest.mark.parametrize("changes, message", [
+    ({"lr": "abc"}, "lr must be float, got 'abc'"),
+    ({"lr": "3e-4"}, "write it with a point"),
+    ({"max_steps": -5}, "max_steps must be at least 1, got -5"),
+    ({"batch_size": 0}, "batch_size must be at least 1"),
+    ({"batch_size": 2.5}, "batch_size must be int"),
+    ({"condition_prob": 1.5}, r"condition_prob must be within \[0, 1\]"),
+    ({"model_args": [1]}, "model_args must be mapping"),
+    ({"caption_blend": "most"}, "caption_blend must be float or null"),
+])
+def test_bad_config_values_are_named_before_any_data_is_read(changes, message, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig.from_dict({**TINY_DIT, **changes})
+    from typer.testing import CliRunner
+
+    from workflows.cli import app
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(json.dumps({**TINY_DIT, **changes}))
+    result = CliRunner().invoke(app, ["train", "--shards", str(tmp_path / "none"), "--vae", str(tmp_path / "none"),
+                                      "--run", str(tmp_path / "run"), "--config", str(path)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "bad.yaml" in result.output and not (tmp_path / "run").exists()
+
+
+def test_config_files_that_are_not_yaml_mappings_are_named(tmp_path):
+    from training.train import load_config
+
+    (tmp_path / "list.yaml").write_text("- 1\n")
+    (tmp_path / "broken.yaml").write_text("lr: [1\n")
+    for name, message in (("list.yaml", "must hold a mapping"), ("broken.yaml", "not valid YAML")):
+        with pytest.raises(ValueError, match=message):
+            load_config(tmp_path / name)
+    with pytest.raises(ValueError, match="is a directory"):
+        load_config(tmp_path)
+
+
 def test_loss_guard_skips_bad_losses_and_gives_up():
     guard = LossGuard(spike_factor=5.0, max_bad=2)
     for _ in range(12):

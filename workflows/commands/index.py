@@ -220,7 +220,7 @@ def search(
 def serve(
     out: OutOpt,
     host: Annotated[str, typer.Option("--host", help="address to bind; 0.0.0.0 exposes the page to the network")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port")] = 8765,
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8765,
     milvus_uri: UriOpt = None,
     milvus_token: TokenOpt = None,
     collection: CollectionOpt = "rushes_clips",
@@ -228,12 +228,16 @@ def serve(
     """Serve a search page for OUT: query box, mode and filter controls, thumbnails, playable clips."""
     import uvicorn
 
-    from indexing.web import create_app
+    from indexing.web import LOOPBACK_HOSTS, create_app
 
+    local = host in LOOPBACK_HOSTS
     try:
-        app = create_app(out, milvus_uri, milvus_token, collection)
+        app = create_app(out, milvus_uri, milvus_token, collection, allowed_hosts=LOOPBACK_HOSTS if local else None)
     except _user_errors() as e:
         _fail(e)
+    if not local:
+        typer.echo(f"warning: the page has no login; anyone who can reach {host}:{port} can search and play every "
+                   "clip of this run (it serves only clips and thumbnails, never other files)", err=True)
     typer.echo(f"search page: http://{host}:{port}/  (Ctrl-C stops it)")
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
