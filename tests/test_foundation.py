@@ -65,3 +65,25 @@ def test_cli_help_is_fast_and_light():
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_every_command_help_ends_with_real_examples():
+    """Each example names its own command and only options that command has."""
+    import re
+
+    from typer.testing import CliRunner
+
+    from workflows.cli import app
+
+    commands = sorted(c.name for c in __import__("typer").main.get_command(app).commands.values())
+    assert {"curate", "caption", "train-captioner", "search", "serve", "sample"} <= set(commands)
+    for name in commands:
+        result = CliRunner().invoke(app, [name, "--help"], terminal_width=200)
+        assert result.exit_code == 0, (name, result.output)
+        help_text, _, examples = result.output.partition("Examples:")
+        lines = [line.strip() for line in examples.splitlines() if line.strip().startswith("rushes ")]
+        assert lines, f"`rushes {name} --help` ends with no example"
+        for line in lines:
+            assert line.split()[1] == name, line
+            for option in re.findall(r"(?<!\S)(--[a-z][a-z-]*)", line):
+                assert option in help_text, (name, option)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from workflows.commands import examples
+
 
 def caption(
     out: Path = typer.Option(..., "--out", help="run directory written by `rushes curate`"),
@@ -102,5 +104,5 @@ def train_captioner(
 
 
 def register(app: typer.Typer) -> None:
-    app.command()(caption)
-    app.command("train-captioner")(train_captioner)
+    app.command(epilog=examples('rushes caption --out demo-out --captioner metadata', 'rushes caption --out OUT --captioner file:annotations.jsonl --on-disagreement fail'))(caption)
+    app.command("train-captioner", epilog=examples('rushes train-captioner --out OUT --from file:annotations.jsonl --base hf:/models/Qwen2.5-VL-3B-Instruct --run RUNS/cap --lora-rank 16'))(train_captioner)

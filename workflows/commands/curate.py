@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from workflows.commands import examples
+
 
 def _fail(message: str, code: int = 2) -> None:
     typer.echo(f"error: {message}", err=True)
@@ -90,7 +92,7 @@ def generate_footage(
 
 
 def register(app: typer.Typer) -> None:
-    app.command()(curate)
-    app.command()(run)
-    app.command()(report)
-    app.command("generate-footage")(generate_footage)
+    app.command(epilog=examples('rushes curate footage/ --out OUT', 'rushes curate inputs.txt --out OUT --config curate.yaml --workers 4'))(curate)
+    app.command(epilog=examples('rushes run workflows/configs/demo.yaml'))(run)
+    app.command(epilog=examples('rushes report demo-out'))(report)
+    app.command("generate-footage", epilog=examples('rushes generate-footage footage/ --reels 3 --seconds 20'))(generate_footage)

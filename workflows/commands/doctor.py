@@ -7,6 +7,8 @@ import shutil
 
 import typer
 
+from workflows.commands import examples
+
 
 def doctor() -> None:
     """Show versions of rushes' dependencies and whether the system tools it uses are installed."""
@@ -25,4 +27,4 @@ def doctor() -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command()(doctor)
+    app.command(epilog=examples('rushes doctor'))(doctor)

@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from workflows.commands import examples
+
 OutOpt = Annotated[Path, typer.Option("--out", help="run directory written by `rushes curate`")]
 UriOpt = Annotated[str | None, typer.Option("--milvus-uri", help="Milvus URI; default: Milvus Lite at OUT/milvus.db")]
 TokenOpt = Annotated[str | None, typer.Option("--milvus-token", help="Milvus server token", envvar="MILVUS_TOKEN")]
@@ -243,7 +245,7 @@ def serve(
 
 
 def register(app: typer.Typer) -> None:
-    app.command()(index)
-    app.command()(search)
-    app.command()(dedup)
-    app.command()(serve)
+    app.command(epilog=examples('rushes index --out demo-out --clip-model tiny-random --no-ray'))(index)
+    app.command(epilog=examples('rushes search "a red circle" --out demo-out', 'rushes search --like CLIP_ID --out OUT --where "duration > 2" --json'))(search)
+    app.command(epilog=examples('rushes dedup --out OUT --threshold 0.95'))(dedup)
+    app.command(epilog=examples('rushes serve --out demo-out'))(serve)

@@ -9,6 +9,7 @@ import typer
 
 from curation.core.models import cap_torch_threads, pick_device
 from training.shards import DEFAULT_BUCKETS, DEFAULT_CAPTION_BLEND
+from workflows.commands import examples
 
 CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
 
@@ -139,12 +140,7 @@ def sample(
     mask: Path | None = typer.Option(None, "--mask", help="an image whose white pixels are regenerated"),
     pad: str | None = typer.Option(None, "--pad", help="pixels to add: left,top,right,bottom (outpainting)"),
 ) -> None:
-    """Generate a video (or an image) from a prompt with a trained DiT.
-
-    Examples:
-      rushes sample --run RUNS/dit --prompt "a red circle moving left on a blue background" --out sample.mp4
-      rushes sample --run RUNS/dit --prompt "a blue circle moving left" --edit clip.mp4 --strength 0.6 --out edited.mp4
-    """
+    """Generate a video (or an image) from a prompt with a trained DiT: text-to-video, or one of the modes below."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from curation.core.video import write_video
     from training.checkpoint import load_trained
@@ -275,8 +271,8 @@ def read_first_frames(path: Path, limit: int, option: str = "--first-frame"):
 
 
 def register(app: typer.Typer) -> None:
-    app.command()(shard)
-    app.command("train-vae")(train_vae)
-    app.command()(encode)
-    app.command()(train)
-    app.command()(sample)
+    app.command(epilog=examples('rushes shard --out demo-out'))(shard)
+    app.command("train-vae", epilog=examples('rushes train-vae --shards demo-out/shards --run RUNS/vae'))(train_vae)
+    app.command(epilog=examples('rushes encode --shards demo-out/shards --vae RUNS/vae'))(encode)
+    app.command(epilog=examples('rushes train --shards demo-out/shards --vae RUNS/vae --run RUNS/dit'))(train)
+    app.command(epilog=examples('rushes sample --run RUNS/dit --prompt "a red circle moving left on a blue background" --out sample.mp4', 'rushes sample --run RUNS/dit --prompt "a blue circle moving left" --edit clip.mp4 --strength 0.6 --out edited.mp4'))(sample)
