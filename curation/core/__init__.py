@@ -4,6 +4,7 @@
 - `rundir`: the run directory, its table paths, atomic writes, reading tables back;
 - `tables`: the rules over those tables ("the kept clips", "the newest caption per clip");
 - `config`: config conventions (strict pydantic models loaded from YAML, readable errors);
+- `yamlfile`: reading a YAML config file safely (alias bombs, huge or non-UTF-8 files), PyYAML only;
 - `stage`: the stage contract (resources, `setup`, batches, permanent vs transient failures);
 - `video`: reading frames out of video files and writing h264 files;
 - `models`: model conventions shared by every package (device choice, "untrained" markers, "not found").
