@@ -166,12 +166,14 @@ def open_run_store(run: RunDir, mcfg: MilvusConfig, vcfg: VisualConfig, clip, te
 def sync_store(run: RunDir, store: ClipStore, visual: dict, text: dict, captions: dict, summary: Summary) -> None:
     """Upsert every kept clip that has a visual vector; delete rows of clips no longer kept."""
     names = captioner_names(run)
+    clips = read_clips(run).to_pylist()
+    kept = [r for r in clips if r[M.status] == schema.STATUS_KEPT]
     rows = [store_row(r, visual[r[M.clip_id]], text.get(r[M.clip_id]), captions.get(r[M.clip_id]),
                       names.get(r[M.clip_id]) if r[M.clip_id] in captions else None, store.meta.text_dim)
-            for r in kept_clips(run) if r[M.clip_id] in visual]
+            for r in kept if r[M.clip_id] in visual]
     summary.counts["upserted"] = store.upsert(rows)
     # clips filtered since they were indexed (dedup, aesthetic, a re-run of curation) leave the collection
-    stale = sorted(r[M.clip_id] for r in read_clips(run).to_pylist() if r[M.status] != schema.STATUS_KEPT)
+    stale = sorted(r[M.clip_id] for r in clips if r[M.status] != schema.STATUS_KEPT)
     store.delete(stale)
     store.flush()
     if not store.meta.bm25:

@@ -15,10 +15,10 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from curation.core.rundir import RunDir, atomic_write_table, read_manifest, rows_to_table
-from curation.core.schema import CAP, CAPTIONS, CHK, M
+from curation.core.rundir import RunDir, atomic_write_table, rows_to_table
+from curation.core.schema import CAP, CAPTIONS, CHK, STATUS_KEPT, M
 from curation.core.stage import PermanentError, Stage, map_in_process
-from curation.core.tables import kept_clips, read_captions, read_clips
+from curation.core.tables import read_captions, read_clips
 from curation.core.video import count_frames, read_frames, spread_indices
 from recaption.agreement import disagreement_error, signal_checks
 from recaption.captions import PERMANENT, caption_row, captioner_name
@@ -209,9 +209,10 @@ def done_clip_ids(run: RunDir, captioner: str, prompt_version: str) -> set[str]:
 def pending_rows(run: RunDir, captioner: str, prompt_version: str,
                  only: set[str] | None = None) -> tuple[list[dict], int, int]:
     """(kept manifest rows still to caption, kept clip count, skipped count); of the clips in `only` when given."""
-    if read_manifest(run).num_rows == 0:
+    clips = read_clips(run).to_pylist()  # the manifest read once, with every later decision
+    if not clips:
         raise FileNotFoundError(f"{run.manifest} holds no clips; run `rushes curate ... --out {run.root}` first")
-    kept = kept_clips(run)
+    kept = [r for r in clips if r[M.status] == STATUS_KEPT]
     done = done_clip_ids(run, captioner, prompt_version)
     candidates = kept if only is None else [r for r in kept if r[M.clip_id] in only]
     todo = [r for r in candidates if r[M.clip_id] not in done]

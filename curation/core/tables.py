@@ -66,16 +66,6 @@ def kept_clips(run: RunDir | Path | str) -> list[dict]:
     return [r for r in read_clips(run).to_pylist() if r[M.status] == schema.STATUS_KEPT]
 
 
-def latest_scores(run: RunDir | Path | str) -> dict[str, dict[str, tuple[float, str]]]:
-    """clip_id -> {score name: (value, model)} from the newest row of each."""
-    table = read_table(as_run(run).scores, schema.SCORES).sort_by([(SC.created_at, "ascending")])
-    out: dict[str, dict[str, tuple[float, str]]] = {}
-    for clip_id, name, value, model in zip(*(table[c].to_pylist() for c in (SC.clip_id, SC.score, SC.value, SC.model)),
-                                           strict=True):
-        out.setdefault(clip_id, {})[name] = (value, model)  # ascending: the newest wins
-    return out
-
-
 def add_scores(run: RunDir, name: str, values: dict[str, tuple[float, str]], settings) -> int:
     """Append the score `name` ({clip_id: (value, model)}) for clips whose current value differs; returns how many."""
     if name not in schema.LATER_SCORES:
