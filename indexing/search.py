@@ -111,37 +111,68 @@ class Searcher:
             raise SearchError(f"--k {k} is out of range; use 1..{MAX_K}")
         return query  # a bad --where is told apart when the search fails (ClipStore._filter_errors)
 
+    def refresh(self) -> None:
+        """Follow the collection when another command dropped or recreated it (new models are loaded on
+        next use); rows added meanwhile need nothing: every search sees them."""
+        if self.store.refresh():
+            old = self.meta
+            self.meta = self.store.require()
+            if (self.meta.clip_model, self.meta.clip_pretrained) != (old.clip_model, old.clip_pretrained):
+                self._clip = None
+            if self.meta.text_model_ref != old.text_model_ref:
+                self._text = None
+
     def search(self, query: str, mode: str = "hybrid", k: int = 10, where: str | None = None) -> list[Hit]:
-        query = self._check(query, mode, k, where)
+        return self.search_many([query], mode, k, where)[0]
+
+    def search_many(self, queries: list[str], mode: str = "hybrid", k: int = 10,
+                    where: str | None = None) -> list[list[Hit]]:
+        """One result list per query, every query in one model batch and one Milvus call (bulk work:
+        evaluation, many prompts); the same results as searching them one by one."""
+        queries = [self._check(q, mode, k, where) for q in queries]
+        if not queries:
+            return []
         captioned = _and(where, f"{F_HAS_CAPTION} == true")
         if mode == "visual":
-            hits = self.store.search(F_VISUAL, [self.clip().encode_texts([query])[0]], k, where)[0]
+            results = self.store.search(F_VISUAL, list(self.clip().encode_texts(queries)), k, where)
         elif mode == "text":
-            hits = self.store.search(F_TEXT, [self.text().encode([query])[0]], k, captioned)[0]
+            results = self.store.search(F_TEXT, list(self.text().encode(queries)), k, captioned)
         elif mode == "keyword":
             # Milvus Lite reports BM25 relevance negated (smaller = better, like a distance); show it positive
-            hits = [{**h, "distance": abs(float(h["distance"]))}
-                    for h in self.store.search(F_BM25, [query], k, captioned)[0]]
+            results = [[{**h, "distance": abs(float(h["distance"]))} for h in hits]
+                       for hits in self.store.search(F_BM25, queries, k, captioned)]
         else:
-            requests = [(F_VISUAL, self.clip().encode_texts([query])[0], where),
-                        (F_TEXT, self.text().encode([query])[0], captioned)]
+            requests = [(F_VISUAL, list(self.clip().encode_texts(queries)), where),
+                        (F_TEXT, list(self.text().encode(queries)), captioned)]
             if self.meta.bm25:
-                requests.append((F_BM25, query, captioned))
-            hits = self.store.hybrid(requests, k)
-        return [self._hit(h) for h in hits]
+                requests.append((F_BM25, queries, captioned))
+            results = self.store.hybrid_many(requests, k)
+        return [[self._hit(h) for h in hits] for hits in results]
 
     def like(self, clip_id: str, k: int = 10, where: str | None = None) -> list[Hit]:
         """Clips visually closest to `clip_id` (itself excluded)."""
+        return self.like_many([clip_id], k, where)[0]
+
+    def like_many(self, clip_ids: list[str], k: int = 10, where: str | None = None) -> list[list[Hit]]:
+        """For each clip, the clips visually closest to it (itself excluded), in one Milvus call.
+
+        The clip itself is dropped from its results (k + 1 are asked for) rather than filtered out, so
+        every query shares one filter and one search call."""
         if not 1 <= k <= MAX_K:
             raise SearchError(f"--k {k} is out of range; use 1..{MAX_K}")
-        if not CLIP_ID_RE.fullmatch(clip_id or ""):
-            raise SearchError(f"{clip_id!r} is not a clip id (20 hex characters); `rushes search` results show them")
-        found = self.store.get([clip_id], [F_VISUAL])
-        if clip_id not in found:
-            raise SearchError(f"clip {clip_id!r} is not in the index; `rushes search` results show valid clip ids")
-        vector = found[clip_id][F_VISUAL]
-        hits = self.store.search(F_VISUAL, [vector], k, _and(where, f'{M.clip_id} != "{clip_id}"'))[0]
-        return [self._hit(h) for h in hits]
+        for clip_id in clip_ids:
+            if not CLIP_ID_RE.fullmatch(clip_id or ""):
+                raise SearchError(f"{clip_id!r} is not a clip id (20 hex characters); `rushes search` results show them")
+        if not clip_ids:
+            return []
+        found = self.store.get(list(dict.fromkeys(clip_ids)), [F_VISUAL])
+        missing = [c for c in clip_ids if c not in found]
+        if missing:
+            raise SearchError(f"clip {', '.join(map(repr, missing))} is not in the index; "
+                              "`rushes search` results show valid clip ids")
+        results = self.store.search(F_VISUAL, [found[c][F_VISUAL] for c in clip_ids], k + 1, where)
+        return [[self._hit(h) for h in hits if (h.get(M.clip_id) or h.get("id")) != clip_id][:k]
+                for clip_id, hits in zip(clip_ids, results, strict=True)]
 
     @staticmethod
     def _hit(h: dict) -> Hit:

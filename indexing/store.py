@@ -6,8 +6,9 @@ encoder), the caption text with a BM25 function feeding a sparse vector (full-te
 get HNSW indexes with COSINE similarity. The models that made the vectors are kept in the collection's
 properties, so `rushes search` embeds a query with the same models.
 
-Milvus Lite (`OUT/milvus.db`, the default) is an embedded database that one process writes; a server
-URI (`http://host:19530` plus a token) serves many. OUT/embeddings/ stays the source of truth: a
+Milvus Lite (`OUT/milvus.db`, the default) is a database one process opens; when a rushes-managed server
+holds it (indexing/server.py, started by `rushes serve` or `rushes milvus start`) every store connects
+through that server instead. A server URI (`http://host:19530` plus a token) serves many. OUT/embeddings/ stays the source of truth: a
 collection can always be dropped and rebuilt from it (`--recreate`).
 """
 
@@ -15,8 +16,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -151,6 +154,32 @@ def default_uri(out) -> str:
     return str(RunDir(out).milvus_db)
 
 
+def connect_address(uri: str) -> str:
+    """Where to connect for `uri`: a Milvus Lite database with a running rushes-managed server is reached
+    through that server (so this process never opens the database itself); anything else as given."""
+    from indexing.server import is_local_db, running
+
+    if is_local_db(uri):
+        state = running(uri)
+        if state is not None:
+            return state.uri
+    return uri
+
+
+def _connect_failure(uri: str, address: str, err: Exception) -> str:
+    from indexing.server import is_local_db, lock_holder, locked_message
+
+    if is_local_db(uri) and address == uri:
+        holder = lock_holder(uri)
+        if holder is not None and holder != os.getpid():
+            return locked_message(uri, holder)
+        return f"cannot open Milvus Lite database {uri}: {err}"
+    if address != uri:
+        return (f"cannot reach the rushes-managed Milvus server of {uri} at {address}: {err}. "
+                f"`rushes milvus status --out {Path(uri).parent}` shows it; `rushes milvus stop` then start resets it")
+    return f"cannot connect to Milvus at {uri}: {err}. Check --milvus-uri/--milvus-token"
+
+
 class ClipStore:
     """One Milvus collection of clips. Use `open_store` to get one checked against the models in use."""
 
@@ -162,14 +191,12 @@ class ClipStore:
         logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
         self.uri = uri
         self.collection = collection
+        self.address = connect_address(uri)
         try:
             # a generous timeout: Milvus Lite starts its server in this process, slowly on a busy machine
-            self.client = MilvusClient(uri=uri, token=token or "", timeout=CONNECT_TIMEOUT_S)
+            self.client = MilvusClient(uri=self.address, token=token or "", timeout=CONNECT_TIMEOUT_S)
         except Exception as e:
-            raise StoreError(
-                f"cannot connect to Milvus at {uri}: {e}. Check --milvus-uri/--milvus-token (a path ending in .db "
-                f"is Milvus Lite; only one process may open it at a time)"
-            ) from e
+            raise StoreError(_connect_failure(uri, self.address, e)) from e
         self.meta: StoreMeta | None = self._read_meta() if self.exists() else None
 
     # -- schema ---------------------------------------------------------------------------------
@@ -260,6 +287,14 @@ class ClipStore:
         else:
             self.create(meta)
 
+    def refresh(self) -> bool:
+        """Re-read the collection's metadata (another command may have dropped or recreated it since this
+        store opened); True when it changed."""
+        meta = self._read_meta() if self.exists() else None
+        changed = meta != self.meta
+        self.meta = meta
+        return changed
+
     def require(self) -> StoreMeta:
         """The collection's metadata, or a clear error when there is nothing to search."""
         if not self.exists():
@@ -340,20 +375,27 @@ class ClipStore:
     def hybrid(self, requests: list[tuple[str, Any, str]], k: int, rrf_k: int = 60,
                output_fields: list[str] | None = None) -> list[dict]:
         """Reciprocal-rank fusion of several (field, query, filter) searches, done by Milvus."""
+        return self.hybrid_many([(f, [q], w) for f, q, w in requests], k, rrf_k, output_fields)[0]
+
+    def hybrid_many(self, requests: list[tuple[str, list[Any], str]], k: int, rrf_k: int = 60,
+                    output_fields: list[str] | None = None) -> list[list[dict]]:
+        """`hybrid` for many queries in one Milvus call: each request is (field, queries, filter), every
+        request has one query per result list, and the i-th queries of all requests are fused together."""
         from pymilvus import AnnSearchRequest, RRFRanker
 
         reqs = []
-        for field_name, query, where in requests:
+        for field_name, queries, where in requests:
             metric = "BM25" if field_name == F_BM25 else "COSINE"
-            data = [query.tolist() if isinstance(query, np.ndarray) else query]
+            data = [q.tolist() if isinstance(q, np.ndarray) else q for q in queries]
             reqs.append(AnnSearchRequest(data=data, anns_field=field_name, limit=max(k, 20), expr=where or "",
                                          param={"metric_type": metric, "params": {} if metric == "BM25" else {"ef": 64}}))
         with self._filter_errors(next((w for _, _, w in requests if w), None)):
             # the ids only: the fields are fetched for the final k, not for every sub-search candidate
-            hits = list(self.client.hybrid_search(self.collection, reqs, RRFRanker(rrf_k), limit=k,
-                                                  output_fields=[M.clip_id])[0])
-        fields = self.get([h.get(M.clip_id) or h["id"] for h in hits], output_fields or RESULT_FIELDS)
-        return [{**h, "entity": fields.get(h.get(M.clip_id) or h["id"], {})} for h in hits]
+            results = [list(r) for r in self.client.hybrid_search(self.collection, reqs, RRFRanker(rrf_k), limit=k,
+                                                                  output_fields=[M.clip_id])]
+        ids = list(dict.fromkeys(h.get(M.clip_id) or h["id"] for hits in results for h in hits))
+        fields = self.get(ids, output_fields or RESULT_FIELDS)
+        return [[{**h, "entity": fields.get(h.get(M.clip_id) or h["id"], {})} for h in hits] for hits in results]
 
     def close(self) -> None:
         self.client.close()

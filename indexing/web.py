@@ -4,8 +4,9 @@ GET /                 the page; with ?q= (or ?like=) it shows results, rendered 
 GET /api/search       the same search as JSON (q, mode, k, where, like)
 GET /files/<path>     thumbnails and clips, only media files inside OUT (anything else: 404)
 
-The page is templates/search.html.j2 (Jinja2, everything escaped). Binds 127.0.0.1 unless told otherwise. Query length is limited (MAX_QUERY_CHARS). Milvus Lite is
-opened by this process alone, so stop the page before running `rushes index` on the same OUT.
+The page is templates/search.html.j2 (Jinja2, everything escaped). Binds 127.0.0.1 unless told otherwise. Query length is limited (MAX_QUERY_CHARS). `rushes serve`
+reads OUT/milvus.db through the run's rushes-managed Milvus server (indexing/server.py), so `rushes
+index` and `rushes dedup` can write to the same run meanwhile; new rows show up in the next search.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ def create_app(out: Path | str, milvus_uri: str | None = None, milvus_token: str
         if len(where) > MAX_WHERE_CHARS:
             raise SearchError(f"the filter has {len(where)} characters; the limit is {MAX_WHERE_CHARS}")
         with lock:
+            searcher.refresh()  # `rushes index` may have recreated the collection since the last search
             if like:
                 return searcher.like(like, k, where or None)
             return searcher.search(q, mode, k, where or None)

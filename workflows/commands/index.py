@@ -38,9 +38,11 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from curation.core.config import ConfigError
     from indexing.models import ModelNotFoundError
     from indexing.search import SearchError
+    from indexing.server import ServerError
     from indexing.store import FilterExpressionError, StoreError
 
-    return ModelNotFoundError, StoreError, SearchError, FilterExpressionError, FileNotFoundError, ConfigError
+    return (ModelNotFoundError, StoreError, SearchError, FilterExpressionError, FileNotFoundError, ConfigError,
+            ServerError)
 
 
 def _visual(clip_model, clip_pretrained, frames, pooling, aesthetic_head, min_aesthetic, device):
@@ -180,7 +182,8 @@ def search(
     k: Annotated[int, typer.Option("--k", help="number of results")] = 10,
     mode: Annotated[str, typer.Option("--mode", help="hybrid, visual, text or keyword")] = "hybrid",
     where: Annotated[str | None, typer.Option("--where", help='Milvus filter, e.g. "duration > 2"')] = None,
-    like: Annotated[str | None, typer.Option("--like", help="find clips similar to this clip_id")] = None,
+    like: Annotated[list[str] | None, typer.Option(
+        "--like", help="find clips similar to this clip_id (repeat it: one batched search for them all)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print machine-readable results")] = False,
     milvus_uri: UriOpt = None,
     milvus_token: TokenOpt = None,
@@ -192,12 +195,14 @@ def search(
     from indexing.store import ClipStore
 
     store = None
+    like = like or []
     try:
-        if (query is None) == (like is None):
+        if (query is None) == (not like):
             raise SearchError("give either a QUERY or --like CLIP_ID (not both)")
         store = ClipStore(_search_uri(out, milvus_uri), milvus_token, collection)
         searcher = Searcher(store, device=device)
-        hits = searcher.like(like, k, where) if like else searcher.search(query, mode, k, where)
+        per_like = searcher.like_many(like, k, where) if like else None
+        hits = per_like[0] if like else searcher.search(query, mode, k, where)
         notes = searcher.notes
     except _user_errors() as e:
         _fail(e)
@@ -205,11 +210,25 @@ def search(
         if store is not None:
             store.close()
     if as_json:
-        typer.echo(json.dumps({"query": query, "like": like, "mode": None if like else mode, "where": where,
-                               "notes": notes, "results": [h.to_dict() for h in hits]}, indent=2))
+        if len(like) > 1:  # one result list per --like clip
+            typer.echo(json.dumps({"query": None, "like": like, "mode": None, "where": where, "notes": notes,
+                                   "results": {c: [h.to_dict() for h in hs] for c, hs in zip(like, per_like, strict=True)}},
+                                  indent=2))
+            return
+        typer.echo(json.dumps({"query": query, "like": like[0] if like else None, "mode": None if like else mode,
+                               "where": where, "notes": notes, "results": [h.to_dict() for h in hits]}, indent=2))
         return
     for note in notes:
         typer.echo(f"note: {note}", err=True)
+    if len(like) > 1:
+        for clip, hs in zip(like, per_like, strict=True):
+            typer.echo(f"like {clip}:")
+            _print_hits(hs)
+        return
+    _print_hits(hits)
+
+
+def _print_hits(hits) -> None:
     if not hits:
         typer.echo("no results")
     for rank, h in enumerate(hits, 1):
@@ -228,24 +247,45 @@ def serve(
     collection: CollectionOpt = "rushes_clips",
 ) -> None:
     """Serve a search page for OUT: query box, mode and filter controls, thumbnails, playable clips."""
+    import os
+
     import uvicorn
 
+    from indexing import server as managed
+    from indexing.store import StoreError, default_uri
     from indexing.web import LOOPBACK_HOSTS, create_app
 
     local = host in LOOPBACK_HOSTS
+    uri = milvus_uri or default_uri(out)
+    started = False
     try:
+        if managed.is_local_db(uri):
+            # the page reads the run's Milvus Lite through a shared server, so `rushes index` can write meanwhile
+            if not Path(uri).exists():
+                raise StoreError(f"{uri} does not exist: run `rushes index --out {out}` first")
+            state, started = managed.start(uri, owner_pid=os.getpid())
+            typer.echo(f"Milvus Lite server for {uri}: {state.uri} (pid {state.pid}, "
+                       f"{'stops with this page' if started else 'already running'})", err=True)
         app = create_app(out, milvus_uri, milvus_token, collection, allowed_hosts=LOOPBACK_HOSTS if local else None)
     except _user_errors() as e:
+        if started:
+            managed.stop(uri)
         _fail(e)
     if not local:
         typer.echo(f"warning: the page has no login; anyone who can reach {host}:{port} can search and play every "
                    "clip of this run (it serves only clips and thumbnails, never other files)", err=True)
     typer.echo(f"search page: http://{host}:{port}/  (Ctrl-C stops it)")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    finally:
+        app.state.store.close()
+        if started:
+            managed.stop(uri)
 
 
 def register(app: typer.Typer) -> None:
     app.command(epilog=examples('rushes index --out demo-out --clip-model tiny-random --no-ray'))(index)
-    app.command(epilog=examples('rushes search "a red circle" --out demo-out', 'rushes search --like CLIP_ID --out OUT --where "duration > 2" --json'))(search)
+    app.command(epilog=examples('rushes search "a red circle" --out demo-out', 'rushes search --like CLIP_ID --out OUT --where "duration > 2" --json',
+                                'rushes search --like CLIP_A --like CLIP_B --out OUT --k 5'))(search)
     app.command(epilog=examples('rushes dedup --out OUT --threshold 0.95'))(dedup)
     app.command(epilog=examples('rushes serve --out demo-out'))(serve)
