@@ -19,6 +19,7 @@ from pathlib import Path
 
 from curation.config import ExtractConfig
 from curation.core import schema
+from curation.core.clips import even_size, output_frame_plan  # the rules range clips are read by, too
 from curation.core.rundir import RunDir, atomic_write_bytes, now_utc
 from curation.core.stage import PermanentError
 from curation.core.video import VideoWriter, upright, video_rate
@@ -26,14 +27,6 @@ from curation.decode import FrameClock, decode_frames
 
 M = schema.M
 EXTRACT_FAILED = "extract_failed"  # filter reason of a kept clip whose frames could not be written
-
-
-def even_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
-    """Output size: longest side at most `max_side`, aspect kept, both sides even (yuv420p needs it)."""
-    scale = 1.0
-    if max_side and max(width, height) > max_side:
-        scale = max_side / max(width, height)
-    return max(2, int(width * scale) // 2 * 2), max(2, int(height * scale) // 2 * 2)
 
 
 def thumb_size(width: int, height: int, side: int) -> tuple[int, int]:
@@ -46,20 +39,6 @@ def rate_fraction(fps: float) -> Fraction:
     if fps <= 0 or not math.isfinite(fps):
         raise PermanentError(f"frame rate {fps!r} is not usable for encoding")
     return video_rate(fps)
-
-
-def output_frame_plan(num_frames: int, src_fps: float, out_fps: float | None) -> list[int]:
-    """For each output frame, the clip-local index of the source frame it shows.
-
-    Without resampling this is 0..num_frames-1. With `out_fps`, output frame j shows source frame
-    floor(j * src_fps / out_fps): frames are dropped (lower rate) or repeated (higher rate), the
-    clip's duration stays the same.
-    """
-    if not out_fps or abs(out_fps - src_fps) < 1e-6:
-        return list(range(num_frames))
-    ratio = src_fps / out_fps
-    count = max(1, round(num_frames / ratio))
-    return [min(num_frames - 1, int(j * ratio + 1e-9)) for j in range(count)]
 
 
 @dataclass
@@ -251,3 +230,91 @@ def extract_source(
                 }
             )
     return rows, quarantine
+
+
+# ---------------------------------------------------------------------------------------------
+# Extraction later: clip files for a finished clip-free run (`rushes extract`)
+
+
+@dataclass
+class ExtractSummary:
+    asked: int = 0  # kept clips asked for (all of them without --clip-id)
+    written: int = 0
+    already: int = 0  # had a clip file
+    failed: list[str] = field(default_factory=list)  # "clip or source: why"
+
+    def line(self) -> str:
+        return (f"extract: {self.asked} kept clips -> {self.written} clip files written, {self.already} had one, "
+                f"{len(self.failed)} failed")
+
+
+def saved_extract_config(run: RunDir, chash: str | None) -> ExtractConfig:
+    """The extract settings of the curation config `chash` (saved in OUT/configs/), turned on; the
+    defaults when it was not saved. Files written later then match the frames stages read from the range."""
+    from curation.config import CurateConfig
+    from curation.core.config import load_yaml
+
+    path = run.configs / f"curate-{chash}.yaml"
+    cfg = load_yaml(path, CurateConfig).extract if chash and path.exists() else ExtractConfig()
+    return cfg.model_copy(update={"enabled": True})
+
+
+def plan_extraction(run: RunDir, clip_ids: list[str] | None = None) -> tuple[list[dict], ExtractSummary]:
+    """The kept clips still without a clip file (those of `clip_ids` only, when given) and the summary that
+    counts them. An id that names no clip, or a filtered one, is a ValueError naming it."""
+    from curation.core.tables import read_clips
+
+    clips = read_clips(run).to_pylist()
+    if not clips:
+        raise ValueError(f"{run.manifest} holds no clips; run `rushes curate ... --out {run.root}` first")
+    by_id = {r[M.clip_id]: r for r in clips}
+    if clip_ids:
+        unknown = [c for c in clip_ids if c not in by_id]
+        if unknown:
+            raise ValueError(f"--clip-id {unknown[0]} names no clip of {run.root} ({len(unknown)} unknown ids); "
+                             "`rushes search ... --json` or the report shows clip ids")
+        filtered = [c for c in clip_ids if by_id[c][M.status] != schema.STATUS_KEPT]
+        if filtered:
+            raise ValueError(f"--clip-id {filtered[0]} is a filtered clip ({', '.join(by_id[filtered[0]][M.filter_reasons] or [])}); "
+                             "only kept clips are extracted")
+        asked = [by_id[c] for c in dict.fromkeys(clip_ids)]
+    else:
+        asked = [r for r in clips if r[M.status] == schema.STATUS_KEPT]
+    todo = [r for r in asked if not r.get(M.clip_path) or not (run.root / r[M.clip_path]).is_file()]
+    return todo, ExtractSummary(asked=len(asked), already=len(asked) - len(todo))
+
+
+def extract_run(out: Path | str, clip_ids: list[str] | None = None, progress=None) -> ExtractSummary:
+    """Write clip files (and thumbnails) for kept clips that have none, each source decoded once, and
+    record them in OUT/clip_files/ (the manifest stays as curation wrote it). `progress(n)` is called
+    with the clips of each source done. A source gone or changed since curation fails its clips
+    (named in the summary), not the run."""
+    from curation.core.clips import source_file
+    from curation.core.tables import add_clip_files
+    from curation.probe import probe
+
+    run = RunDir(out)
+    todo, summary = plan_extraction(run, clip_ids)
+    groups: dict[tuple, list[dict]] = {}
+    for row in todo:
+        groups.setdefault((row[M.source], row[M.config_hash]), []).append(row)
+    for (source, chash), rows in groups.items():
+        cfg = saved_extract_config(run, chash)
+        try:
+            path = source_file(run, rows[0])
+            info = probe(path)
+            if rows[0].get(M.source_fingerprint) and info.fingerprint != rows[0][M.source_fingerprint]:
+                raise PermanentError(f"source {source} changed since it was curated (its content differs): the "
+                                     "manifest's frame ranges no longer describe it; re-curate it")
+            written, failures = extract_source(path, [{**r, M.clip_path: None} for r in rows], run, cfg, info)
+        except PermanentError as e:
+            summary.failed += [f"{row[M.clip_id]}: {e}" for row in rows]
+            if progress:
+                progress(len(rows))
+            continue
+        summary.failed += [f"{f[schema.Q.clip_id]}: {f[schema.Q.error]}" for f in failures]
+        files = {r[M.clip_id]: (r[M.clip_path], r[M.thumb_path]) for r in written if r.get(M.clip_path)}
+        summary.written += add_clip_files(run, files, cfg)
+        if progress:
+            progress(len(rows))
+    return summary

@@ -75,6 +75,7 @@ def clips_section(tables) -> dict:
     kept = [r for r in clips if r[M.status] == schema.STATUS_KEPT]
     return {
         "funnel": _funnel_rows(count_funnel(clips, tables.quarantine, tables.processed)),
+        "run_kind": run_kind_note(kept),
         "figures": _figures(clips, tables.cfg) if clips else [],
         "untrained_scores": sorted({r[M.aesthetic_model] for r in clips if is_untrained(r[M.aesthetic_model])}),
         "kept": [tables.card(r) for r in kept[:MAX_KEPT_THUMBS]],
@@ -89,6 +90,26 @@ def clips_section(tables) -> dict:
         "configs": [{"hash": chash, "clips": n, "text": tables.configs[chash]}
                     for chash, n in Counter(r[M.config_hash] for r in clips).most_common()],
     }
+
+
+def run_kind_note(kept: list[dict]) -> dict | None:
+    """Which kind of run this is (clip files or source ranges), and what that means for its kept clips."""
+    from curation.core.clips import CLIP_FREE, EXTRACTING, run_kind
+
+    kind = run_kind(kept)
+    if kind is None:
+        return None
+    with_file = sum(1 for r in kept if r.get(M.clip_path))
+    if kind == EXTRACTING:
+        note = "Every kept clip is an h264 file under clips/."
+    elif kind == CLIP_FREE:
+        note = ("No clip files (extract.enabled: false): a kept clip is its source plus a frame range, and "
+                "captioning, indexing, sharding and the search page read its frames from the source. "
+                "`rushes extract --out OUT` writes files for the clips wanted as files.")
+    else:
+        note = (f"Clip-free, and {with_file} of {len(kept)} kept clips have files since (`rushes extract`); "
+                "the others are read from their sources.")
+    return {"kind": kind, "note": note}
 
 
 def _losses(clips: list[dict]) -> list[dict]:

@@ -26,6 +26,8 @@ class VisualConfig(StrictModel):
     frames: int = Field(8, ge=1, le=64, description="frames sampled across each clip")
     pooling: Literal["mean", "max"] = Field("mean", description="how frame embeddings become one clip embedding")
     frame_max_side: int = Field(320, ge=32, description="frames are decoded downscaled to this before preprocessing")
+    video_reader: Literal["auto", "decord", "pyav"] = Field(
+        "auto", description="how frames are read (curation.core.frames.READERS): auto picks decord where it reads right")
     batch_size: int = Field(8, ge=1, description="clips per model batch")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     aesthetic_head: Path | None = Field(

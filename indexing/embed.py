@@ -66,18 +66,18 @@ class VisualEmbedder(Stage):
         return (pooled / max(float(np.linalg.norm(pooled)), 1e-12)).astype(np.float32)
 
     def __call__(self, batch: list[dict]) -> list[dict]:
-        """Rows with clip_id and clip_path -> rows with clip_id, vector (or error for an unreadable clip)."""
+        """Kept clip rows -> rows with clip_id, vector (or error for an unreadable clip). Frames come from the
+        clip file, or from the source's range in a clip-free run (`curation.core.clips`: the same frames)."""
         import av
         from PIL import Image
 
-        from curation.core.video import sample_frames
+        from curation.core.clips import clip_frames
 
         images, owners, out = [], [], []
         for row in batch:
             try:
-                if not row.get(M.clip_path):
-                    raise PermanentError(f"clip {row[M.clip_id]} has no clip_path; re-run curation extraction")
-                frames = sample_frames(self.run.root / row[M.clip_path], self.cfg.frames, self.cfg.frame_max_side)
+                frames = clip_frames(self.run, row, count=self.cfg.frames, max_side=self.cfg.frame_max_side,
+                                     reader=self.cfg.video_reader)
             except (PermanentError, OSError, av.error.FFmpegError) as e:  # the clip file, not the worker, is bad
                 out.append({M.clip_id: row[M.clip_id], "vector": None, "error": f"cannot read clip: {e}"})
                 continue

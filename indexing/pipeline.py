@@ -94,7 +94,9 @@ def embed_visual(run: RunDir, cfg: VisualConfig, mapper: Mapper, summary: Summar
     have = {cid: v for cid, (v, h) in latest_vectors(run, VISUAL, clip.name).items()
             if h == input_hash and cid in kept_ids}
     skip = quarantined_ids(run, QUARANTINE_STAGE)
-    todo = [{M.clip_id: r[M.clip_id], M.clip_path: r[M.clip_path]} for r in kept
+    # what a clip's frames are read by: its file, or (a clip-free run) its source's range
+    frame_columns = (M.clip_id, M.clip_path, M.source, M.start_frame, M.end_frame, M.start_time, M.fps, M.config_hash)
+    todo = [{c: r[c] for c in frame_columns} for r in kept
             if r[M.clip_id] not in have and r[M.clip_id] not in skip]
     results = mapper(VisualEmbedder(run.root, cfg), todo, "visual embeddings")
     failures = [r for r in results if isinstance(r.get("error"), str)]  # (Ray may hand back NaN for "no error")

@@ -3,6 +3,8 @@
 GET /                 the page; with ?q= (or ?like=) it shows results, rendered on the server
 GET /api/search       the same search as JSON (q, mode, k, where, like)
 GET /files/<path>     thumbnails and clips, only media files inside OUT (anything else: 404)
+GET /clip/<id>.mp4    a kept clip to play: its clip file, or in a clip-free run its source's range cut on
+                      demand into OUT/_cache/player/ (only sources the manifest names are read)
 
 The page is templates/search.html.j2 (Jinja2, everything escaped). Binds 127.0.0.1 unless told otherwise. Query length is limited (MAX_QUERY_CHARS). `rushes serve`
 reads OUT/milvus.db through the run's rushes-managed Milvus server (indexing/server.py), so `rushes
@@ -17,6 +19,7 @@ from pathlib import Path
 from urllib.parse import quote, urlencode
 
 from curation.core.models import is_untrained
+from curation.core.schema import M
 from indexing.search import MAX_K, MAX_QUERY_CHARS, MODES, Hit, Searcher, SearchError
 from indexing.store import ClipStore, FilterExpressionError, StoreError, default_uri
 
@@ -36,6 +39,53 @@ def _within(root: Path, rel: str) -> Path | None:
     if path.suffix.lower() not in MEDIA_SUFFIXES or not path.is_file():
         return None
     return path
+
+
+class ClipPlayer:
+    """What /clip/<id>.mp4 plays: a kept clip's file, or its range cut once into OUT/_cache/player/.
+
+    Clips are looked up by id in the run's clip view, so only files and sources the manifest names are
+    ever read; the view is read again when an id is not found (a `rushes extract` since)."""
+
+    def __init__(self, root: Path):
+        from curation.core.rundir import RunDir
+
+        self.run = RunDir(root)
+        self.cache = root / "_cache" / "player"
+        self.rows: dict[str, dict] | None = None
+        self.lock = threading.Lock()  # one cut at a time: each decodes and encodes a whole clip
+
+    def _row(self, clip_id: str, fresh: bool = False) -> dict | None:
+        if self.rows is None or fresh:
+            from curation.core.tables import kept_clips
+
+            self.rows = {r[M.clip_id]: r for r in kept_clips(self.run)}
+        return self.rows.get(clip_id)
+
+    def file(self, name: str) -> tuple[Path | None, str | None]:
+        """(the mp4 to send, None) or (None, why not)."""
+        from curation.core.clips import clip_file, cut_range, has_clip_file
+        from curation.core.stage import PermanentError
+        from indexing.search import CLIP_ID_RE
+
+        clip_id = name.removesuffix(".mp4")
+        if not CLIP_ID_RE.fullmatch(clip_id):
+            return None, "not found"
+        row = self._row(clip_id) or self._row(clip_id, fresh=True)
+        if row is None:
+            return None, f"no kept clip {clip_id} in this run"
+        try:
+            if has_clip_file(row):
+                clip_file(self.run, row)  # a missing file: an error that says how to write it again
+                return _within(self.run.root, row[M.clip_path]), None
+            cached = self.cache / f"{clip_id}.mp4"
+            with self.lock:
+                if not cached.is_file():
+                    self.cache.mkdir(parents=True, exist_ok=True)
+                    cut_range(self.run, row, cached)
+            return cached, None
+        except PermanentError as e:
+            return None, str(e)
 
 
 LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1"]
@@ -86,6 +136,15 @@ def create_app(out: Path | str, milvus_uri: str | None = None, milvus_token: str
         return {"query": q, "mode": mode, "like": like or None, "notes": searcher.notes,
                 "results": [h.to_dict() for h in hits]}
 
+    player = ClipPlayer(root)
+
+    @app.get("/clip/{name}")
+    def clip(name: str):
+        path, error = player.file(name)
+        if path is None:
+            return Response(error or "not found", status_code=404, media_type="text/plain")
+        return FileResponse(path, media_type="video/mp4")
+
     @app.get("/files/{rel:path}")
     def files(rel: str):
         path = _within(root, rel)
@@ -116,7 +175,7 @@ def _card(h: Hit) -> dict:
         aesthetic = f" · aesthetic {h.aesthetic_score:.2f}" + (" (untrained)" if is_untrained(h.aesthetic_model) else "")
     return {
         "clip_id": h.clip_id,
-        "clip_url": f"/files/{quote(h.clip_path)}" if h.clip_path else "",
+        "clip_url": f"/files/{quote(h.clip_path)}" if h.clip_path else f"/clip/{quote(h.clip_id)}.mp4",
         "thumb_url": f"/files/{quote(h.thumb_path)}" if h.thumb_path else "",
         "score": f"{h.score:.4f}",
         "caption": h.caption,

@@ -43,6 +43,8 @@ class CaptionConfig(StrictModel):
     frames_per_second: float | None = Field(
         None, gt=0, description="when set, a clip gets duration x this many frames (at least 2, at most `frames`)")
     frame_max_side: int = Field(448, ge=28, description="longest side of each frame given to the model")
+    video_reader: Literal["auto", "decord", "pyav"] = Field(
+        "auto", description="how frames are read (curation.core.frames.READERS): auto picks decord where it reads right")
     max_new_tokens: int = Field(256, ge=8, description="generation limit for the dense caption")
     short_max_new_tokens: int = Field(48, ge=4, description="generation limit for the short caption")
     do_sample: bool = Field(False, description="false: greedy decoding (deterministic)")

@@ -1,6 +1,7 @@
 """The caption stage over a run directory, in plain Python: what tests call and Ray workers wrap.
 
-Kept clips of OUT/manifest/ are captioned in batches; each batch is written as one atomic part of
+Kept clips of OUT/manifest/ are captioned in batches (frames from each clip's file, or from its source's
+range in a clip-free run: `curation.core.clips`); each batch is written as one atomic part of
 OUT/captions/. A clip counts as done for a captioner when a row of the same `captioner` and
 `prompt_version` exists without error (or with a permanent one: an unreadable clip, an imported
 caption that fails its checks, a caption failed by the measurement checks). Other failed captions
@@ -15,11 +16,13 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from curation.core import clips
+from curation.core.clips import clip_frame_count, clip_frames
 from curation.core.rundir import RunDir, atomic_write_table, rows_to_table
 from curation.core.schema import CAP, CAPTIONS, CHK, STATUS_KEPT, M
 from curation.core.stage import PermanentError, Stage, map_in_process
 from curation.core.tables import read_captions, read_clips
-from curation.core.video import count_frames, read_frames, spread_indices
+from curation.core.video import spread_indices
 from recaption.agreement import disagreement_error, signal_checks
 from recaption.captions import PERMANENT, caption_row, captioner_name
 from recaption.config import CaptionConfig, import_path, is_model_spec
@@ -150,21 +153,19 @@ class CaptionWorker(Stage):
                 r.update({CAP.caption_dense: None, CAP.caption_short: None, CAP.error: f"{PERMANENT}{problem}"})
 
 
-def clip_file(run: RunDir, row: dict) -> tuple[Path, int]:
-    """(the clip's file, its frame count); PermanentError when it has none, it is missing or unreadable."""
-    if not row.get(M.clip_path):
-        raise PermanentError(f"clip {row[M.clip_id]} has no clip_path in the manifest; re-run curation")
-    path = run.root / row[M.clip_path]
-    if not path.exists():
-        raise PermanentError(f"clip file {path} is missing; re-run curation to extract it")
-    return path, count_frames(path)  # PermanentError if unreadable
+def clip_file(run: RunDir, row: dict, reader: str = "auto") -> tuple[Path, int]:
+    """(the file the clip's frames come from: its clip file, or in a clip-free run its source; its frame
+    count); PermanentError when that file is missing or unreadable."""
+    count = clip_frame_count(run, row, reader=reader)  # PermanentError if missing or unreadable
+    return (clips.clip_file(run, row) if clips.has_clip_file(row) else clips.source_file(run, row)), count
 
 
 def with_frames(run: RunDir, row: dict, config: CaptionConfig) -> dict:
-    """The clip row with its sampled frames and their times: what a VLM captioner (or its training) sees."""
-    path, frames_in_clip = clip_file(run, row)
+    """The clip row with its sampled frames and their times: what a VLM captioner (or its training) sees.
+    Frames come from the clip file, or from the source's range in a clip-free run (the same frames)."""
+    frames_in_clip = clip_frame_count(run, row, reader=config.video_reader)
     indices = spread_indices(frames_in_clip, frame_count(row, config))
-    frames = read_frames(path, indices, config.frame_max_side)
+    frames = clip_frames(run, row, indices, max_side=config.frame_max_side, reader=config.video_reader)
     fps = float(row.get(M.fps) or 0) or 25.0
     return {**row, FRAMES_KEY: frames, FRAME_TIMES_KEY: [i / fps for i in indices[: len(frames)]]}
 

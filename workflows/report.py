@@ -140,6 +140,15 @@ def funnel(run: RunDir) -> Funnel:
     return count_funnel(read_clips(run).to_pylist(), read_quarantine(run).to_pylist(), len(_manifest_parts(run)))
 
 
+def run_kind_line(run: RunDir) -> str | None:
+    """One line naming the run's kind (extracting, clip-free, or partly extracted since)."""
+    from curation.report_section import run_kind_note
+
+    kept = [r for r in read_clips(run).to_pylist() if r[M.status] == schema.STATUS_KEPT]
+    note = run_kind_note(kept)
+    return None if note is None else f"kind of run: {note['kind']}"
+
+
 def print_funnel(f: Funnel, console) -> None:
     console.print("funnel:")
     for label, n in funnel_lines(f):

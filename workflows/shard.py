@@ -1,6 +1,6 @@
 """`rushes shard`: kept clips of a run directory -> bucketed training shards (OUT/shards/<bucket>/*.parquet).
 
-Each kept clip goes to one bucket (frames, height, width): the longest frame count it fills, then the
+Each kept clip (its clip file, or in a clip-free run its source's frame range) goes to one bucket (frames, height, width): the longest frame count it fills, then the
 aspect ratio closest to its own; its frames are resized to cover the bucket and centre-cropped, and
 stored raw (uint8) with every caption variant and its manifest metadata. Raw frames, not h264, because
 the training box then reads batches at memory speed with no decoder (see training/data.py).
@@ -34,6 +34,7 @@ class ShardSettings:
     target_shard_mb: float = 256.0
     max_frame_stride: int = 2  # take every 1st or 2nd source frame, so a bucket spans more motion
     row_group_size: int = 16  # rows read together by the loader
+    video_reader: str = "auto"  # curation.core.frames.READERS; how frames are read, not what is written
 
     def to_dict(self) -> dict:
         return {"buckets": sorted(bucket_name(*parse_bucket(b)) for b in self.buckets),
@@ -91,8 +92,8 @@ def metadata_caption(row: dict) -> str:
 
 def write_shards(out: Path, settings: ShardSettings | None = None, progress=None) -> dict:
     """Shard every kept clip of run directory `out` not yet sharded; returns counts per bucket."""
+    from curation.core.clips import clip_frame_count, clip_frames
     from curation.core.stage import PermanentError
-    from curation.core.video import count_frames, read_frames
 
     settings = settings or ShardSettings()
     run = RunDir(out)
@@ -107,7 +108,8 @@ def write_shards(out: Path, settings: ShardSettings | None = None, progress=None
             )
     buckets = [parse_bucket(b) for b in settings.buckets]
     clips = read_clips(run)  # the manifest with every later decision (dedup, aesthetic) applied
-    kept = clips.filter(pc.and_(pc.equal(clips[M.status], schema.STATUS_KEPT), pc.is_valid(clips[M.clip_path])))
+    # a kept clip is a clip file, or in a clip-free run a range of its source: both read by curation.core.clips
+    kept = clips.filter(pc.equal(clips[M.status], schema.STATUS_KEPT))
     if kept.num_rows == 0:
         raise ValueError(f"{run.manifest} has no kept clips to shard; run `rushes curate ... --out {out}` first")
     done = set()
@@ -137,15 +139,14 @@ def write_shards(out: Path, settings: ShardSettings | None = None, progress=None
         if clip_id in done:
             counts["already"] += 1
             continue
-        path = run.root / row[M.clip_path]
         try:
-            n = count_frames(path)
+            n = clip_frame_count(run, row, reader=settings.video_reader)
             bucket = choose_bucket(n, row[M.width] or 1, row[M.height] or 1, buckets)
             if bucket is None:
                 counts["too_short"] += 1
                 continue
             indices, stride = frame_indices(n, bucket[0], settings.max_frame_stride)
-            frames = read_frames(path, indices)
+            frames = clip_frames(run, row, indices, reader=settings.video_reader)
         except (PermanentError, OSError, ValueError) as e:
             counts["unreadable"] += 1
             print(f"skipped {clip_id}: {e}")

@@ -9,6 +9,7 @@ the runners, so `rushes --help` and curation-only workflows never load it.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -26,6 +27,8 @@ class ShardStepConfig(StrictModel):
     caption_blend: float = Field(DEFAULT_CAPTION_BLEND, ge=0, le=1, description="p(dense caption) for the trainer")
     target_shard_mb: float = Field(256.0, gt=0)
     max_frame_stride: int = Field(2, ge=1)
+    video_reader: Literal["auto", "decord", "pyav"] = Field(
+        "auto", description="how clip frames are read (curation.core.frames.READERS)")
 
 
 class TrainStepConfig(StrictModel):
@@ -49,7 +52,8 @@ def run_shard_step(wf, section: ShardStepConfig) -> None:
 
     counts = write_shards(wf.out, ShardSettings(buckets=section.buckets, caption_blend=section.caption_blend,
                                                 target_shard_mb=section.target_shard_mb,
-                                                max_frame_stride=section.max_frame_stride))
+                                                max_frame_stride=section.max_frame_stride,
+                                                video_reader=section.video_reader))
     print(f"shard: {counts['sharded']} clips sharded, {counts['already']} already, {counts['too_short']} too short; "
           f"per bucket {counts['total_per_bucket']}")
 

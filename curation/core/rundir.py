@@ -59,6 +59,11 @@ class RunDir:
         return self.root / "decisions"
 
     @property
+    def clip_files(self) -> Path:
+        # clip files written after curation (`rushes extract`)
+        return self.root / "clip_files"
+
+    @property
     def captions(self) -> Path:
         return self.root / "captions"
 

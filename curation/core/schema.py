@@ -60,7 +60,7 @@ MANIFEST = pa.schema(
         # outcome
         ("status", pa.string()),  # kept | filtered
         ("filter_reasons", pa.list_(pa.string())),
-        ("clip_path", pa.string()),  # relative to OUT; null for filtered clips
+        ("clip_path", pa.string()),  # relative to OUT; null for filtered clips and in a clip-free run (see OUT/clip_files/)
         ("thumb_path", pa.string()),  # relative to OUT
         ("config_hash", pa.string()),  # hash of the curation config that produced the row
         ("created_at", pa.timestamp("us", tz="UTC")),
@@ -110,6 +110,20 @@ DECISIONS = pa.schema(
     ]
 )
 DEC = _fields(DECISIONS)
+
+# OUT/clip_files/: clip files written after curation (`rushes extract` on a clip-free run). The newest
+# row per clip fills its clip_path and thumb_path in the clip view.
+CLIP_FILES = pa.schema(
+    [
+        ("clip_id", pa.string()),
+        ("clip_path", pa.string()),  # relative to OUT
+        ("thumb_path", pa.string()),  # relative to OUT; null keeps the manifest's
+        ("config_hash", pa.string()),  # of the extract settings the file was written with
+        ("created_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+CF = _fields(CLIP_FILES)
+
 
 # ---------------------------------------------------------------------------------------------
 # OUT/quarantine.parquet: inputs (or clips) that could not be processed. Permanent failures only;

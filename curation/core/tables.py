@@ -5,7 +5,8 @@ Tables are append-only. Curation writes the manifest; later stages add rows to t
 later row applied, and only `read_clips` applies them:
 
 - a later score (newest per clip and score) fills its manifest columns (`schema.LATER_SCORES`);
-- a decision filters the clip, and its reason joins the clip's `filter_reasons` (in the order made).
+- a decision filters the clip, and its reason joins the clip's `filter_reasons` (in the order made);
+- a clip file written later (`rushes extract` on a clip-free run) fills `clip_path` and `thumb_path`.
 
 Run directories of earlier versions, whose manifest parts were rewritten in place with aesthetic
 scores and later filters, read the same: their manifest rows already hold those values.
@@ -20,7 +21,7 @@ import pyarrow.compute as pc
 
 from curation.core import schema
 from curation.core.rundir import RunDir, append_part, config_hash, now_utc, read_manifest, read_table
-from curation.core.schema import CAP, DEC, SC, M
+from curation.core.schema import CAP, CF, DEC, SC, M
 
 
 def as_run(run: RunDir | Path | str) -> RunDir:
@@ -28,7 +29,7 @@ def as_run(run: RunDir | Path | str) -> RunDir:
 
 
 def read_clips(run: RunDir | Path | str) -> pa.Table:
-    """Every detected clip (manifest columns) with later scores and decisions applied.
+    """Every detected clip (manifest columns) with later scores, decisions and clip files applied.
 
     Only rows made after the clip's manifest row count: re-curating a source (new filter settings)
     starts its clips afresh, as the stages after curation will see them again."""
@@ -36,8 +37,13 @@ def read_clips(run: RunDir | Path | str) -> pa.Table:
     manifest = read_manifest(run)
     scores = read_table(run.scores, schema.SCORES).sort_by([(SC.created_at, "ascending")])
     decisions = read_table(run.decisions, schema.DECISIONS).sort_by([(DEC.created_at, "ascending")])
-    if scores.num_rows == 0 and decisions.num_rows == 0:
+    files = read_table(run.clip_files, schema.CLIP_FILES).sort_by([(CF.created_at, "ascending")])
+    if scores.num_rows == 0 and decisions.num_rows == 0 and files.num_rows == 0:
         return manifest
+    later_files: dict[str, list[tuple]] = {}
+    for clip_id, *rest in zip(*(files[c].to_pylist() for c in (CF.clip_id, CF.created_at, CF.clip_path, CF.thumb_path)),
+                              strict=True):
+        later_files.setdefault(clip_id, []).append(tuple(rest))
     later_scores: dict[str, list[tuple]] = {}
     for clip_id, *rest in zip(*(scores[c].to_pylist() for c in (SC.clip_id, SC.created_at, SC.score, SC.value, SC.model)),
                               strict=True):
@@ -53,6 +59,10 @@ def read_clips(run: RunDir | Path | str) -> pa.Table:
             if curated_at is None or created >= curated_at:
                 value_column, model_column = schema.LATER_SCORES[name]
                 row[value_column], row[model_column] = value, model
+        for created, clip_path, thumb_path in later_files.get(row[M.clip_id], ()):  # the newest file wins
+            if curated_at is None or created >= curated_at:
+                row[M.clip_path] = clip_path
+                row[M.thumb_path] = thumb_path or row[M.thumb_path]
         reasons = [reason for created, reason in later_reasons.get(row[M.clip_id], ())
                    if curated_at is None or created >= curated_at]
         if reasons:
@@ -91,6 +101,15 @@ def add_decisions(run: RunDir, stage: str, reasons: dict[str, str], settings) ->
     rows = [{DEC.clip_id: clip_id, DEC.stage: stage, DEC.reason: reason, DEC.config_hash: chash, DEC.created_at: created}
             for clip_id, reason in sorted(reasons.items()) if (clip_id, reason) not in done]
     append_part(run.decisions, rows, schema.DECISIONS, stage)
+    return len(rows)
+
+
+def add_clip_files(run: RunDir, files: dict[str, tuple[str, str | None]], settings) -> int:
+    """Record clip files written after curation ({clip_id: (clip_path, thumb_path)}, relative to OUT)."""
+    chash, created = config_hash(settings), now_utc()
+    rows = [{CF.clip_id: clip_id, CF.clip_path: clip_path, CF.thumb_path: thumb_path, CF.config_hash: chash,
+             CF.created_at: created} for clip_id, (clip_path, thumb_path) in sorted(files.items())]
+    append_part(run.clip_files, rows, schema.CLIP_FILES, "extract")
     return len(rows)
 
 

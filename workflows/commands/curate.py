@@ -69,6 +69,9 @@ def report(out: Path = typer.Argument(..., help="run directory")) -> None:
     if not run_dir.manifest.exists() and not run_dir.quarantine.exists():
         _fail(f"{out} is not a run directory (no manifest/ or quarantine.parquet); run `rushes curate` first")
     report_module.print_funnel(report_module.funnel(run_dir), Console())
+    kind = report_module.run_kind_line(run_dir)
+    if kind:
+        typer.echo(kind)
     typer.echo(f"wrote {report_module.write_report(run_dir)}")
 
 

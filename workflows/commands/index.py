@@ -233,7 +233,7 @@ def _print_hits(hits) -> None:
         typer.echo("no results")
     for rank, h in enumerate(hits, 1):
         typer.echo(f"{rank:2d}. {h.score:8.4f}  {h.clip_id}  {h.source} "
-                   f"[{_format_time(h.start_time)}-{_format_time(h.end_time)} s]  {h.clip_path or ''}")
+                   f"[{_format_time(h.start_time)}-{_format_time(h.end_time)} s]  {h.clip_path or '(range of the source)'}")
         if h.caption:
             typer.echo(f"    {h.caption}")
 

@@ -27,6 +27,7 @@ def shard(
     buckets: str = typer.Option(",".join(DEFAULT_BUCKETS),
                                 help="comma-separated FRAMESxHEIGHTxWIDTH buckets (frames 1 + 4k for the autoencoder)"),
     max_frame_stride: int = typer.Option(2, "--max-frame-stride", min=1, help="take at most every Nth source frame"),
+    video_reader: str = typer.Option("auto", "--video-reader", help="how clip frames are read: auto, decord or pyav"),
 ) -> None:
     """Write bucketed training shards (raw frames + every caption variant + metadata) from kept clips."""
     from curation.core.tables import kept_clips
@@ -34,7 +35,12 @@ def shard(
     from workflows.shard import ShardSettings, write_shards
 
     settings = ShardSettings(buckets=[b.strip() for b in buckets.split(",") if b.strip()], caption_blend=caption_blend,
-                             target_shard_mb=target_shard_mb, max_frame_stride=max_frame_stride)
+                             target_shard_mb=target_shard_mb, max_frame_stride=max_frame_stride,
+                             video_reader=video_reader)
+    from curation.core.frames import READERS
+
+    if video_reader not in READERS:
+        _fail(f"--video-reader {video_reader!r} is not a frame reader: use one of {', '.join(READERS)}")
     total = len(kept_clips(out))
     try:
         with ProgressBar("sharding clips", total) as bar:
