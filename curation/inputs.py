@@ -2,8 +2,11 @@
 
 An input may be a video file, a directory (searched recursively for video extensions), a glob
 pattern, a text file listing one input per line (`.txt`, `.lst`, `.list`; blank lines and `#`
-comments ignored; relative paths are relative to the list file), or an fsspec URL (`file://`,
+comments ignored; relative paths are relative to the list file), a table of inputs with a caption
+beside each (`.csv`, `.tsv` with a header row naming a `path` column and a `caption` column, or
+`.jsonl` with one `{"path": ..., "caption": ...}` object per line), or an fsspec URL (`file://`,
 `s3://`, `http(s)://`, ...). Local sources are named by their absolute path, remote ones by their URL.
+A caption given in a table becomes the `caption_original` of every clip of that input's sources.
 
 An input that names nothing (a missing file, a glob that matches nothing, a directory without
 videos) is an `InputError` before any work starts. A source that disappears after that (deleted
@@ -37,6 +40,9 @@ VIDEO_EXTENSIONS = frozenset(
     ".mp4 .m4v .mov .mkv .webm .avi .mpg .mpeg .ts .mts .m2ts .wmv .flv .3gp .ogv .y4m .mxf .dv".split()
 )
 LIST_EXTENSIONS = frozenset({".txt", ".lst", ".list"})
+TABLE_EXTENSIONS = frozenset({".csv", ".tsv", ".jsonl"})  # list files with columns: path, caption
+PATH_COLUMNS = ("path", "source", "video", "file")  # the first present names the input
+CAPTION_COLUMNS = ("caption", "description", "text")
 _GLOB_CHARS = set("*?[")
 _FETCH_CHUNK = 4 << 20
 
@@ -74,6 +80,13 @@ class Skipped:
 class Inputs:
     sources: list[str] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+    captions: dict[str, InputCaption] = field(default_factory=dict)  # by source, from table list files
+
+
+@dataclass(frozen=True)
+class InputCaption:
+    caption: str
+    list_file: str
 
 
 def resolve_inputs(inputs: Iterable[str], base_dir: Path | None = None) -> list[str]:
@@ -86,7 +99,8 @@ def find_inputs(inputs: Iterable[str], base_dir: Path | None = None) -> Inputs:
     found = Inputs()
     seen: set[str] = set()
     for item in inputs:
-        for source in _resolve_one(str(item), Path(base_dir) if base_dir else Path.cwd(), set(), found.skipped):
+        for source in _resolve_one(str(item), Path(base_dir) if base_dir else Path.cwd(), set(), found.skipped,
+                                   found.captions):
             if source not in seen:
                 seen.add(source)
                 found.sources.append(source)
@@ -112,7 +126,8 @@ def unreadable(path: Path) -> str | None:
     return None
 
 
-def _resolve_one(item: str, base_dir: Path, list_files_open: set[Path], skipped: list[Skipped]) -> list[str]:
+def _resolve_one(item: str, base_dir: Path, list_files_open: set[Path], skipped: list[Skipped],
+                 captions: dict[str, InputCaption]) -> list[str]:
     item = item.strip()
     if not item:
         return []
@@ -149,7 +164,9 @@ def _resolve_one(item: str, base_dir: Path, list_files_open: set[Path], skipped:
         return found
     if path.is_file():
         if path.suffix.lower() in LIST_EXTENSIONS:
-            return _read_list_file(path, list_files_open, skipped)
+            return _read_list_file(path, list_files_open, skipped, captions)
+        if path.suffix.lower() in TABLE_EXTENSIONS:
+            return _read_table_list(path, list_files_open, skipped, captions)
         return _readable([str(path)], skipped)
     if path.is_symlink():  # a loop or a dangling link named on its own
         return _readable([str(path)], skipped)
@@ -285,7 +302,8 @@ def _local(source: str) -> str:
     return source[len("file://") :] if source.startswith("file://") else source
 
 
-def _read_list_file(path: Path, list_files_open: set[Path], skipped: list[Skipped]) -> list[str]:
+def _read_list_file(path: Path, list_files_open: set[Path], skipped: list[Skipped],
+                    captions: dict[str, InputCaption]) -> list[str]:
     path = path.resolve()
     if path in list_files_open:
         raise InputError(f"list file {path} includes itself (directly or through another list file)")
@@ -300,10 +318,70 @@ def _read_list_file(path: Path, list_files_open: set[Path], skipped: list[Skippe
         if not line or line.startswith("#"):
             continue
         try:
-            found.extend(_resolve_one(line, path.parent, list_files_open, skipped))
+            found.extend(_resolve_one(line, path.parent, list_files_open, skipped, captions))
         except InputError as e:
             raise InputError(f"{path}, line {number}: {e}") from None
     return found
+
+
+def _read_table_list(path: Path, list_files_open: set[Path], skipped: list[Skipped],
+                     captions: dict[str, InputCaption]) -> list[str]:
+    """A list file with columns: each entry's path resolved like a line of a plain list file, and its
+    caption (if any) recorded for every source the entry names."""
+    path = path.resolve()
+    if path in list_files_open:
+        raise InputError(f"list file {path} includes itself (directly or through another list file)")
+    list_files_open = list_files_open | {path}
+    found: list[str] = []
+    for number, entry, caption in _table_entries(path):
+        try:
+            sources = _resolve_one(entry, path.parent, list_files_open, skipped, captions)
+        except InputError as e:
+            raise InputError(f"{path}, line {number}: {e}") from None
+        found.extend(sources)
+        if caption:
+            for source in sources:
+                captions[source] = InputCaption(" ".join(caption.split()), str(path))
+    return found
+
+
+def _table_entries(path: Path) -> list[tuple[int, str, str | None]]:
+    """(line number, input, caption or None) of each row of a CSV, TSV or JSONL list file."""
+    import csv
+    import json
+
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise InputError(f"list file {path} is not UTF-8 text ({e})") from e
+    if path.suffix.lower() == ".jsonl":
+        rows = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InputError(f"{path}, line {number}: not a JSON object ({e.msg}); each line holds "
+                                 '{"path": ..., "caption": ...}') from None
+            if not isinstance(obj, dict):
+                raise InputError(f'{path}, line {number}: each line holds an object {{"path": ..., "caption": ...}}')
+            rows.append((number, obj))
+    else:
+        reader = csv.DictReader(text.splitlines(), delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+        header = [h.strip().lower() for h in reader.fieldnames or []]
+        if not any(c in header for c in PATH_COLUMNS):
+            raise InputError(f"list file {path} has no header row naming a path column (one of "
+                             f"{', '.join(PATH_COLUMNS)}); its first line reads {', '.join(reader.fieldnames or [])!r}")
+        rows = [(reader.line_num, {(k or "").strip().lower(): v for k, v in row.items()}) for row in reader]
+    entries = []
+    for number, row in rows:
+        item = next((row[c] for c in PATH_COLUMNS if isinstance(row.get(c), str) and row[c].strip()), None)
+        if item is None:
+            raise InputError(f"{path}, line {number}: no path (give one of the columns {', '.join(PATH_COLUMNS)})")
+        caption = next((row[c] for c in CAPTION_COLUMNS if isinstance(row.get(c), str) and row[c].strip()), None)
+        entries.append((number, item.strip(), caption))
+    return entries
 
 
 def _resolve_url(url: str) -> list[str]:

@@ -29,7 +29,7 @@ from recaption.config import CaptionConfig, import_path, is_model_spec
 from recaption.imported import FileCaptioner
 from recaption.metadata import MetadataCaptioner
 from recaption.prompts import hints_from_row
-from recaption.sidecar import SidecarCaptions
+from recaption.sidecar import SidecarCaptions, input_captions
 from recaption.vlm import FRAME_TIMES_KEY, FRAMES_KEY, VLMCaptioner
 
 
@@ -93,7 +93,8 @@ class CaptionWorker(Stage):
         self.prompt_version = self.captioner.prompt_version
         self.batch_size = config.batch_size
         self.num_gpus = config.gpus_per_worker if is_model_spec(config.captioner) else 0
-        self.sidecars = SidecarCaptions()  # caption_original from a file next to the source
+        # caption_original: a list file's caption, else a file next to the source or its metadata
+        self.sidecars = SidecarCaptions(input_captions(self.run))
 
     def setup(self) -> None:
         self.captioner.setup()

@@ -1,6 +1,7 @@
-"""`caption_original`: a caption that came with the source, read from a sidecar file next to it.
+"""`caption_original`: a caption that came with the source.
 
-For a source `take07.mp4`, the first of these that exists is read (either `take07.<ext>` or
+A caption named beside the source in a list file (`rushes curate inputs.csv`: `path,caption` columns,
+see curation/inputs.py) comes first; curation records it in OUT/input_captions/. Otherwise, for a source `take07.mp4`, the first of these that exists is read (either `take07.<ext>` or
 `take07.mp4.<ext>`):
 
 - `.srt`: subtitles; a clip gets the text of the cues that overlap its time range, in order;
@@ -24,7 +25,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from curation.core.schema import M
+from curation.core import schema
+from curation.core.rundir import RunDir, append_part, now_utc, read_table
+from curation.core.schema import IC, M
 
 log = logging.getLogger(__name__)
 
@@ -116,11 +119,30 @@ def container_caption(source: str) -> str | None:
     return " ".join(text.split()) if text else None
 
 
-class SidecarCaptions:
-    """caption_original per clip, each source's sidecar read once (per worker)."""
+def input_captions(run: RunDir) -> dict[str, str]:
+    """{source: caption} recorded from list files, the newest row per source."""
+    table = read_table(run.input_captions, schema.INPUT_CAPTIONS)
+    newest: dict[str, tuple] = {}
+    for row in table.to_pylist():
+        if row[IC.source] not in newest or row[IC.created_at] >= newest[row[IC.source]][0]:
+            newest[row[IC.source]] = (row[IC.created_at], row[IC.caption])
+    return {source: caption for source, (_, caption) in newest.items()}
 
-    def __init__(self):
-        self.read: dict[str, str | list[Cue] | None] = {}
+
+def record_input_captions(run: RunDir, captions: dict) -> int:
+    """Append the list-file captions (`{source: inputs.InputCaption}`) that differ from those recorded."""
+    known = input_captions(run)
+    rows = [{IC.source: source, IC.caption: c.caption, IC.list_file: c.list_file, IC.created_at: now_utc()}
+            for source, c in captions.items() if known.get(source) != c.caption]
+    append_part(run.input_captions, rows, schema.INPUT_CAPTIONS, "inputs")
+    return len(rows)
+
+
+class SidecarCaptions:
+    """caption_original per clip: the list file's caption, else each source's sidecar (read once per worker)."""
+
+    def __init__(self, given: dict[str, str] | None = None):
+        self.read: dict[str, str | list[Cue] | None] = dict(given or {})
 
     def caption(self, row: dict) -> str | None:
         source = row.get(M.source)

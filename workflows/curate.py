@@ -16,6 +16,7 @@ from curation.config import CurateConfig
 from curation.core.config import ConfigError
 from curation.core.rundir import RunDir, config_hash
 from curation.inputs import InputError, find_duplicates, find_inputs, is_remote
+from recaption.sidecar import record_input_captions
 from curation.pipeline import (
     DONE_EARLIER,
     FAILED,
@@ -80,6 +81,7 @@ def curate(out: Path | str, inputs: list[str], cfg: CurateConfig, address: str |
         console.print(f"curate: removed {removed} half-written temp files left by an interrupted run")
     copies = find_duplicates(sources, lambda s: is_done(run, s, chash), recorded_sources(run))
     record_inputs(run, found.skipped, copies)
+    record_input_captions(run, found.captions)
     for skip in found.skipped:
         console.print(f"[yellow]skipped:[/yellow] {skip.reason}", soft_wrap=True)
     if copies:

@@ -68,6 +68,11 @@ class RunDir:
         return self.root / "captions"
 
     @property
+    def input_captions(self) -> Path:
+        # captions given beside sources in list files
+        return self.root / "input_captions"
+
+    @property
     def embeddings(self) -> Path:
         return self.root / "embeddings"
 

@@ -124,6 +124,17 @@ CLIP_FILES = pa.schema(
 )
 CF = _fields(CLIP_FILES)
 
+# OUT/input_captions/: captions named beside a source in a list file (`path,caption` CSV/TSV, or JSONL).
+# The newest row per source is its clips' caption_original (recaption/sidecar.py).
+INPUT_CAPTIONS = pa.schema(
+    [
+        ("source", pa.string()),  # as the run names the source (absolute path or URL)
+        ("caption", pa.string()),
+        ("list_file", pa.string()),  # the list file it came from
+        ("created_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+IC = _fields(INPUT_CAPTIONS)
 
 # ---------------------------------------------------------------------------------------------
 # OUT/quarantine.parquet: inputs (or clips) that could not be processed. Permanent failures only;
