@@ -39,6 +39,9 @@ HELD_OUT = [  # every colour, shape and direction still appears in training with
 ]
 
 
+TRAINED_PROBES = [("circle", "red", "left"), ("square", "green", "up"), ("triangle", "blue", "right"), ("circle", "yellow", "down")]
+
+
 def random_start(direction: str, frames: int, rng: np.random.Generator) -> tuple[float, float]:
     """A frame-0 centre (fractions of the frame) anywhere the whole path stays inside the frame."""
     from workflows.synthetic.footage import DIRECTION_VECTORS
@@ -101,15 +104,31 @@ def make_world(root: Path, frames: int, size: int, seeds: int, textured: bool = 
     return run, len(manifest), len(combos)
 
 
-def analyse(video: np.ndarray) -> tuple[str | None, str | None]:
-    """(shape colour, motion direction) of a (T, H, W, 3) uint8 video, by nearest-palette pixel labels."""
+def palette_labels(video: np.ndarray) -> np.ndarray:
+    """(T, H, W) index of the nearest palette colour (0-3: COLOURS, 4: the background, read off the border)."""
     from workflows.synthetic.footage import COLORS
 
     v = video.astype(np.float32)
     border = np.concatenate([v[:, 0], v[:, -1], v[:, :, 0], v[:, :, -1]], axis=1).reshape(-1, 3)
     background = np.median(border, axis=0)
     palette = np.array([COLORS[c] for c in COLOURS] + [background], np.float32)
-    labels = ((v[..., None, :] - palette) ** 2).sum(-1).argmin(-1)  # (T, H, W), 4 = background
+    return ((v[..., None, :] - palette) ** 2).sum(-1).argmin(-1)
+
+
+def path_of(video: np.ndarray) -> np.ndarray:
+    """(T, 2) centroid (x, y) of the shape's pixels in each frame; NaN where a frame shows none."""
+    shape_pixels = palette_labels(video) < 4
+    out = np.full((len(video), 2), np.nan)
+    for t, frame in enumerate(shape_pixels):
+        ys, xs = np.nonzero(frame)
+        if len(xs):
+            out[t] = xs.mean(), ys.mean()
+    return out
+
+
+def analyse(video: np.ndarray) -> tuple[str | None, str | None]:
+    """(shape colour, motion direction) of a (T, H, W, 3) uint8 video, by nearest-palette pixel labels."""
+    labels = palette_labels(video)  # (T, H, W), 4 = background
     shape_pixels = labels < 4
     if shape_pixels.sum() < 4 * len(video):
         return None, None
@@ -136,6 +155,108 @@ def score(videos_and_truth) -> tuple[float, float]:
         direction_ok += d == direction
     n = max(1, len(videos_and_truth))
     return colour_ok / n, direction_ok / n
+
+
+def path_box(video: np.ndarray, pad: int, multiple: int) -> np.ndarray:
+    """(H, W) bool: the box around every shape pixel of the clip, grown by `pad` and out to whole
+    `multiple`-pixel cells (only wholly known latent cells are kept, so the box follows their grid)."""
+    ys, xs = np.nonzero((palette_labels(video) < 4).any(axis=0))
+    h, w = video.shape[1:3]
+    y0, x0 = max(0, (ys.min() - pad) // multiple * multiple), max(0, (xs.min() - pad) // multiple * multiple)
+    y1, x1 = min(h, -(-(ys.max() + 1 + pad) // multiple) * multiple), min(w, -(-(xs.max() + 1 + pad) // multiple) * multiple)
+    box = np.zeros((h, w), dtype=bool)
+    box[y0:y1, x0:x1] = True
+    return box
+
+
+def masked_psnr(a: np.ndarray, b: np.ndarray, where: np.ndarray) -> float:
+    """PSNR (dB) of two uint8 videos over the pixels `where` (T, H, W) is True; 99 when identical."""
+    diff = (a.astype(np.float64) - b.astype(np.float64))[where]
+    mse = float((diff ** 2).mean())
+    return 99.0 if mse == 0 else min(99.0, 10 * np.log10(255.0 ** 2 / mse))
+
+
+def mode_clips(frames: int, size: int, random_starts: bool, seed: int = 11):
+    """Held-out clips the modes start from: (video, (shape, colour, direction), background), one per
+    held-out combination and background, and the red circles that editing turns blue."""
+    starts = np.random.default_rng(seed)
+
+    def clip(shape, colour, direction, background):
+        start = random_start(direction, frames, starts) if random_starts else None
+        return render(shape, colour, direction, background, frames, size, seed, start=start)
+
+    held = [(clip(*combo, b), combo, b) for combo in HELD_OUT for b in BACKGROUNDS]
+    red_circles = [(clip("circle", "red", d, b), ("circle", "red", d), b) for d in DIRECTIONS for b in BACKGROUNDS]
+    return held, red_circles
+
+
+def score_modes(model, meta, frames: int, size: int, random_starts: bool, steps: int, cfg: float, seed: int,
+                edit_strength: float, path_tolerance: float) -> dict:
+    """Each sampling mode on held-out clips, scored by frame analysis (training/modes.py does the work):
+
+    - editing: a red circle's clip under "a blue circle ..." at `edit_strength` turns blue, and its
+      centroid path stays within `path_tolerance` px of the original's in every frame;
+    - inpainting: the box around a clip's path is regenerated under the prompt of another colour; the
+      rest must stay the reconstruction (PSNR) and the shape must come back in the prompt's colour;
+    - backward extension: the clip's last two frames are given as the sample's last; the frames made
+      before them must move in the prompt's direction into the first given one."""
+    from training.checkpoint import load_trained
+    from training.modes import Start, given_ends, given_inpaint
+    from training.sample import encode_video, generate
+
+    vae, _ = load_trained(Path(meta.vae))
+
+    def reconstruction(video):
+        import torch
+
+        with torch.no_grad():
+            z = encode_video(vae, video, meta.temporal_factor, "cpu")
+            x = vae.decode(z)[0, :, :frames, :size, :size].clamp(-1, 1)
+        return ((x.permute(1, 2, 3, 0).numpy() + 1) * 127.5).round().astype(np.uint8)
+
+    def one(prompt, **kw):
+        return generate(model, meta, [prompt], frames, size, size, steps, cfg, seed, "cpu", **kw)[0]
+
+    held, red_circles = mode_clips(frames, size, random_starts)
+    out = {}
+    blue = path_ok = 0
+    errors = []
+    for video, (shape, _, direction), background in red_circles:
+        edited = one(caption(shape, "blue", direction, background), start=Start([video], [1.0], edit_strength))
+        colour, _ = analyse(edited)
+        gaps = np.linalg.norm(path_of(edited) - path_of(video), axis=1)  # NaN where a frame lost the shape
+        error = float(np.nan_to_num(gaps, nan=np.inf).max())
+        blue += colour == "blue"
+        path_ok += bool(error <= path_tolerance)
+        errors.append(error)
+    n = len(red_circles)
+    out["edit"] = {"blue": blue / n, "path_within_tolerance": path_ok / n,
+                   "median_path_error_px": float(np.median(errors)), "strength": edit_strength,
+                   "tolerance_px": path_tolerance}
+    coloured = kept = 0
+    psnrs = []
+    for i, (video, (shape, colour, direction), background) in enumerate(held):
+        other = COLOURS[(COLOURS.index(colour) + 1 + i % 3) % len(COLOURS)]
+        box = path_box(video, 1, meta.spatial_factor)
+        given = given_inpaint(video, box, frames, size, size)
+        result = one(caption(shape, other, direction, background), given=given)
+        psnrs.append(masked_psnr(result, reconstruction(video), given.known))
+        coloured += analyse(result)[0] == other
+        kept += psnrs[-1] >= 30
+    n = len(held)
+    out["inpaint"] = {"prompt_colour": coloured / n, "unmasked_psnr_db_min": float(min(psnrs)),
+                      "unmasked_psnr_ok": kept / n}
+    moved = 0
+    end_psnrs = []
+    for video, (shape, colour, direction), background in held:
+        given = given_ends(frames, size, size, last=video[-2:], temporal_factor=meta.temporal_factor)
+        result = one(caption(shape, colour, direction, background), given=given)
+        first_given = int(np.argmax(given.known.any(axis=(1, 2))))
+        # the end is the autoencoder's reconstruction of the given frames: PSNR against the clip itself
+        end_psnrs.append(masked_psnr(result, video, given.known))
+        moved += analyse(result[: first_given + 1])[1] == direction
+    out["backward"] = {"direction": moved / n, "given_frames_psnr_db_mean": float(np.mean(end_psnrs))}
+    return out
 
 
 def check_held_out_unseen(shards: Path) -> int:
@@ -191,6 +312,13 @@ def main() -> None:
     parser.add_argument("--condition-prob", type=float, default=0.0,
                         help="> 0: train the DiT with frame conditioning too, then also score image-to-video "
                              "(held-out prompts given the first frame of a held-out clip)")
+    parser.add_argument("--condition-mode", default="both", choices=("frames", "regions", "both"),
+                        help="what frame-conditioned training gives: first/last frames, a region, or either")
+    parser.add_argument("--no-modes", dest="modes", action="store_false",
+                        help="skip the per-mode cases (editing, inpainting, backward extension)")
+    parser.add_argument("--edit-strength", type=float, default=0.7, help="SDEdit start time of the editing case")
+    parser.add_argument("--path-tolerance", type=float, default=3.0,
+                        help="px an edited shape's centroid may stray from the original's in any frame")
     parser.add_argument("--samples-per-prompt", type=int, default=2)
     parser.add_argument("--sample-steps", type=int, default=30)
     parser.add_argument("--cfg", type=float, default=4.0)
@@ -253,7 +381,7 @@ def main() -> None:
         "kind": "dit", "model": "DiT-S", "batch_size": args.dit_batch, "max_steps": args.dit_steps, "lr": args.dit_lr,
         "warmup_steps": 100, "ema_decay": 0.995, "log_every": 100, "ckpt_every": args.dit_steps, "caption_dropout": 0.1,
         "caption_blend": 0.9, "shift_base_tokens": 48,
-        "seed": args.seed, "condition_prob": args.condition_prob,
+        "seed": args.seed, "condition_prob": args.condition_prob, "condition_mode": args.condition_mode,
         "model_args": {"hidden_size": args.dit_width, "depth": args.dit_depth, "num_heads": 4,
                        "patch_size": [1, args.dit_patch, args.dit_patch], "frame_pos_freqs": args.dit_frame_pos,
                        "frame_conditioning": args.condition_prob > 0}})
@@ -263,68 +391,93 @@ def main() -> None:
     dit, meta = load_trained(args.out / "dit")
 
     t0 = time.time()
-    results = {}
-    for name, combos_to_test in (("held-out", HELD_OUT), ("trained", [("circle", "red", "left"), ("square", "green", "up"),
-                                                                       ("triangle", "blue", "right"), ("circle", "yellow", "down")])):
-        prompts, truths = [], []
-        for combo in combos_to_test:
-            for background in BACKGROUNDS:
-                prompts.append(caption(*combo, background))
-                truths.append(combo)
-        videos = []
-        for seed in range(args.samples_per_prompt):
-            videos += generate(dit, meta, prompts, args.frames, args.size, args.size, args.sample_steps, args.cfg,
-                               1000 * args.seed + seed, "cpu")
-        results[name] = score(list(zip(videos, truths * args.samples_per_prompt, strict=True)))
-        from curation.core.video import write_video
+    from training.dit import DiTConfig, VideoDiT
 
-        for i, v in enumerate(videos[: len(prompts)]):
-            write_video(args.out / "samples" / f"{name}-{i:02d}.mp4", v, fps=8)
-    if args.condition_prob > 0:
-        # image-to-video: each held-out prompt starts from its own clip's first frame, and only the generated
-        # frames are scored. Even so the given frame leaks into the next ones through the causal decoder, and
-        # it sits on the far side of the path, so drifting back to the middle looks like moving the right way:
-        # an untrained DiT (same config, fresh weights) scored the same way is the baseline to beat.
-        from training.dit import DiTConfig, VideoDiT
+    torch.manual_seed(args.seed)
+    untrained = VideoDiT(DiTConfig(**meta.model_config))  # same config, fresh weights: the baseline
+    results, modes = {}, {}
+    for label, model in (("", dit), (", untrained DiT", untrained)):
+        for name, combos_to_test in (("held-out", HELD_OUT), ("trained", TRAINED_PROBES)):
+            prompts, truths = [], []
+            for combo in combos_to_test:
+                for background in BACKGROUNDS:
+                    prompts.append(caption(*combo, background))
+                    truths.append(combo)
+            videos = []
+            for seed in range(args.samples_per_prompt):
+                videos += generate(model, meta, prompts, args.frames, args.size, args.size, args.sample_steps, args.cfg,
+                                   1000 * args.seed + seed, "cpu")
+            results[name + label] = score(list(zip(videos, truths * args.samples_per_prompt, strict=True)))
+            if not label:
+                from curation.core.video import write_video
 
-        torch.manual_seed(args.seed)
-        untrained = VideoDiT(DiTConfig(**meta.model_config))
-        truths = [t for _, t in truth_check] * args.samples_per_prompt
-        for name, model in (("image-to-video", dit), ("image-to-video, untrained DiT", untrained)):
+                for i, v in enumerate(videos[: len(prompts)]):
+                    write_video(args.out / "samples" / f"{name}-{i:02d}.mp4", v, fps=8)
+        if meta.model_config.get("frame_conditioning"):
+            # image-to-video: each held-out prompt starts from its own clip's first frame, and only the generated
+            # frames are scored. The given frame leaks into the next ones through the causal decoder, so the
+            # untrained DiT scored the same way is the baseline to beat.
+            truths = [t for _, t in truth_check] * args.samples_per_prompt
             videos = [generate(model, meta, [caption(*combo, background)], args.frames, args.size, args.size,
                                args.sample_steps, args.cfg, 1000 * args.seed + seed, "cpu", first_frames=clip[:1])[0][1:]
                       for seed in range(args.samples_per_prompt)
                       for (clip, combo), background in zip(truth_check, BACKGROUNDS * len(HELD_OUT), strict=True)]
-            results[name] = score(list(zip(videos, truths, strict=True)))
+            results["image-to-video" + label] = score(list(zip(videos, truths, strict=True)))
+        if args.modes:
+            modes[label or "trained"] = score_modes(model, meta, args.frames, args.size, args.random_starts,
+                                                    args.sample_steps, args.cfg, 1000 * args.seed,
+                                                    args.edit_strength, args.path_tolerance)
     sample_seconds = time.time() - t0
     total = time.time() - started
     summary = {
         "autoencoder_psnr_db": round(held_psnr, 2), "heldout_colour_accuracy": results["held-out"][0],
         "heldout_direction_accuracy": results["held-out"][1], "trained_colour_accuracy": results["trained"][0],
-        "trained_direction_accuracy": results["trained"][1], "analyser_colour": analyser_colour,
+        "trained_direction_accuracy": results["trained"][1],
+        "untrained_heldout_colour_accuracy": results["held-out, untrained DiT"][0],
+        "untrained_heldout_direction_accuracy": results["held-out, untrained DiT"][1],
+        "analyser_colour": analyser_colour,
         "analyser_direction": analyser_direction, "analyser_colour_on_reconstructions": recon_colour,
         "analyser_direction_on_reconstructions": recon_direction, "textured": args.textured,
-        "random_starts": args.random_starts,
+        "random_starts": args.random_starts, "seeds": args.seeds, "training_clips": clips,
         "vae_train_seconds": round(vae_seconds), "encode_seconds": round(encode_seconds),
         "dit_train_seconds": round(dit_seconds), "sample_seconds": round(sample_seconds),
         "vae_cpu_seconds": round(vae_cpu), "dit_cpu_seconds": round(dit_cpu), "threads": args.threads,
         "vae_steps": args.vae_steps, "vae_adv_weight": args.vae_adv_weight, "dit_steps": args.dit_steps, "dit_lr": args.dit_lr,
-        "dit_frame_pos_freqs": args.dit_frame_pos, "seed": args.seed, "total_seconds": round(total),
+        "dit_patch": meta.model_config["patch_size"], "dit_frame_pos_freqs": args.dit_frame_pos,
+        "condition_prob": args.condition_prob, "condition_mode": args.condition_mode, "seed": args.seed,
+        "total_seconds": round(total),
     }
     if "image-to-video" in results:
-        summary.update(condition_prob=args.condition_prob, image_to_video_colour_accuracy=results["image-to-video"][0],
+        summary.update(image_to_video_colour_accuracy=results["image-to-video"][0],
                        image_to_video_direction_accuracy=results["image-to-video"][1],
                        image_to_video_untrained_dit_direction_accuracy=results["image-to-video, untrained DiT"][1])
+    if modes:
+        summary["modes"] = modes
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary, indent=1))
-    print(f"held-out: colour {results['held-out'][0]:.0%} (target 90%), direction {results['held-out'][1]:.0%} (target 80%); "
-          f"training took {(vae_seconds + dit_seconds) / 60:.1f} min of wall time on the CPU (budget 20), "
+    world = "random-start world" if args.random_starts else "world"
+    print(f"{world}, text-to-video, held-out: colour {results['held-out'][0]:.0%} (target 95%), direction "
+          f"{results['held-out'][1]:.0%} (target 90%); untrained DiT: colour "
+          f"{results['held-out, untrained DiT'][0]:.0%}, direction {results['held-out, untrained DiT'][1]:.0%}")
+    print(f"training took {(vae_seconds + dit_seconds) / 60:.1f} min of wall time on the CPU (budget 20), "
           f"{(vae_cpu + dit_cpu) / 60:.1f} CPU-minutes over {args.threads} threads")
     if "image-to-video" in results:
         print(f"image-to-video (held-out prompts, first frame given): colour {results['image-to-video'][0]:.0%}, "
-              f"direction {results['image-to-video'][1]:.0%} (untrained DiT, same scoring: "
+              f"direction {results['image-to-video'][1]:.0%} (untrained DiT: "
               f"{results['image-to-video, untrained DiT'][1]:.0%})")
-
+    if modes:
+        ours, base = modes["trained"], modes[", untrained DiT"]
+        print(f"editing red circles to blue (strength {args.edit_strength}): blue {ours['edit']['blue']:.0%} (target 90%), "
+              f"path within {args.path_tolerance:g} px {ours['edit']['path_within_tolerance']:.0%}, median path error "
+              f"{ours['edit']['median_path_error_px']:.1f} px (untrained DiT: blue {base['edit']['blue']:.0%}, "
+              f"path {base['edit']['path_within_tolerance']:.0%})")
+        print(f"inpainting the path's box in another colour: prompt colour {ours['inpaint']['prompt_colour']:.0%}, "
+              f"unmasked PSNR >= 30 dB {ours['inpaint']['unmasked_psnr_ok']:.0%} (lowest "
+              f"{ours['inpaint']['unmasked_psnr_db_min']:.1f} dB) (untrained DiT: prompt colour "
+              f"{base['inpaint']['prompt_colour']:.0%})")
+        print(f"backward extension (last 2 frames given): direction before them {ours['backward']['direction']:.0%}, "
+              f"given frames' PSNR against the clip {ours['backward']['given_frames_psnr_db_mean']:.1f} dB "
+              f"(untrained DiT: direction {base['backward']['direction']:.0%})")
 
 if __name__ == "__main__":
     main()

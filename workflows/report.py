@@ -42,6 +42,7 @@ SECTIONS: list[tuple[str, str]] = [
     ("curation.report_section:clips_section", "curation/report_section.html.j2"),
     ("recaption.report_section:captions_section", "recaption/report_section.html.j2"),
     ("indexing.report_section:embeddings_section", "indexing/report_section.html.j2"),
+    ("training.report_section:training_section", "training/report_section.html.j2"),
 ]
 TEMPLATES = Path(__file__).parent / "templates"
 

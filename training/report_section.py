@@ -1,0 +1,68 @@
+"""Training's part of the run report: the sample videos the `train` step made, playing inline.
+
+`training_section(tables)` takes the report's `RunTables` (workflows/report.py) and returns the
+context of templates/report_section.html.j2, or None when the run has no samples. It reads what
+workflows/train_steps.py wrote: OUT/samples/samples.json (prompts and files), each sample's animated
+GIF (inlined, so the report stays one file) and its frames (inlined as PNGs), and the DiT run's
+metrics.jsonl and loss curve.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+
+MAX_FRAMES = 6  # frames shown side by side under each animation
+
+
+def _data_uri(data: bytes, kind: str) -> str:
+    return f"data:image/{kind};base64,{base64.b64encode(data).decode()}"
+
+
+def sample_frames(gif: Path, count: int = MAX_FRAMES) -> list[str]:
+    """Up to `count` evenly spaced frames of an animated GIF, as PNG data URIs."""
+    from PIL import Image, ImageSequence
+
+    with Image.open(gif) as image:
+        frames = [f.convert("RGB") for f in ImageSequence.Iterator(image)]
+    picks = sorted({round(i * (len(frames) - 1) / max(1, count - 1)) for i in range(min(count, len(frames)))})
+    out = []
+    for i in picks:
+        buffer = io.BytesIO()
+        frames[i].save(buffer, format="PNG")
+        out.append(_data_uri(buffer.getvalue(), "png"))
+    return out
+
+
+def training_facts(dit_run: Path) -> dict | None:
+    """Steps, last loss and the loss curve of a DiT run directory, or None without metrics."""
+    metrics = dit_run / "metrics.jsonl"
+    if not metrics.exists():
+        return None
+    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    if not rows:
+        return None
+    curve = dit_run / "loss_curve.png"
+    return {"steps": rows[-1]["step"], "loss": rows[-1]["loss"],
+            "curve": _data_uri(curve.read_bytes(), "png") if curve.exists() else None}
+
+
+def training_section(tables) -> dict | None:
+    root = Path(tables.run.root)
+    listing = root / "samples" / "samples.json"
+    if not listing.exists():
+        return None
+    info = json.loads(listing.read_text())
+    samples = []
+    for row in info.get("samples", []):
+        gif = root / "samples" / row["gif"]
+        if not gif.exists():
+            continue
+        samples.append({"prompt": row["prompt"], "video": f"samples/{row['video']}",
+                        "animation": _data_uri(gif.read_bytes(), "gif"), "frames": sample_frames(gif)})
+    if not samples:
+        return None
+    return {"samples": samples, "trained_on": info.get("trained_on"),
+            "dit": training_facts(Path(info["dit_run"])) if info.get("dit_run") else None}
