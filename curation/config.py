@@ -54,7 +54,9 @@ class AnalysisConfig(StrictModel):
 
 
 class ExtractConfig(StrictModel):
-    enabled: bool = True
+    enabled: bool = Field(True, description="false: a clip-free run (no clip files; kept clips are source frame "
+                          "ranges that later stages read, resized and resampled by the settings below; "
+                          "`rushes extract` writes files later)")
     max_side: int | None = Field(512, ge=16, description="downscale clips so the longest side is at most this")
     fps: float | None = Field(None, gt=0, description="resample clips to this rate; null keeps the source's")
     crf: int = Field(20, ge=0, le=51, description="x264 quality")

@@ -233,6 +233,48 @@ def extract_source(
 
 
 # ---------------------------------------------------------------------------------------------
+# A clip-free run's thumbnails: analysis pictures, no second decode
+
+
+def cheap_thumbnails(cfg) -> bool:
+    """Whether a curation config's thumbnails can come from analysis pictures: a clip-free run whose
+    thumbnails are no larger than those pictures (else the source is decoded again, as extraction does)."""
+    return not cfg.extract.enabled and cfg.extract.thumb_side <= cfg.analysis.max_side
+
+
+def middle_picture(signals):
+    """The analysis picture (BGR, analysis size) nearest the clip's middle frame; None when it has none."""
+    if not signals.pictures:
+        return None
+    middle = (signals.shot.start + signals.shot.end) // 2
+    return min(signals.pictures, key=lambda p: abs(p[0] - middle))[1]
+
+
+def write_thumbnails(rows: list[dict], pictures: dict, run: RunDir, cfg: ExtractConfig) -> list[dict]:
+    """Each row with the JPEG thumbnail made from its picture ({clip_id: BGR array}); a row without
+    a picture keeps no thumbnail (the report shows "no thumbnail")."""
+    import cv2
+    from PIL import Image
+
+    rows = [dict(row) for row in rows]
+    for row in rows:
+        row.setdefault(M.clip_path, None)
+        row[M.thumb_path] = None
+        picture = pictures.get(row[M.clip_id])
+        if picture is None:
+            continue
+        size = thumb_size(int(row[M.width] or picture.shape[1]), int(row[M.height] or picture.shape[0]), cfg.thumb_side)
+        if size != (picture.shape[1], picture.shape[0]):
+            picture = cv2.resize(picture, size, interpolation=cv2.INTER_AREA)
+        buf = io.BytesIO()
+        Image.fromarray(cv2.cvtColor(picture, cv2.COLOR_BGR2RGB)).save(buf, format="JPEG", quality=85)
+        path = run.thumbs / f"{row[M.clip_id]}.jpg"
+        atomic_write_bytes(path, buf.getvalue())
+        row[M.thumb_path] = run.rel(path)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
 # Extraction later: clip files for a finished clip-free run (`rushes extract`)
 
 

@@ -2,7 +2,9 @@
 
 `CurateSource` is a stateless stage over batches of `{"source": ...}` rows. For each source a worker
 analyses it (`curation.process.analyze_source`), extracts its kept clips and thumbnails
-(`curation.extract.extract_source`) and writes the source's manifest part atomically as
+(`curation.extract.extract_source`; with `extract.enabled: false` only thumbnails, from analysis
+pictures: a clip-free run, whose kept clips later stages read from the source through
+`curation.core.clips`) and writes the source's manifest part atomically as
 `OUT/manifest/<source key>-<config hash>.parquet`. That file is the proof the source is done: a
 re-run skips every source whose part exists for the same config, so a run killed at any point (even
 `kill -9`) resumes where it stopped, and a finished run re-run does nothing.
@@ -140,7 +142,7 @@ def process_source(source: str, out: str | Path, cfg: CurateConfig, chash: str,
 
 
 def _process(source: str, run: RunDir, cfg: CurateConfig, chash: str) -> dict:
-    from curation.extract import extract_source
+    from curation.extract import cheap_thumbnails, extract_source, middle_picture, write_thumbnails
     from curation.process import analyze_source
 
     key = source_key(source)
@@ -149,14 +151,22 @@ def _process(source: str, run: RunDir, cfg: CurateConfig, chash: str) -> dict:
         path = local_path(source, run.input_cache)
         before = _file_state(path)
         stage = "analysis"
-        rows = analyze_source(source, path, cfg)
+        pictures: dict = {}  # clip-free: thumbnails from analysis pictures, the source decoded once
+
+        def keep_picture(row, signals):
+            pictures[row[M.clip_id]] = middle_picture(signals)
+
+        rows = analyze_source(source, path, cfg, on_clip=keep_picture if cheap_thumbnails(cfg) else None)
         _check_unchanged(source, path, before)  # before extraction writes anything
         stage = "extract"
         for row in rows:
             row[M.config_hash] = chash
             row[M.created_at] = now_utc()
         existing = _written_files(run, rows)
-        rows, clip_failures = extract_source(path, rows, run, cfg.extract)
+        if cheap_thumbnails(cfg):
+            rows, clip_failures = write_thumbnails(rows, pictures, run, cfg.extract), []
+        else:
+            rows, clip_failures = extract_source(path, rows, run, cfg.extract)
         try:
             _check_unchanged(source, path, before)
         except InputChanging:  # what extraction wrote for this half-read source goes with it

@@ -41,8 +41,11 @@ from curation.signals import AnalysisStats
 M = schema.M
 
 
-def analyze_source(source: str, path: Path, cfg: CurateConfig) -> list[dict]:
-    """Manifest rows of every clip detected in the video at `path` (see module doc)."""
+def analyze_source(source: str, path: Path, cfg: CurateConfig, on_clip=None) -> list[dict]:
+    """Manifest rows of every clip detected in the video at `path` (see module doc).
+
+    `on_clip(row, signals)`, if given, sees each clip's row with the signals it was scored from (a
+    clip-free run keeps an analysis picture as its thumbnail: no second decode)."""
     text_detector = get_text_detector(cfg.analysis)
     info = probe(path, cfg.probe.timeout_s)
     chash = config_hash(cfg)
@@ -75,6 +78,8 @@ def analyze_source(source: str, path: Path, cfg: CurateConfig) -> list[dict]:
             if isinstance(value, float) and not math.isfinite(value):
                 row[key] = None
         apply_filters(row, cfg.filters)
+        if on_clip is not None:
+            on_clip(row, clip)
         rows.append(row)
     gaps = [{M.start_frame: g.start, M.end_frame: g.end, M.start_time: g.start_time, M.end_time: g.end_time}
             for g in stats.gaps]
