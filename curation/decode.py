@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from curation.core.frames import clock_origin, in_pts_order  # the kernel's reader places frames alike
 from curation.core.video import avi_frame_slots, decodable_frames, upright
 from curation.probe import Deadline, ProbeInfo, open_video
 from curation.signals import AnalysisStats
@@ -64,33 +65,6 @@ def decode_frames(
         container.close()
 
 
-_REORDER = 4  # frames over which timestamps may come out of order (a B-frame's delay)
-
-
-def in_pts_order(frames: Iterator, window: int = _REORDER) -> Iterator:
-    """`frames` (already in display order) with their timestamps sorted over `window` frames."""
-    import heapq
-
-    held: list = []
-    stamps: list[int] = []
-    for frame in frames:
-        held.append(frame)
-        if frame.pts is not None:
-            heapq.heappush(stamps, frame.pts)
-        if len(held) > window:
-            yield _stamped(held.pop(0), stamps)
-    while held:
-        yield _stamped(held.pop(0), stamps)
-
-
-def _stamped(frame, stamps: list[int]):
-    import heapq
-
-    if frame.pts is not None and stamps:
-        frame.pts = heapq.heappop(stamps)
-    return frame
-
-
 class FrameClock:
     """Where each decoded frame of a source sits: its position and its time (seconds from the
     stream's start), both from its timestamp. Analysis and extraction place frames with it alike.
@@ -128,10 +102,8 @@ class FrameClock:
             position = self.last + 1
             time = position / self.fps if self.last_time is None else self.last_time + 1 / self.fps
         else:
-            if self.origin is None:
-                first = float(frame.time)
-                late = self.start is not None and first - self.start > 1.5 * self.step_s
-                self.origin = self.start if late else first
+            if self.origin is None:  # the stream's start, or the first frame (`clock_origin`)
+                self.origin = clock_origin(self.start, float(frame.time), self.step_s)
             time = float(frame.time) - self.origin
             if self.last_time is None:  # the first frame: after the frames lost before it
                 step = 1 + (0 if self.variable_rate else max(0, round(time / self.step_s)))

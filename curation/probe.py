@@ -24,6 +24,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+# the clock's rules (a stream's start, its frame step) live with the kernel's frame reader, which reads ranges by them
+from curation.core.frames import frame_step
+from curation.core.frames import stream_start as _stream_start
 from curation.core.stage import PermanentError
 
 
@@ -229,30 +232,6 @@ def probe(path: Path | str, timeout_s: float | None = 60.0) -> ProbeInfo:
         ) from e
     finally:
         container.close()
-
-
-def frame_step(fps: float, times: list[float]) -> float | None:
-    """The median gap between `times` (seconds, any order) where it is over 1.25 frame durations
-    of `fps` (a reported rate too high for the timestamps); None where the rate agrees. (Only the
-    longer case: a step shorter than the rate, such as field-coded packets, makes no false gaps.)"""
-    ordered = sorted(set(times))
-    gaps = sorted(b - a for a, b in zip(ordered, ordered[1:], strict=False))
-    if not gaps or fps <= 0:
-        return None
-    median = gaps[(len(gaps) - 1) // 2]  # the lower median: a few gaps from lost frames do not move it
-    return median if median > 1.25 / fps else None
-
-
-def _stream_start(path: Path, container, stream) -> float | None:
-    """The video stream's start in seconds: slot 0 of an AVI's index (decoding stamps AVI frames with
-    their slots), else the stream's own `start_time`; None when the container does not say."""
-    from curation.core.video import avi_frame_slots
-
-    if container.format.name == "avi" and avi_frame_slots(path, stream.index):
-        return 0.0
-    if stream.start_time is None or not stream.time_base:
-        return None
-    return float(stream.start_time * stream.time_base)
 
 
 def _first_frame_and_timestamps(container, stream, path: Path, deadline: Deadline):

@@ -8,12 +8,12 @@ PyAV is imported inside the functions, so importing this module costs numpy only
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
-from curation.core.stage import PermanentError
+# reading lives in the frame reader; these names stay importable from here for their callers
+from curation.core.frames import avi_frame_slots, decodable_frames  # noqa: F401
 
 
 def spread_indices(num_frames: int, count: int) -> list[int]:
@@ -28,145 +28,26 @@ def spread_indices(num_frames: int, count: int) -> list[int]:
     return sorted({int((i + 0.5) * num_frames / count) for i in range(count)})
 
 
-def _resize_max_side(frame: np.ndarray, max_side: int | None) -> np.ndarray:
-    if not max_side:
-        return frame
-    h, w = frame.shape[:2]
-    scale = max_side / max(h, w)
-    if scale >= 1:
-        return frame
-    import cv2
+def read_frames(path: Path | str, indices: list[int] | None = None, max_side: int | None = None,
+                reader: str = "pyav") -> list[np.ndarray]:
+    """Decode a video file to RGB uint8 frames (H, W, 3); only `indices` if given, in order.
 
-    return cv2.resize(frame, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    The kernel's frame reader (`curation.core.frames.read_clip_frames`) with `reader` as its backend."""
+    from curation.core.frames import read_clip_frames
+
+    return read_clip_frames(path, indices, max_side=max_side, reader=reader)
 
 
-def read_frames(path: Path | str, indices: list[int] | None = None, max_side: int | None = None) -> list[np.ndarray]:
-    """Decode a video file to RGB uint8 frames (H, W, 3); only `indices` if given, in order."""
-    import av
+def count_frames(path: Path | str, reader: str = "pyav") -> int:
+    """Frames the file holds, counted (`curation.core.frames.frame_count`), not the header's claim."""
+    from curation.core.frames import frame_count
 
-    wanted = None if indices is None else set(indices)
-    frames: list[np.ndarray] = []
-    try:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            for i, frame in enumerate(container.decode(stream)):
-                if wanted is not None and i not in wanted:
-                    continue
-                frames.append(_resize_max_side(frame.to_ndarray(format="rgb24"), max_side))
-                if wanted is not None and len(frames) == len(wanted):
-                    break
-    except (av.error.FFmpegError, IndexError) as e:
-        raise PermanentError(f"cannot decode {path}: {e}; re-extract the clip or quarantine its source") from e
-    if not frames:
-        raise PermanentError(f"{path} has no decodable video frames")
-    return frames
+    return frame_count(path, reader=reader)
 
 
-def count_frames(path: Path | str) -> int:
-    import av
-
-    try:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            if stream.frames:
-                return int(stream.frames)
-            return sum(1 for packet in container.demux(stream) if packet.size)
-    except (av.error.FFmpegError, IndexError) as e:
-        raise PermanentError(f"cannot read {path} as a video: {e}; re-extract the clip or quarantine its source") from e
-
-
-def sample_frames(path: Path | str, count: int, max_side: int | None = None) -> list[np.ndarray]:
+def sample_frames(path: Path | str, count: int, max_side: int | None = None, reader: str = "pyav") -> list[np.ndarray]:
     """`count` RGB frames spread across the clip at `path` (see `spread_indices`)."""
-    return read_frames(path, spread_indices(count_frames(path), count), max_side)
-
-
-def avi_frame_slots(path: Path | str, stream_index: int) -> dict[int, int] | None:
-    """{file offset of a packet's data: its frame slot} for one stream of an AVI, from the idx1 index.
-
-    FFmpeg's AVI demuxer numbers packets by counting them, so after a damaged stretch (which it
-    skips to the next chunk it recognises) every later frame gets the timestamp of a frame too
-    early. The index at the end of the file still says which slot each chunk is. None for other
-    containers, an AVI without idx1 (OpenDML files over 1 GB), or an unreadable index.
-    """
-    import struct
-
-    try:
-        with open(path, "rb") as f:
-            head = f.read(12)
-            if head[:4] != b"RIFF" or head[8:12] != b"AVI ":
-                return None
-            size = Path(path).stat().st_size
-            movi = index = None
-            pos = 12
-            while pos + 8 <= size:
-                f.seek(pos)
-                tag, length = struct.unpack("<4sI", f.read(8))
-                if tag == b"LIST" and f.read(4) == b"movi":
-                    movi = pos + 8  # offsets in idx1 are relative to the 'movi' tag (or absolute)
-                elif tag == b"idx1":
-                    index = (pos + 8, length)
-                pos += 8 + length + (length & 1)
-            if movi is None or index is None:
-                return None
-            f.seek(index[0])
-            data = f.read(index[1] - index[1] % 16)
-    except (OSError, struct.error):
-        return None
-    wanted = b"%02d" % stream_index
-    chunks = [(offset, n) for n, (chunk, _flags, offset, _size) in
-              enumerate(e for e in struct.iter_unpack("<4sIII", data) if e[0][:2] == wanted and e[0][2:] in (b"dc", b"db"))]
-    if not chunks:
-        return None
-    base = movi if chunks[0][0] < movi else 0
-    return {base + offset + 8: n for offset, n in chunks}  # a packet's position is after its 8-byte header
-
-
-def decodable_frames(container, stream, check: Callable[[], None] | None = None,
-                     on_error: Callable[[Exception], None] | None = None,
-                     slots: dict[int, int] | None = None) -> Iterator:
-    """Every frame of `stream` that decodes, in order: a whole source read once, damage skipped.
-
-    A packet that fails to decode is skipped and the next one tried (the frames that decode are
-    salvaged); a container that breaks off ends the frames there. Each failure is handed to
-    `on_error`. `check()` runs before every packet, so a deadline can stop a crawling decoder. The
-    caller opens and closes `container`; frame i is the i-th frame yielded (presentation order).
-    With `slots` (`avi_frame_slots`), each frame's pts is set to its slot in the AVI index, so a
-    stretch the demuxer skipped shows as a jump in the timestamps.
-    """
-    import av
-
-    packets = container.demux(stream)
-    true_pts: dict[int, int] = {}  # demuxer's counted pts -> the slot in the index
-    shift = 0
-    while True:
-        if check is not None:
-            check()
-        try:
-            packet = next(packets)
-        except StopIteration:
-            return
-        except av.error.FFmpegError as e:  # the container breaks off here: keep what decoded so far
-            if on_error is not None:
-                on_error(e)
-            return
-        if slots is not None and packet.pts is not None and packet.pos in slots:
-            true_pts[packet.pts] = slots[packet.pos]
-            while len(true_pts) > 64:  # frames a decoder never returns: forget them
-                del true_pts[next(iter(true_pts))]
-        try:
-            frames = packet.decode()
-        except av.error.FFmpegError as e:
-            if on_error is not None:
-                on_error(e)
-            continue
-        if slots is not None:
-            for frame in frames:
-                if frame.pts is not None:
-                    if frame.pts in true_pts:
-                        shift = true_pts.pop(frame.pts) - frame.pts
-                    frame.pts += shift
-        yield from frames
+    return read_frames(path, spread_indices(count_frames(path, reader), count), max_side, reader)
 
 
 def upright(img: np.ndarray, rotation: int) -> np.ndarray:
