@@ -19,6 +19,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections import deque
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -31,7 +32,7 @@ from training import checkpoint as ckpt
 from training.checkpoint import ModelMeta
 from training.data import LatentBatches, PixelBatches, make_loader, read_latent_info
 from training.dit import DiT_models, DiTConfig, VideoDiT
-from training.flow import flow_loss, sample_timesteps, shift_for_size
+from training.flow import flow_loss, frame_times, sample_timesteps, shift_for_size
 from training.sample import generate
 from training.shards import DEFAULT_CAPTION_BLEND, parse_bucket
 from training.vae import (
@@ -72,7 +73,7 @@ class TrainConfig:
     keep_last: int = 3
     workers: int = 0  # data loader worker processes
     spike_factor: float = 10.0  # a loss above spike_factor x the recent median is skipped
-    max_bad_steps: int = 20  # stop after this many skipped steps
+    max_bad_steps: int = 20  # stop after this many skipped steps in a row
     # autoencoder
     kl_weight: float = 1e-6
     gradient_weight: float = 0.1
@@ -86,6 +87,7 @@ class TrainConfig:
     timestep_std: float = 1.0
     shift_base_tokens: int = 256
     condition_prob: float = 0.0  # p(part of a clip is given): image-to-video, extension, in/outpainting training
+    frame_noise_prob: float = 0.0  # p(a clip's latent frames get their own noise levels): learn how frames follow
     condition_mode: str = "frames"  # what is given: "frames" (its first latent frames), "regions" (a box), "both"
     sample_every: int = 0  # 0: no samples during training
     sample_prompts: list = field(default_factory=list)
@@ -106,7 +108,7 @@ class TrainConfig:
             value = getattr(cfg, name)
             if value is not None and (value < low if inclusive else value <= low):
                 raise ValueError(f"{source}: {name} must be {'at least' if inclusive else 'above'} {low}, got {value!r}")
-        for name in ("min_lr_ratio", "caption_dropout", "condition_prob", "caption_blend", "ema_decay"):
+        for name in ("min_lr_ratio", "caption_dropout", "condition_prob", "frame_noise_prob", "caption_blend", "ema_decay"):
             value = getattr(cfg, name)
             if value is not None and not 0 <= value <= 1:
                 raise ValueError(f"{source}: {name} must be within [0, 1], got {value!r}")
@@ -190,13 +192,18 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+class TrainingDiverged(RuntimeError):
+    """Too many steps in a row were skipped: the run stops with what to change."""
+
+
 class LossGuard:
-    """Skip non-finite or spiking losses; give up after too many."""
+    """Skip steps with a non-finite or spiking loss, or non-finite gradients; give up after too many in a row."""
 
     def __init__(self, spike_factor: float, max_bad: int, window: int = 50):
         self.spike_factor, self.max_bad = spike_factor, max_bad
         self.recent: deque = deque(maxlen=window)
-        self.skipped = 0
+        self.skipped = 0  # all skipped steps of the run (reported)
+        self.in_a_row = 0  # skipped steps since the last good one (decides when to give up)
 
     def is_bad(self, loss: float) -> bool:
         if not math.isfinite(loss):
@@ -209,20 +216,23 @@ class LossGuard:
     def record(self, loss: float, bad: bool) -> None:
         if bad:
             self.skipped += 1
-            if self.skipped > self.max_bad:
-                raise RuntimeError(
-                    f"stopped: {self.skipped} steps had non-finite or spiking losses (max_bad_steps {self.max_bad}); "
-                    "lower lr, raise grad_clip strictness, or check the data"
-                )
+            self.in_a_row += 1
+            if self.in_a_row > self.max_bad:
+                raise TrainingDiverged(
+                    f"stopped: {self.in_a_row} steps had non-finite or spiking losses or non-finite gradients, "
+                    f"one after another (max_bad_steps {self.max_bad}); lower lr, raise grad_clip strictness, "
+                    "or check the data")
         else:
+            self.in_a_row = 0
             self.recent.append(loss)
 
     def state(self) -> dict:
-        return {"recent": list(self.recent), "skipped": self.skipped}
+        return {"recent": list(self.recent), "skipped": self.skipped, "in_a_row": self.in_a_row}
 
     def load(self, state: dict) -> None:
         self.recent.extend(state["recent"])
         self.skipped = state["skipped"]
+        self.in_a_row = state.get("in_a_row", 0)  # checkpoints of earlier versions counted only the total
 
 
 @torch.no_grad()
@@ -251,15 +261,21 @@ def vae_step_loss(model, batch, cfg: TrainConfig, gen, device, critic=None):
     return loss, parts, (video, recon)
 
 
-def critic_step(critic, train_critic, optimizer, video, recon, autocast) -> float:
-    """One update of the autoencoder's critic on real clips and (detached) reconstructions."""
+def critic_step(critic, train_critic, optimizer, video, recon, autocast, dist) -> float:
+    """One update of the autoencoder's critic on real clips and (detached) reconstructions; none (nan
+    returned) when its loss or a gradient is not finite."""
     critic.requires_grad_(True)
     with autocast:  # real and fake in one call: DDP allows one forward per backward
         logits = train_critic(torch.cat([video, recon.detach()])).float()
     real, fake = logits.chunk(2)
     loss = critic_loss(real, fake)
     loss.backward()
-    optimizer.step()
+    grads = [p.grad for p in critic.parameters() if p.grad is not None]
+    finite = bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()) and math.isfinite(loss.item())
+    if all_finite(finite, dist):
+        optimizer.step()
+    else:
+        loss = torch.tensor(float("nan"))
     optimizer.zero_grad(set_to_none=True)
     critic.requires_grad_(False)
     return loss.item()
@@ -277,6 +293,9 @@ def dit_step_loss(model, batch, cfg: TrainConfig, gen, device, patch_size):
         cond_mask = conditioning_mask(x0.shape, cfg.condition_prob, cfg.condition_mode, gen).to(device)
         given = {"cond": x0, "cond_mask": cond_mask}
         weight = (~cond_mask).unsqueeze(1)  # (B, 1, T, H, W): given cells are not predicted
+    if cfg.frame_noise_prob > 0:  # drawn last: runs without it keep their batches
+        t = frame_times(t, x0.shape[2], cfg.frame_noise_prob, gen, cfg.timestep_mean, cfg.timestep_std,
+                        shift_for_size(tokens, cfg.shift_base_tokens))
     loss = flow_loss(model, x0, t, noise, weight=weight, text=text, mask=mask, **given)
     return loss, {"tokens": tokens}
 
@@ -483,15 +502,23 @@ def loss_agreed(loss: torch.Tensor, guard: LossGuard, dist: Distributed) -> tupl
         torch.distributed.all_reduce(flags)  # sum of "good" flags, sum of losses
     skipped = flags[0].item() < dist.world
     mean_loss = flags[1].item() / dist.world
-    guard.record(mean_loss, skipped)
     return mean_loss, skipped
 
 
-def train_step(learner: Learner, batch: dict, cfg: TrainConfig, step: int, dist: Distributed,
-               autocast) -> tuple[float, float, dict, bool]:
-    """batch -> loss -> guard -> backward -> clip -> optimizer -> EMA (-> critic) -> schedule.
+def all_finite(finite: bool, dist: Distributed) -> bool:
+    """True when this value is finite on every rank, so that all ranks take (or skip) an update together."""
+    if dist.world == 1:
+        return finite
+    flag = torch.tensor([0.0 if finite else 1.0], device=dist.device)
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    return flag.item() == 0
 
-    Returns (mean loss over ranks, gradient norm (nan when skipped), parts to log, skipped)."""
+
+def train_step(learner: Learner, batch: dict, cfg: TrainConfig, step: int, dist: Distributed,
+               autocast) -> tuple[float, float, dict, str]:
+    """batch -> loss -> guard -> backward -> clip -> guard -> optimizer -> EMA (-> critic) -> schedule.
+
+    Returns (mean loss over ranks, gradient norm, parts to log, why the step was skipped ("" when it was not))."""
     gen = step_generator(cfg.seed, step, dist.rank, dist.device)
     adversarial = learner.critic is not None and step >= cfg.adv_start_step
     with autocast:
@@ -500,18 +527,28 @@ def train_step(learner: Learner, batch: dict, cfg: TrainConfig, step: int, dist:
                                                         learner.critic if adversarial else None)
         else:
             loss, parts = dit_step_loss(learner.train_model, batch, cfg, gen, dist.device, learner.model.cfg.patch_size)
-    mean_loss, skipped = loss_agreed(loss, learner.guard, dist)
-    grad_norm = float("nan")
-    if not skipped:
+    mean_loss, bad_loss = loss_agreed(loss, learner.guard, dist)
+    grad_norm, skipped = float("nan"), ""
+    if bad_loss:
+        skipped = "spiking loss" if math.isfinite(mean_loss) else "non-finite loss"
+    else:
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(learner.model.parameters(), cfg.grad_clip).item()
+        # a finite loss can still give a nan or inf gradient (an overflow in backward): one such update
+        # would make every weight nan, so the step is skipped like a bad loss
+        if not all_finite(math.isfinite(grad_norm), dist):
+            skipped = "non-finite gradients"
+    learner.guard.record(mean_loss, bool(skipped))
+    if not skipped:
         learner.optimizer.step()
         update_ema(learner.ema, learner.model, cfg.ema_decay)
         if adversarial:
             parts["adv_critic"] = critic_step(learner.critic, learner.train_critic, learner.critic_optimizer,
-                                              video, recon, autocast)
+                                              video, recon, autocast, dist)
     learner.optimizer.zero_grad(set_to_none=True)
-    learner.scheduler.step()
+    with warnings.catch_warnings():  # a skipped first step: the schedule counts steps, torch's warning does not apply
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`", category=UserWarning)
+        learner.scheduler.step()
     return mean_loss, grad_norm, parts, skipped
 
 
@@ -553,7 +590,7 @@ class TrainLog:
         if not self.quiet:
             print(line)
 
-    def step(self, record: dict) -> None:
+    def step(self, record: dict, total: int, eta: float | None = None) -> None:
         with open(self.run_dir / METRICS, "a") as f:
             f.write(json.dumps(record) + "\n")
         if self.writer:
@@ -561,8 +598,11 @@ class TrainLog:
                 if isinstance(v, float) and math.isfinite(v):
                     self.writer.add_scalar(f"train/{k}", v, record["step"])
         extra = f" psnr {record['psnr']:.2f}" if "psnr" in record else ""
-        self.say(f"step {record['step']:6d}  loss {record['loss']:.4f}{extra}  lr {record['lr']:.2e}  "
-                 f"skipped {record['skipped']}")
+        if "skip" in record:
+            extra += f"  (skipped: {record['skip']})"
+        left = f"  eta {clock(eta)}" if eta is not None else ""
+        self.say(f"step {record['step']:6d}/{total}  loss {record['loss']:.4f}{extra}  lr {record['lr']:.2e}  "
+                 f"skipped {record['skipped']}{left}")
 
     def videos(self, step: int, videos: list) -> None:
         """A few frames of each (T, H, W, 3) uint8 video, to TensorBoard."""
@@ -574,6 +614,13 @@ class TrainLog:
     def close(self) -> None:
         if self.writer:
             self.writer.close()
+
+
+def clock(seconds: float) -> str:
+    """12:34 or 1:02:03."""
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def _tensorboard(run_dir: Path):
@@ -636,8 +683,11 @@ def plot_loss_curve(run_dir: Path) -> Path | None:
 
 
 def train(cfg: TrainConfig, shards: Path, run_dir: Path, vae_dir: Path | None = None, max_steps: int | None = None,
-          resume: bool = False, quiet: bool = False) -> dict:
-    """Train until `max_steps` (default cfg.max_steps); returns {'step', 'loss', 'skipped', 'seconds'}."""
+          resume: bool = False, quiet: bool = False, progress=None) -> dict:
+    """Train until `max_steps` (default cfg.max_steps); returns {'step', 'loss', 'skipped', 'seconds'}.
+
+    `progress(done, total, last good loss, skipped steps)` is called on rank 0 before the first step and after
+    each (the CLI's progress bar)."""
     dist = setup_distributed()
     run_dir, shards = Path(run_dir), Path(shards)
     stop_at = max_steps if max_steps is not None else cfg.max_steps
@@ -660,16 +710,23 @@ def train(cfg: TrainConfig, shards: Path, run_dir: Path, vae_dir: Path | None = 
         log.say(f"training {cfg.model} ({params / 1e6:.2f}M parameters) on {dist.device} x{dist.world}, "
                 f"steps {start_step} -> {stop_at}")
     started, last_loss = time.time(), float("nan")
+    if progress is not None and dist.master:
+        progress(start_step, stop_at, last_loss, learner.guard.skipped)
     learner.model.train()
     for step, batch in zip(range(start_step, stop_at), loader, strict=False):
         loss, grad_norm, parts, skipped = train_step(learner, batch, cfg, step, dist, autocast)
         if not skipped:
             last_loss = loss
         done = step + 1
-        if dist.master and (done % cfg.log_every == 0 or done == stop_at or step == start_step):
-            log.step({"step": done, "loss": loss, "lr": learner.scheduler.get_last_lr()[0], "grad_norm": grad_norm,
+        if dist.master and (done % cfg.log_every == 0 or done == stop_at or step == start_step or skipped):
+            record = {"step": done, "loss": loss, "lr": learner.scheduler.get_last_lr()[0], "grad_norm": grad_norm,
                       "skipped": learner.guard.skipped, "bucket": batch["bucket"],
-                      **{k: float(v) for k, v in parts.items()}})
+                      **{k: float(v) for k, v in parts.items()}}
+            if skipped:  # every skipped step is in metrics.jsonl, with why
+                record["skip"] = skipped
+            log.step(record, stop_at, (time.time() - started) / (done - start_step) * (stop_at - done))
+        if progress is not None and dist.master:
+            progress(done, stop_at, last_loss, learner.guard.skipped)
         if sampling and done % cfg.sample_every == 0:
             write_training_samples(learner.ema, meta, cfg.sample_prompts, cfg, run_dir, done, dist.device, log)
         if dist.master and (done % cfg.ckpt_every == 0 or done == stop_at):

@@ -9,15 +9,23 @@ class ProgressBar:
     A transient bar leaves the screen when done (the stage's summary line follows); curation's stays."""
 
     def __init__(self, label: str, total: int, enabled: bool = True, console=None, note: str = "",
-                 transient: bool = True):
+                 transient: bool = True, eta: bool = False):
         self.label, self.total, self.enabled, self.console, self.first_note = label, total, enabled, console, note
-        self.transient = transient
+        self.transient, self.eta = transient, eta
 
     def __enter__(self):
         if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             columns = [TextColumn(self.label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                       *([TextColumn("eta"), TimeRemainingColumn()] if self.eta else []),
                        TextColumn("{task.fields[note]}")]
             self.bar = Progress(*columns, console=self.console, transient=self.transient)
             self.bar.start()
@@ -27,6 +35,11 @@ class ProgressBar:
     def note(self, text: str) -> None:
         if self.enabled:
             self.bar.update(self.task, note=text)
+
+    def restart(self, completed: int, total: int) -> None:
+        """Count on from `completed` of `total` (a resumed run): the clock and the ETA start afresh here."""
+        if self.enabled:
+            self.bar.reset(self.task, total=total, completed=completed)
 
     def advance(self, note: str | None = None, count: int = 1) -> None:
         if self.enabled:

@@ -78,17 +78,41 @@ def train(
 
 def _train(shards, run, config, vae, max_steps, resume, kind) -> None:
     from training.data import DatasetTooSmall
-    from training.train import load_config
+    from training.train import TrainingDiverged, load_config
     from training.train import train as train_loop
+    from workflows.progress import ProgressBar
 
     cap_torch_threads(64)
     try:
         cfg = load_config(config)
         if cfg.kind != kind:
             _fail(f"{config} is a '{cfg.kind}' config; `rushes {'train-vae' if kind == 'vae' else 'train'}` needs kind: {kind}")
-        train_loop(cfg, shards, run, vae, max_steps, resume)
-    except (DatasetTooSmall, FileNotFoundError, FileExistsError, ValueError) as e:
+        label = "training the autoencoder" if kind == "vae" else "training the DiT"
+        # under torchrun only rank 0 draws (train() reports steps to rank 0 alone)
+        with ProgressBar(label, max_steps or cfg.max_steps, enabled=os.environ.get("RANK", "0") == "0", eta=True) as bar:
+            train_loop(cfg, shards, run, vae, max_steps, resume, progress=step_progress(bar))
+    except (DatasetTooSmall, FileNotFoundError, FileExistsError, ValueError, TrainingDiverged) as e:
         _fail(str(e))
+
+
+def step_progress(bar):
+    """train()'s progress callback on a ProgressBar: its first call places the bar (a resumed run starts
+    part-way, and its ETA counts from there), each later one is a step, with the loss beside the bar."""
+    placed = False
+
+    def on_step(done: int, total: int, loss: float, skipped: int) -> None:
+        nonlocal placed
+        note = f"loss {loss:.4f}" if loss == loss else ""  # nan before the first good step
+        if skipped:
+            note += f"  {skipped} skipped"
+        if placed:
+            bar.advance(note)
+        else:
+            bar.restart(done, total)
+            bar.note(note)
+            placed = True
+
+    return on_step
 
 
 def encode(
