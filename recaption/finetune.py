@@ -351,6 +351,13 @@ def resume_or_refuse(learner: Learner, run_dir: Path, resume: bool) -> int:
 
 
 # -- the loop ------------------------------------------------------------------------------------------
+MAX_BAD_STEPS = 20  # steps in a row with a non-finite loss or gradient before the run stops
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many steps in a row had a non-finite loss or gradient."""
+
+
 def evaluate(learner: Learner, held_out: list[Example], world: World = World()) -> float | None:
     """Mean loss over the held-out examples (each process takes every size-th one)."""
     import torch
@@ -393,6 +400,7 @@ def train_captioner(out: Path | str, run_dir: Path | str, cfg: CaptionerTrainCon
     else:  # metrics past the checkpoint (a run killed between the two) are measured again
         first_eval = _keep_metrics_until(run_dir, start) if world.main else None
     eval_loss = first_eval
+    bad_in_a_row = 0
     mine = [i for i in range(cfg.batch_size) if i % world.size == world.rank]  # this process's share of a step
     for step in range(start, min(cfg.max_steps, stop_at or cfg.max_steps)):
         for group in learner.optimizer.param_groups:
@@ -409,11 +417,22 @@ def train_captioner(out: Path | str, run_dir: Path | str, cfg: CaptionerTrainCon
                     p.grad = torch.zeros_like(p)
                 world.sum(p.grad)
             world.sum(total)
-        torch.nn.utils.clip_grad_norm_(list(learner.trainable.values()), cfg.grad_clip)
-        learner.optimizer.step()
-        learner.optimizer.zero_grad(set_to_none=True)
+        norm = float(torch.nn.utils.clip_grad_norm_(list(learner.trainable.values()), cfg.grad_clip))
         done = step + 1
         record = {"step": done, "train_loss": float(total)}
+        # one nan or inf gradient would make every weight nan: such a step is skipped. The gradients were
+        # summed over the processes above, so every process sees the same norm and skips with the others.
+        if math.isfinite(norm) and math.isfinite(float(total)):
+            learner.optimizer.step()
+            bad_in_a_row = 0
+        else:
+            bad_in_a_row += 1
+            record["skip"] = "non-finite loss" if not math.isfinite(float(total)) else "non-finite gradients"
+            log(f"train-captioner: step {done} skipped: {record['skip']}")
+            if bad_in_a_row > MAX_BAD_STEPS:
+                raise TrainingDiverged(f"stopped: {bad_in_a_row} steps in a row had non-finite losses or gradients; "
+                                       "lower --learning-rate or check the captions and clips")
+        learner.optimizer.zero_grad(set_to_none=True)
         if done % cfg.eval_every == 0 or done == cfg.max_steps:
             eval_loss = evaluate(learner, held_out, world)
             record["eval_loss"] = eval_loss

@@ -219,3 +219,32 @@ def test_two_processes_under_torchrun_take_the_steps_one_would(annotated, tiny_q
                 assert a[key] == pytest.approx(b[key], rel=1e-5)
     a, b = load_file(tmp_path / "ddp" / "final" / "model.safetensors"), load_file(tmp_path / "one" / "final" / "model.safetensors")
     assert all(torch.allclose(a[k], b[k], atol=2e-3) for k in a)
+
+
+def test_a_nan_gradient_skips_the_step_and_the_run_survives(annotated, tiny_qwen, tmp_path, monkeypatch):
+    import torch
+    from safetensors.torch import load_file
+
+    import recaption.finetune as finetune
+
+    calls = [0]
+
+    def poison(grad):  # the second example's backward (step 1 of 3, batch size 1): a nan in one gradient
+        calls[0] += 1
+        return grad * float("nan") if calls[0] == 2 else grad
+
+    class Poisoned(finetune.Learner):
+        def __init__(self, cfg, run):
+            super().__init__(cfg, run)
+            next(iter(self.trainable.values())).register_hook(poison)
+
+    monkeypatch.setattr(finetune, "Learner", Poisoned)
+    run, source = annotated
+    lines = []
+    train_captioner(run.root, tmp_path / "cap", tiny(tiny_qwen, source, max_steps=3, batch_size=1, samples=0),
+                    log=lines.append)
+    skips = [m for m in metrics(tmp_path / "cap") if "skip" in m]
+    assert [(m["step"], m["skip"]) for m in skips] == [(2, "non-finite gradients")]
+    assert "train-captioner: step 2 skipped: non-finite gradients" in lines
+    weights = load_file(tmp_path / "cap" / "final" / "model.safetensors")
+    assert all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point())

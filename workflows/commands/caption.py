@@ -84,7 +84,7 @@ def train_captioner(
     """Fine-tune a VLM captioner on a run's captions (DALL-E 3 style); caption with --captioner hf:RUN/final."""
     from curation.core.config import ConfigError, validate
     from curation.core.stage import PermanentError
-    from recaption.finetune import CaptionerTrainConfig
+    from recaption.finetune import CaptionerTrainConfig, TrainingDiverged
     from recaption.finetune import train_captioner as train
     from recaption.imported import CaptionFileError
     from recaption.models import ModelNotFound
@@ -98,7 +98,8 @@ def train_captioner(
         raise typer.BadParameter(str(e)) from None
     try:
         train(out, run_dir, cfg, resume=resume, log=typer.echo)
-    except (ModelNotFound, FileNotFoundError, FileExistsError, CaptionFileError, PermanentError, ValueError) as e:
+    except (ModelNotFound, FileNotFoundError, FileExistsError, CaptionFileError, PermanentError, ValueError,
+            TrainingDiverged) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
 
