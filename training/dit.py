@@ -137,8 +137,15 @@ def conditioning_channels(x, cond, cond_mask):
 #################################################################################
 
 
+def per_token(v, n: int):
+    """A conditioning value for n tokens: (B, D), one per clip, -> (B, 1, D); (B, G, D), one per latent
+    frame of a clip whose tokens run frame by frame, -> (B, n, D)."""
+    return v.unsqueeze(1) if v.ndim == 2 else v.repeat_interleave(n // v.shape[1], dim=1)
+
+
 def modulate(x, shift, scale):
-    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+    n = x.shape[1]
+    return x * (1 + per_token(scale, n)) + per_token(shift, n)
 
 
 class SelfAttention(nn.Module):
@@ -195,11 +202,11 @@ class DiTBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
 
-    def forward(self, x, c, text, mask, cos, sin):  # x (B, N, D), c (B, D)
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, dim=1)
-        x = x + gate_msa.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift_msa, scale_msa), cos, sin)
+    def forward(self, x, c, text, mask, cos, sin):  # x (B, N, D), c (B, D) or per latent frame (B, G, D)
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, dim=-1)
+        x = x + per_token(gate_msa, x.shape[1]) * self.attn(modulate(self.norm1(x), shift_msa, scale_msa), cos, sin)
         x = x + self.cross(self.norm_cross(x), text, mask)
-        x = x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+        x = x + per_token(gate_mlp, x.shape[1]) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
         return x
 
 
@@ -213,7 +220,7 @@ class FinalLayer(nn.Module):
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
 
     def forward(self, x, c):
-        shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)
+        shift, scale = self.adaLN_modulation(c).chunk(2, dim=-1)
         return self.linear(modulate(self.norm_final(x), shift, scale))
 
 
@@ -291,8 +298,17 @@ class VideoDiT(nn.Module):
         pooled = (states * weights).sum(1) / weights.sum(1)  # (B, D)
         return states, mask, pooled
 
+    def time_signal(self, t, grid):
+        """Timestep embedding: (B, D) for t (B,), one time per clip; (B, gt, D) for t (B, T), one time per
+        latent frame (a patch of several frames takes its first frame's)."""
+        if t.ndim == 1:
+            return self.t_embedder(t)
+        t = t[:, :: self.cfg.patch_size[0]][:, : grid[0]]  # (B, gt)
+        return self.t_embedder(t.reshape(-1)).view(t.shape[0], t.shape[1], -1)
+
     def forward(self, x, t, text, mask, cond=None, cond_mask=None):
-        """x (B, C, T, H, W) noisy latents, t (B,) in [0, 1], text (B, L, text_dim), mask (B, L) bool.
+        """x (B, C, T, H, W) noisy latents, t (B,) in [0, 1] or (B, T), one time per latent frame (frames
+        noised to different levels), text (B, L, text_dim), mask (B, L) bool.
 
         With `frame_conditioning`: cond (B, C, T, H, W) clean latents of the given frames (zeros
         elsewhere) and cond_mask (B, T) bool, True on given latent frames, or (B, T, H, W), True on
@@ -308,7 +324,8 @@ class VideoDiT(nn.Module):
         if self.pos_embedder is not None:
             h = h + self.pos_embedder(frame_position_features(*grid, self.cfg.frame_pos_freqs, x.device))
         states, mask, pooled = self.encode_text(text, mask)
-        c = self.t_embedder(t) + self.pooled_proj(pooled)  # (B, D)
+        c = self.time_signal(t, grid)  # (B, D) or (B, gt, D)
+        c = c + (self.pooled_proj(pooled) if c.ndim == 2 else self.pooled_proj(pooled)[:, None])
         cos, sin = rope_3d(*grid, self.cfg.hidden_size // self.cfg.num_heads, self.cfg.rope_theta, x.device)
         for block in self.blocks:
             if self.cfg.grad_checkpoint and self.training:

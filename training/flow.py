@@ -34,9 +34,24 @@ def sample_timesteps(batch: int, generator: torch.Generator, mean: float = 0.0, 
 
 
 def interpolate(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """The point at time t (B,) on the straight path from x0 to noise."""
-    t = t.view(-1, *([1] * (x0.ndim - 1))).to(x0.dtype)
+    """The point at time t on the straight path from x0 (B, C, T, H, W) to noise: t (B,) for the whole
+    clip, or (B, T) for each latent frame."""
+    t = (t.view(-1, *([1] * (x0.ndim - 1))) if t.ndim == 1 else t.view(t.shape[0], 1, t.shape[1], 1, 1)).to(x0.dtype)
     return (1 - t) * x0 + t * noise
+
+
+def frame_times(t: torch.Tensor, frames: int, prob: float, gen: torch.Generator, mean: float = 0.0,
+                std: float = 1.0, shift: float = 1.0) -> torch.Tensor:
+    """(B, frames) times: with probability `prob` a clip's latent frames are noised to levels drawn
+    independently (the clip's own t stays the first frame's), otherwise all to the clip's t.
+
+    Frames at different noise levels can only be denoised well by reading the cleaner ones, so the
+    model learns how a frame follows from the others (motion as a rule, not positions per frame)."""
+    b = t.shape[0]
+    chosen = torch.rand(b, generator=gen, device=gen.device) < prob
+    own = sample_timesteps(b * frames, gen, mean, std, shift).view(b, frames).to(t.device)
+    own[:, 0] = t
+    return torch.where(chosen.to(t.device)[:, None] & (frames > 1), own, t[:, None].expand(b, frames))
 
 
 def flow_loss(model: Callable, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, weight=None,

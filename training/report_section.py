@@ -3,37 +3,19 @@
 `training_section(tables)` takes the report's `RunTables` (workflows/report.py) and returns the
 context of templates/report_section.html.j2, or None when the run has no samples. It reads what
 workflows/train_steps.py wrote: OUT/samples/samples.json (prompts and files), each sample's animated
-GIF (inlined, so the report stays one file) and its frames (inlined as PNGs), and the DiT run's
-metrics.jsonl and loss curve.
+GIF and frame PNGs (inlined, so the report stays one file), and the DiT run's metrics.jsonl and
+loss curve. Only the standard library: training/ imports torch, numpy and pyarrow alone.
 """
 
 from __future__ import annotations
 
 import base64
-import io
 import json
 from pathlib import Path
-
-MAX_FRAMES = 6  # frames shown side by side under each animation
 
 
 def _data_uri(data: bytes, kind: str) -> str:
     return f"data:image/{kind};base64,{base64.b64encode(data).decode()}"
-
-
-def sample_frames(gif: Path, count: int = MAX_FRAMES) -> list[str]:
-    """Up to `count` evenly spaced frames of an animated GIF, as PNG data URIs."""
-    from PIL import Image, ImageSequence
-
-    with Image.open(gif) as image:
-        frames = [f.convert("RGB") for f in ImageSequence.Iterator(image)]
-    picks = sorted({round(i * (len(frames) - 1) / max(1, count - 1)) for i in range(min(count, len(frames)))})
-    out = []
-    for i in picks:
-        buffer = io.BytesIO()
-        frames[i].save(buffer, format="PNG")
-        out.append(_data_uri(buffer.getvalue(), "png"))
-    return out
 
 
 def training_facts(dit_run: Path) -> dict | None:
@@ -60,8 +42,10 @@ def training_section(tables) -> dict | None:
         gif = root / "samples" / row["gif"]
         if not gif.exists():
             continue
+        frames = [root / "samples" / name for name in row.get("frames", [])]
         samples.append({"prompt": row["prompt"], "video": f"samples/{row['video']}",
-                        "animation": _data_uri(gif.read_bytes(), "gif"), "frames": sample_frames(gif)})
+                        "animation": _data_uri(gif.read_bytes(), "gif"),
+                        "frames": [_data_uri(f.read_bytes(), "png") for f in frames if f.exists()]})
     if not samples:
         return None
     return {"samples": samples, "trained_on": info.get("trained_on"),

@@ -109,8 +109,8 @@ def run_train_step(wf, section: TrainStepConfig) -> None:
     for i, (prompt, video) in enumerate(zip(section.sample_prompts, videos, strict=True)):
         path = out / "samples" / f"sample-{i}.mp4"
         write_video(path, video, fps=8)
-        write_gif(path.with_suffix(".gif"), video, fps=4)
-        written.append({"prompt": prompt, "video": path.name, "gif": path.with_suffix(".gif").name})
+        frames = write_pictures(path, video, fps=4)
+        written.append({"prompt": prompt, "video": path.name, "gif": path.with_suffix(".gif").name, "frames": frames})
         print(f"sample: {prompt!r} -> {path}")
     import json
 
@@ -123,15 +123,22 @@ def run_train_step(wf, section: TrainStepConfig) -> None:
          else "the run's kept clips (shards/)"}, indent=1).encode())
 
 
-def write_gif(path: Path, video, fps: float) -> None:
-    """An animated GIF of (T, H, W, 3) uint8 frames (looping), for the report: browsers play it inline."""
+def write_pictures(video_path: Path, video, fps: float, count: int = 6) -> list[str]:
+    """Beside a sample video: a looping animated GIF (browsers play it inline in the report) and up to
+    `count` evenly spaced frames as PNGs; returns the PNGs' names."""
     from PIL import Image
 
     frames = [Image.fromarray(f) for f in video]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.gif")
+    video_path.parent.mkdir(parents=True, exist_ok=True)
+    gif, tmp = video_path.with_suffix(".gif"), video_path.with_suffix(".tmp.gif")
     frames[0].save(tmp, save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0)
-    tmp.replace(path)
+    tmp.replace(gif)
+    names = []
+    for i in sorted({round(k * (len(frames) - 1) / max(1, count - 1)) for k in range(min(count, len(frames)))}):
+        name = f"{video_path.stem}-frame-{i:03d}.png"
+        frames[i].save(video_path.parent / name)
+        names.append(name)
+    return names
 
 
 def write_world(root: Path, world: WorldConfig) -> Path:
