@@ -35,7 +35,7 @@ from curation.core.stage import PermanentError
 from curation.core.tables import as_run
 
 EXTRACTING, CLIP_FREE, MIXED = "extracting", "clip-free", "clip-free, partly extracted"
-READ_CHUNK = 48  # frames decoded at once when a whole range is cut into a file (memory stays small)
+READ_CHUNK = 96  # frames decoded at once when a whole range is cut into a file (memory stays small)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -188,3 +188,24 @@ def test_a_vanished_source_is_named(runs, tmp_path):
     with pytest.raises(PermanentError, match="moved-away.mp4"):  # the caption stage makes it an error row
         with_frames(RunDir(out), row, CaptionConfig())
     assert Path(kept_clips(out)[0][M.source]).is_file()
+
+
+def test_a_clip_free_step_decodes_its_source_once(runs, tmp_path, monkeypatch):
+    """Thumbnails come from the analysis pictures: extraction's decode pass is never entered."""
+    import curation.extract
+    from curation.core.rundir import config_hash
+    from curation.pipeline import process_source
+
+    def second_decode(*args, **kwargs):
+        raise AssertionError("a clip-free run decoded its source a second time")
+
+    monkeypatch.setattr(curation.extract, "extract_source", second_decode)
+    cfg = validate({**SETTINGS, "extract": {**SETTINGS["extract"], "enabled": False}}, CurateConfig)
+    source = kept_clips(runs[CLIP_FREE])[0][M.source]
+    result = process_source(source, tmp_path / "out", cfg, config_hash(cfg))
+    assert result["status"] == "processed" and result["kept"] >= 1, result
+    rows = kept_clips(tmp_path / "out")
+    from PIL import Image
+
+    with Image.open(tmp_path / "out" / rows[0][M.thumb_path]) as thumb:
+        assert max(thumb.size) == SETTINGS["extract"]["thumb_side"]
