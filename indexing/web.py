@@ -120,11 +120,17 @@ def create_app(out: Path | str, milvus_uri: str | None = None, milvus_token: str
             raise SearchError(f"the query has {len(q)} characters; the limit is {MAX_QUERY_CHARS}")
         if len(where) > MAX_WHERE_CHARS:
             raise SearchError(f"the filter has {len(where)} characters; the limit is {MAX_WHERE_CHARS}")
+        from pymilvus.exceptions import MilvusException
+
         with lock:
-            searcher.refresh()  # `rushes index` may have recreated the collection since the last search
-            if like:
-                return searcher.like(like, k, where or None)
-            return searcher.search(q, mode, k, where or None)
+            try:
+                searcher.refresh()  # `rushes index` may have recreated the collection since the last search
+                if like:
+                    return searcher.like(like, k, where or None)
+                return searcher.search(q, mode, k, where or None)
+            except MilvusException as e:  # e.g. the run's Milvus server was stopped under the page
+                raise StoreError(f"Milvus at {store.address} failed: {getattr(e, 'message', e)}. If the run's "
+                                 "Milvus server was stopped (`rushes milvus stop`), restart `rushes serve`") from e
 
     @app.get("/api/search")
     def api_search(q: str = "", mode: str = "hybrid", k: int = Query(12, ge=1, le=MAX_K), where: str = "",

@@ -98,6 +98,24 @@ def test_a_database_held_by_another_process_is_a_clear_error(db):
         stop(holder, signal.SIGKILL)
 
 
+def test_the_page_says_so_when_its_server_is_gone(db):
+    from fastapi.testclient import TestClient
+
+    from indexing.store import StoreMeta
+    from indexing.web import create_app
+
+    managed.start(db)
+    store = ClipStore(str(db), None, "rushes_clips")
+    store.ensure(StoreMeta(visual_model="v", text_model="t", visual_dim=8, text_dim=8))
+    store.close()
+    client = TestClient(create_app(db.parent))
+    res = client.get("/api/search", params={"like": "0" * 20})
+    assert res.status_code == 400 and "not in the index" in res.json()["error"]
+    managed.stop(db)
+    res = client.get("/api/search", params={"like": "0" * 20})
+    assert res.status_code == 400 and "restart `rushes serve`" in res.json()["error"]
+
+
 def _split_manifest(out, later: set[str]) -> list[dict]:
     """Keep the clips not in `later` in the manifest; returns the rows of the others (clips to come)."""
     part = out / "manifest" / "part-0.parquet"

@@ -11,7 +11,8 @@ import typer
 from workflows.commands import examples
 
 OutOpt = Annotated[Path, typer.Option("--out", help="run directory written by `rushes curate`")]
-UriOpt = Annotated[str | None, typer.Option("--milvus-uri", help="Milvus URI; default: Milvus Lite at OUT/milvus.db")]
+UriOpt = Annotated[str | None, typer.Option(
+    "--milvus-uri", help="Milvus URI; default: Milvus Lite at OUT/milvus.db (through the run's server when one is up)")]
 TokenOpt = Annotated[str | None, typer.Option("--milvus-token", help="Milvus server token", envvar="MILVUS_TOKEN")]
 CollectionOpt = Annotated[str, typer.Option("--collection", help="Milvus collection name")]
 RecreateOpt = Annotated[bool, typer.Option("--recreate", help="drop the collection and rebuild it from OUT/embeddings")]
