@@ -18,7 +18,7 @@ from pathlib import Path
 
 from curation.core import clips
 from curation.core.clips import clip_frame_count, clip_frames
-from curation.core.rundir import RunDir, atomic_write_table, rows_to_table
+from curation.core.rundir import RunDir, atomic_write_table, remove_stale_temps, rows_to_table
 from curation.core.schema import CAP, CAPTIONS, CHK, STATUS_KEPT, M
 from curation.core.stage import PermanentError, Stage, map_in_process
 from curation.core.tables import read_captions, read_clips
@@ -249,6 +249,7 @@ def caption_run(out: Path | str, config: CaptionConfig | None = None, mapper=Non
     `mapper(stage, rows, label)` runs the stage: in this process by default, or any executor of
     workflows/ (Ray Data)."""
     config = config or CaptionConfig()
+    remove_stale_temps(RunDir(out).captions)  # parts a killed run was writing: never trusted, only in the way
     worker, todo, summary = plan_captions(out, config)
     if not todo:
         return summary

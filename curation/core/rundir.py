@@ -1,7 +1,9 @@
 """The run directory: where each table lives, atomic writes, and reading a table back.
 
 A table is a directory of parquet parts. A part is written to a temporary name and renamed into
-place, so a killed run never leaves a half-written part that a later run would trust.
+place, so a killed run never leaves a half-written part that a later run would trust; the temporary
+names its writer, so a later run removes a dead writer's leftovers (`remove_stale_temps`) and never a
+live one's.
 """
 
 from __future__ import annotations
@@ -9,6 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import socket
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -135,10 +140,54 @@ def config_hash(config) -> str:
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
+# A temporary's name says who writes it: .NAME.<random>-<pid>@<host>.tmp. A later run can then tell the
+# leftovers of a killed writer (its process is gone) from the file a live concurrent writer is busy with.
+_HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())
+_TEMP_NAME = re.compile(r"\.[0-9a-f]{32}-(\d+)@([A-Za-z0-9_-]*)\.tmp$")
+STALE_TEMP_SECONDS = 3600  # no part takes this long to write: older temporaries of unknown writers are dead
+
+
+def temp_path(path: Path) -> Path:
+    """The hidden temporary `path` is written to before it is renamed into place."""
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex}-{os.getpid()}@{_HOST}.tmp")
+
+
+def remove_stale_temps(directory: Path, max_age: float = STALE_TEMP_SECONDS) -> int:
+    """Delete the temporaries a killed writer left in `directory`; returns how many.
+
+    A temporary is stale when its writer was a process of this machine that no longer runs, or when it is
+    older than `max_age` seconds (a writer on another machine, or a name without a writer). A live
+    writer's temporary (another run at work in the same directory) is left alone."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return 0
+    removed = 0
+    for tmp in directory.glob(".*.tmp"):
+        match = _TEMP_NAME.search(tmp.name)
+        dead = match is not None and match.group(2) == _HOST and not _process_runs(int(match.group(1)))
+        try:
+            if dead or time.time() - tmp.stat().st_mtime > max_age:
+                tmp.unlink()
+                removed += 1
+        except FileNotFoundError:  # renamed into place (or removed) by its writer meanwhile
+            pass
+    return removed
+
+
+def _process_runs(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp = temp_path(path)
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
@@ -150,7 +199,7 @@ def atomic_write_table(table: pa.Table, path: Path) -> None:
     """Write one parquet file so that it either exists whole or not at all."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp = temp_path(path)
     pq.write_table(table, tmp)
     os.replace(tmp, path)
 
