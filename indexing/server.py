@@ -302,15 +302,15 @@ def _serialize_writes(lock: threading.Lock):
     return SerializeWrites()
 
 
-def _install_speedups() -> None:
+def _install_speedups() -> bool:
     """Apply rushes' Milvus Lite search speedups in this process (it runs the searches), if present."""
     try:
         from indexing.milvus_lite_speedups import install
     except ModuleNotFoundError as e:
         if e.name != "indexing.milvus_lite_speedups":
             raise
-        return
-    install()
+        return False
+    return bool(install())
 
 
 def serve_forever(db: str, token: str, owner_pid: int | None = None) -> int:
@@ -324,7 +324,7 @@ def serve_forever(db: str, token: str, owner_pid: int | None = None) -> int:
     from milvus_lite.db import MilvusLite
     from pymilvus.grpc_gen import milvus_pb2_grpc
 
-    _install_speedups()
+    speedups = _install_speedups()
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
@@ -345,7 +345,8 @@ def serve_forever(db: str, token: str, owner_pid: int | None = None) -> int:
     state = ServerState(pid=os.getpid(), port=port, db=str(_db_path(db)), token=token, started_at=time.time(),
                         owner_pid=owner_pid)
     _write_state(state)
-    print(f"rushes Milvus Lite server for {db} on {state.uri} (pid {state.pid})", flush=True)
+    print(f"rushes Milvus Lite server for {db} on {state.uri} (pid {state.pid}, search speedups "
+          f"{'on' if speedups else 'off'})", flush=True)
     try:
         while not stopping.wait(OWNER_POLL_S):
             if owner_pid is not None and not _pid_alive(owner_pid):

@@ -57,6 +57,10 @@ def test_managed_server_is_started_once_found_and_stopped(db):
     assert not managed.state_path(db).exists()
     res = runner.invoke(app, ["milvus", "status", "--out", str(db.parent)])
     assert res.exit_code == 0 and "no server running" in res.stdout
+    res = runner.invoke(app, ["milvus", "restart", "--out", str(db.parent)])
+    assert res.exit_code == 2 and "start, stop, status" in res.stderr
+    res = runner.invoke(app, ["milvus", "start", "--out", str(db.parent / "missing")])
+    assert res.exit_code == 2 and "not a directory" in res.stderr and "Traceback" not in res.output
 
 
 def test_a_stale_state_file_is_removed(db):
