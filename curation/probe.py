@@ -27,6 +27,7 @@ from pathlib import Path
 # the clock's rules (a stream's start, its frame step) live with the kernel's frame reader, which reads ranges by them
 from curation.core.frames import frame_step
 from curation.core.frames import stream_start as _stream_start
+from curation.core.frames import variable_rate as _variable_rate
 from curation.core.stage import PermanentError
 
 
@@ -273,15 +274,3 @@ def _first_frame_and_timestamps(container, stream, path: Path, deadline: Deadlin
         # the packets not yet read would fill, so leave them out
         pts = pts[:-16]
     return first, pts
-
-
-def _variable_rate(pts: list[int]) -> bool:
-    """True when the gaps between presentation timestamps vary (beyond rounding)."""
-    if len(pts) < 3:
-        return False
-    gaps = [b - a for a, b in zip(pts, pts[1:], strict=False) if b > a]
-    if not gaps:
-        return False
-    gaps.sort()
-    median = gaps[len(gaps) // 2]
-    return gaps[-1] > 1.5 * median + 1 or gaps[0] < 0.5 * median - 1

@@ -18,9 +18,15 @@ from the video stream's start, so a manifest row's `start_time` finds its frames
 
 from __future__ import annotations
 
+import atexit
 import heapq
 import logging
+import os
+import subprocess
+import sys
+import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -193,37 +199,69 @@ def _check_file(path: Path) -> None:
 def read_clip_frames(path, indices: list[int] | None = None, *, max_side: int | None = None,
                      reader: str = "auto", on_fallback: Fallback = None) -> list[np.ndarray]:
     """RGB uint8 frames (H, W, 3) of the video file at `path` by decode-order index, in the order
-    of `indices` (sorted, duplicates once); every frame when `indices` is None (always PyAV).
+    of `indices` (sorted, duplicates once); every frame when `indices` is None (always PyAV: a
+    sequential decode is what it does best).
 
     Indices past the frames the file holds are left out; a file none of whose asked frames decode
-    raises PermanentError."""
+    raises PermanentError. With decord chosen, a file it cannot be trusted with, or a read of it
+    that fails or runs past its time limit, is read with PyAV and `on_fallback(reason)` is told."""
     _check_reader(reader)
     path = Path(path)
     _check_file(path)
+    if indices is not None and reader != "pyav" and _wants_decord(reader):
+        facts = file_facts(path)
+        valid = sorted({int(i) for i in indices if 0 <= int(i) < facts.frames})
+        reason = facts.refusal(for_range=False)
+        if valid and reason is None:
+            try:
+                got = _worker().call(_decord_clip, (str(path), valid, facts.frames),
+                                     _time_limit(len(valid), facts.width * facts.height))
+                return [resize_max_side(frame, max_side) for frame in got]
+            except DecordFailed as e:
+                reason = str(e)
+        if valid:
+            _fell_back(path, reason, on_fallback)
     return _pyav_clip(path, indices, max_side)
 
 
 def read_range_frames(path, start_time: float, num_frames: int, indices: list[int], *,
                       max_side: int | None = None, reader: str = "auto", on_fallback: Fallback = None) -> list[np.ndarray]:
     """Frames `indices` (clip-local, 0..num_frames-1) of the clip of the source at `path` whose first
-    frame is at `start_time` seconds (curation's clock: from the video stream's start).
+    frame is at `start_time` seconds (curation's clock: from the video stream's start), in sorted
+    order; fewer when the source ends first.
 
     A clip never spans an undecodable stretch (curation cuts there), so its frame k is the k-th
-    frame decoded at or after start_time (within half a frame step)."""
+    frame decoded at or after start_time (within half a frame step). decord finds that frame by its
+    timestamps, never by assuming index == position; where its index cannot be trusted (variable
+    frame rate, webm/VP8, AVI, edit lists...) PyAV reads and `on_fallback(reason)` is told."""
     _check_reader(reader)
     path = Path(path)
     _check_file(path)
     wanted = _range_indices(path, num_frames, indices)
-    return _pyav_range(path, float(start_time), wanted, max_side)
+    start_time = float(start_time)
+    if reader != "pyav" and _wants_decord(reader):
+        facts = file_facts(path)
+        reason = facts.refusal(for_range=True)
+        if reason is None:
+            origin, step = _clock(path)
+            target = origin + start_time - facts.raw_start  # decord's times count from the stream's start_time
+            try:
+                got = _worker().call(_decord_range, (str(path), target, step, wanted, facts.frames),
+                                     _time_limit(len(wanted), facts.width * facts.height))
+                return [resize_max_side(frame, max_side) for frame in got]
+            except DecordFailed as e:
+                reason = str(e)
+        _fell_back(path, reason, on_fallback)
+    return _pyav_range(path, start_time, wanted, max_side)
 
 
 def frame_count(path, *, reader: str = "auto") -> int:
-    """Frames the video file at `path` holds: its packets counted (not the header's claim, which
-    can be wrong), so indices below it exist."""
+    """Frames the video file at `path` shows: its packets counted (not the header's claim, which can
+    be wrong; not packets an edit list hides), so every index below it exists in both backends."""
     _check_reader(reader)
     path = Path(path)
     _check_file(path)
-    return _pyav_count(path)
+    return file_facts(path).frames
 
 
 def _range_indices(path: Path, num_frames: int, indices: list[int]) -> list[int]:
@@ -299,18 +337,6 @@ def _pyav_clip(path: Path, indices: list[int] | None, max_side: int | None) -> l
         raise PermanentError(f"{path} has no decodable video frames (of {sorted(wanted) if wanted else 'any'}); "
                              "re-extract the clip or quarantine its source")
     return frames
-
-
-def _pyav_count(path: Path) -> int:
-    import av
-
-    container, stream = _open(path)
-    try:
-        return sum(1 for packet in container.demux(stream) if packet.size)
-    except av.error.FFmpegError as e:
-        raise PermanentError(f"cannot read {path} as a video: {e}; re-extract the clip or quarantine its source") from e
-    finally:
-        container.close()
 
 
 def stream_start(path: Path | str, container, stream) -> float | None:
@@ -445,3 +471,294 @@ def _collect(frames: Iterator, target: float, step: float, wanted: list[int], ma
         frames.close()
     return out
 
+
+
+# ---------------------------------------------------------------------------------------------
+# What a file is, as the guards need it (PyAV; packets only, no decoding)
+
+# 8-bit YUV: decord and PyAV convert these to RGB alike (swscale's unscaled path, bit for bit).
+# Others (10-bit, RGB codecs) go through swscale's scaler, where decord's graph and PyAV's reformat
+# use other settings (10-bit h264: up to 45 levels apart on colour edges, 0.4 on average)
+_DECORD_FORMATS = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p"}
+_VFR_PACKETS = 240
+
+
+@dataclass(frozen=True)
+class FileFacts:
+    """A video file's packets, counted: what both backends must agree on before decord reads."""
+
+    container: str
+    codec: str
+    pix_fmt: str
+    width: int
+    height: int
+    frames: int  # packets with data that are shown: the frames a sequential decode gives
+    hidden: int  # packets an edit list hides (decoded for reference, never shown)
+    header_frames: int  # what the container claims (can be wrong either way)
+    raw_start: float  # the stream's start_time in seconds, as decord counts its timestamps from it
+    variable_rate: bool
+
+    def refusal(self, for_range: bool) -> str | None:
+        """Why decord cannot be trusted with this file (PyAV reads it then), or None."""
+        if not decord_installed():
+            return "decord is not installed (pip install decord2)"
+        if self.hidden:
+            return (f"an edit list hides {self.hidden} of its {self.frames + self.hidden} packets; decord would "
+                    "count and return those frames too")
+        if self.container == "avi":
+            return "AVI: decord numbers frames by packets, and its demuxer skips damaged stretches unmarked"
+        if self.codec in ("vp8", "vp9") or "webm" in self.container:
+            return f"{self.codec} in {self.container}: decord's seeks can return wrong frames there"
+        if self.pix_fmt not in _DECORD_FORMATS:
+            return f"pixel format {self.pix_fmt}: decord converts it to RGB unlike PyAV (frames would differ)"
+        if for_range and self.variable_rate:
+            return "variable frame rate: a range is found by decoding forward, not by decord's packet index"
+        return None
+
+
+def variable_rate(pts: list[int]) -> bool:
+    """True when the gaps between presentation timestamps vary (beyond rounding)."""
+    if len(pts) < 3:
+        return False
+    gaps = sorted(b - a for a, b in zip(pts, pts[1:], strict=False) if b > a)
+    if not gaps:
+        return False
+    median = gaps[len(gaps) // 2]
+    return gaps[-1] > 1.5 * median + 1 or gaps[0] < 0.5 * median - 1
+
+
+def file_facts(path: Path | str) -> FileFacts:
+    """The facts of the file at `path` (remembered per file, size and modification time)."""
+    path = Path(path)
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _FACTS:
+        if len(_FACTS) > 256:
+            _FACTS.clear()
+        _FACTS[key] = _read_facts(path)
+    return _FACTS[key]
+
+
+_FACTS: dict[tuple, FileFacts] = {}
+
+
+def _read_facts(path: Path) -> FileFacts:
+    import av
+
+    container, stream = _open(path)
+    try:
+        shown = hidden = 0
+        pts: list[int] = []
+        for packet in container.demux(stream):
+            if not packet.size:
+                continue
+            if packet.is_discard:
+                hidden += 1
+                continue
+            shown += 1
+            if packet.pts is not None and len(pts) < _VFR_PACKETS:
+                pts.append(packet.pts)
+        ctx = stream.codec_context
+        tb = stream.time_base
+        return FileFacts(
+            container=container.format.name, codec=ctx.name, pix_fmt=ctx.pix_fmt or "",
+            width=int(ctx.width or 0), height=int(ctx.height or 0), frames=shown, hidden=hidden,
+            header_frames=int(stream.frames or 0),
+            raw_start=float(stream.start_time * tb) if stream.start_time is not None and tb else 0.0,
+            variable_rate=variable_rate(sorted(pts)[:-16] if len(pts) >= _VFR_PACKETS else sorted(pts)),
+        )
+    except av.error.FFmpegError as e:
+        raise PermanentError(f"cannot read {path} as a video: {e}; re-extract the clip or quarantine its source") from e
+    finally:
+        container.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# decord, in a worker process a time limit can kill
+
+_DECORD_THREADS = 0  # decord's own choice (its decoder threads)
+_LIMIT_FLOOR_S = 20.0  # a read's time limit: at least this,
+_LIMIT_PER_FRAME_S = 1.0  # or this per frame asked, whichever is longer (x the pixels of 1080p, if more)
+_WORKER_START_S = 60.0  # starting the worker (Python, numpy, decord)
+_WORKER_MAX_RSS = 2 << 30  # a worker grown past this (decord's memory on long 4K reads) is replaced
+
+_decord_installed: bool | None = None
+
+
+def decord_installed() -> bool:
+    global _decord_installed
+    if _decord_installed is None:
+        import importlib.util
+
+        _decord_installed = importlib.util.find_spec("decord") is not None
+    return _decord_installed
+
+
+def _wants_decord(reader: str) -> bool:
+    return reader == "decord" or (reader == "auto" and decord_installed())
+
+
+def _time_limit(frames: int, pixels: int) -> float:
+    return max(_LIMIT_FLOOR_S, _LIMIT_PER_FRAME_S * frames) * max(1.0, pixels / (1920 * 1080))
+
+
+class DecordFailed(Exception):
+    """decord could not read this file (the reason says why); PyAV reads it instead."""
+
+
+_warned: set[str] = set()
+
+
+def _fell_back(path: Path, reason: str, on_fallback: Fallback) -> None:
+    if str(path) not in _warned:
+        if len(_warned) > 10_000:
+            _warned.clear()
+        _warned.add(str(path))
+        log.warning("%s: read with PyAV, not decord: %s", path, reason)
+    if on_fallback is not None:
+        on_fallback(reason)
+
+
+def _open_decord(path: str, expected: int):
+    """decord's reader of `path`, its frame count checked against the packets PyAV counted."""
+    import decord
+
+    vr = decord.VideoReader(path, num_threads=_DECORD_THREADS)
+    if len(vr) != expected:
+        raise DecordFailed(f"decord counts {len(vr)} frames, the file shows {expected} (an over-reported "
+                           "frame count makes decord's get_batch spin forever)")
+    return vr
+
+
+def _decord_clip(path: str, indices: list[int], expected: int) -> list[np.ndarray]:
+    """(In the worker) frames `indices` of a clip file, by decode-order index."""
+    vr = _open_decord(path, expected)
+    frames = vr.get_batch(indices).asnumpy()
+    vr.seek(0)  # lets decord free what it holds (its memory grows on long reads otherwise)
+    return list(frames)
+
+
+def _decord_range(path: str, target: float, step: float, indices: list[int], expected: int) -> list[np.ndarray]:
+    """(In the worker) clip frames `indices` counted from the first frame at `target` seconds of
+    decord's clock, found by decord's timestamps; the frames must follow each other a step apart."""
+    vr = _open_decord(path, expected)
+    starts = vr.get_frame_timestamp(list(range(len(vr))))[:, 0].astype(np.float64)
+    first = int(np.searchsorted(starts, target - step / 2))
+    if first >= len(starts) or starts[first] > target + step / 2:
+        raise DecordFailed(f"no frame in decord's index at {target:.3f} s of its clock")
+    last = min(len(starts), first + indices[-1] + 1)
+    gaps = np.diff(starts[first:last])
+    if gaps.size and (gaps.max() > 1.5 * step or gaps.min() < 0.5 * step):
+        raise DecordFailed("decord's timestamps in the range are not one frame step apart")
+    positions = [first + k for k in indices if first + k < len(starts)]
+    frames = vr.get_batch(positions).asnumpy()
+    vr.seek(0)
+    return list(frames)
+
+
+class _Worker:
+    """One long-lived child process that runs a function and hands back its frames as raw bytes.
+
+    A thread cannot stop native code that holds the GIL (decord's get_batch can spin forever), so
+    decord reads in a process: past its time limit it is killed, and the next read starts a new one."""
+
+    def __init__(self):
+        self.proc: subprocess.Popen | None = None
+        self.send_conn = self.recv_conn = None
+        self.lock = threading.Lock()
+
+    def _start(self) -> None:
+        from multiprocessing.connection import Connection
+
+        down_r, down_w = os.pipe()
+        up_r, up_w = os.pipe()
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        code = "import sys; from curation.core.frames import _serve; _serve(int(sys.argv[1]), int(sys.argv[2]))"
+        self.proc = subprocess.Popen([sys.executable, "-c", code, str(down_r), str(up_w)], pass_fds=(down_r, up_w),
+                                     env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        os.close(down_r)
+        os.close(up_w)
+        self.send_conn, self.recv_conn = Connection(down_w, readable=False), Connection(up_r, writable=False)
+        if not self.recv_conn.poll(_WORKER_START_S):
+            self.stop()
+            raise DecordFailed(f"decord's worker did not start within {_WORKER_START_S:g} s")
+        self.recv_conn.recv()  # "ready"
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+        for conn in (self.send_conn, self.recv_conn):
+            if conn is not None:
+                conn.close()
+        self.proc = self.send_conn = self.recv_conn = None
+
+    def call(self, fn, args: tuple, limit_s: float) -> list[np.ndarray]:
+        """`fn(*args)` in the worker: its frames, or DecordFailed (an error there, a death, the time limit)."""
+        with self.lock:
+            try:
+                if self.proc is None or self.proc.poll() is not None:
+                    self.stop()
+                    self._start()
+                self.send_conn.send((fn, args))
+                if not self.recv_conn.poll(limit_s):
+                    self.stop()
+                    raise DecordFailed(f"decord took longer than its {limit_s:g} s limit (killed)")
+                status, detail, rss = self.recv_conn.recv()
+                if status != "ok":
+                    raise DecordFailed(detail)
+                frames = []
+                for shape, dtype in detail:
+                    frame = np.empty(shape, np.dtype(dtype))
+                    self.recv_conn.recv_bytes_into(frame.reshape(-1).view(np.uint8))
+                    frames.append(frame)
+            except (EOFError, OSError) as e:
+                code = None if self.proc is None else self.proc.poll()
+                self.stop()
+                raise DecordFailed(f"decord's worker died (exit code {code}): {e or type(e).__name__}") from e
+            if rss > _WORKER_MAX_RSS:
+                self.stop()  # memory decord kept: a fresh worker next time
+            return frames
+
+
+_the_worker: _Worker | None = None
+
+
+def _worker() -> _Worker:
+    global _the_worker
+    if _the_worker is None:
+        _the_worker = _Worker()
+        atexit.register(_the_worker.stop)
+    return _the_worker
+
+
+def _rss() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _serve(read_fd: int, write_fd: int) -> None:
+    """The worker's loop: (function, args) in; ("ok", shapes, rss) and each frame's bytes out."""
+    from multiprocessing.connection import Connection
+
+    requests, replies = Connection(read_fd, writable=False), Connection(write_fd, readable=False)
+    replies.send("ready")
+    while True:
+        try:
+            fn, args = requests.recv()
+        except EOFError:  # the parent is gone
+            return
+        try:
+            frames = [np.ascontiguousarray(f) for f in fn(*args)]
+        except Exception as e:  # noqa: BLE001 - decord raises its own kinds; all mean "use PyAV"
+            text = str(e).strip()
+            if not isinstance(e, DecordFailed):
+                text = f"decord failed: {text.splitlines()[-1] if text else type(e).__name__}"
+            replies.send(("error", text, _rss()))
+            continue
+        replies.send(("ok", [(f.shape, f.dtype.str) for f in frames], _rss()))
+        for frame in frames:
+            replies.send_bytes(frame.reshape(-1).view(np.uint8))

@@ -29,23 +29,24 @@ def spread_indices(num_frames: int, count: int) -> list[int]:
 
 
 def read_frames(path: Path | str, indices: list[int] | None = None, max_side: int | None = None,
-                reader: str = "pyav") -> list[np.ndarray]:
+                reader: str = "auto") -> list[np.ndarray]:
     """Decode a video file to RGB uint8 frames (H, W, 3); only `indices` if given, in order.
 
-    The kernel's frame reader (`curation.core.frames.read_clip_frames`) with `reader` as its backend."""
+    The kernel's frame reader (`curation.core.frames.read_clip_frames`) with `reader` as its backend
+    ("auto": decord for a few frames of a file it reads right, else PyAV)."""
     from curation.core.frames import read_clip_frames
 
     return read_clip_frames(path, indices, max_side=max_side, reader=reader)
 
 
-def count_frames(path: Path | str, reader: str = "pyav") -> int:
+def count_frames(path: Path | str, reader: str = "auto") -> int:
     """Frames the file holds, counted (`curation.core.frames.frame_count`), not the header's claim."""
     from curation.core.frames import frame_count
 
     return frame_count(path, reader=reader)
 
 
-def sample_frames(path: Path | str, count: int, max_side: int | None = None, reader: str = "pyav") -> list[np.ndarray]:
+def sample_frames(path: Path | str, count: int, max_side: int | None = None, reader: str = "auto") -> list[np.ndarray]:
     """`count` RGB frames spread across the clip at `path` (see `spread_indices`)."""
     return read_frames(path, spread_indices(count_frames(path, reader), count), max_side, reader)
 

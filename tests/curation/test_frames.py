@@ -1,6 +1,7 @@
 """The frame reader (`curation.core.frames`): a clip file's frames and a source range's frames are
 the frames curation placed there, by either backend, and decord's known failures fall back to PyAV."""
 
+import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -123,3 +124,143 @@ def test_bad_inputs_are_permanent_errors_naming_the_file(tmp_path, broken_files,
         F.read_range_frames(source, 0.0, 10, [10])
     with pytest.raises(ValueError, match="use one of auto, decord, pyav"):
         F.read_clip_frames(source, [0], reader="opencv")
+
+
+# ---------------------------------------------------------------------------------------------
+# decord, and its guards
+
+needs_decord = pytest.mark.skipif(not F.decord_installed(), reason="decord (decord2) is not installed")
+
+
+def _remux_hiding_the_first(src: Path, dst: Path, hidden: int) -> None:
+    """`src` remuxed with its first `hidden` frames before time 0: the mp4 gets an edit list that
+    hides them, so the container holds more frames (packets) than it shows."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w", format="mp4") as out:
+        ist = inp.streams.video[0]
+        ost = out.add_stream_from_template(ist)
+        packets = [p for p in inp.demux(ist) if p.size]
+        pts = sorted(p.pts for p in packets)
+        shift = hidden * (pts[1] - pts[0])
+        for p in packets:
+            p.pts, p.dts, p.stream = p.pts - shift, p.dts - shift, ost
+            out.mux(p)
+
+
+def _spin_holding_the_gil() -> list:
+    """Native code that never returns and holds the GIL (as decord's get_batch can): a regex that
+    backtracks for longer than the universe is old."""
+    import re
+
+    re.match(r"(a+)+$", "a" * 64 + "b")
+    return []
+
+
+def _die(*_args) -> list:
+    os._exit(3)
+
+
+@needs_decord
+def test_decord_gives_pyavs_frames_of_a_clip_and_of_ranges(source):
+    why: list[str] = []
+    wanted = [0, 17, 63, 120, 149, 400]  # 400 is past the end: left out, as PyAV does
+    by_decord = F.read_clip_frames(source, wanted, reader="decord", on_fallback=why.append)
+    by_pyav = F.read_clip_frames(source, wanted, reader="pyav")
+    assert why == [] and len(by_decord) == 5
+    assert all(np.array_equal(a, b) for a, b in zip(by_decord, by_pyav, strict=True))
+    small = F.read_clip_frames(source, [17], max_side=64, reader="decord", on_fallback=why.append)[0]
+    assert np.array_equal(small, F.read_clip_frames(source, [17], max_side=64, reader="pyav")[0])
+    assert why == []
+    rows = assert_ranges_read_right(source, reader="decord")
+    for row in rows:  # and no range fell back
+        n = row[M.end_frame] - row[M.start_frame]
+        F.read_range_frames(source, row[M.start_time], n, [0, n - 1], reader="decord", on_fallback=why.append)
+    assert why == []
+
+
+@needs_decord
+def test_an_over_reported_frame_count_is_caught_before_decord_reads(source, tmp_path):
+    """The container holds 150 frames but shows 120 (an edit list hides 30): decord would count and
+    return the hidden ones, PyAV counts 120. Validated first, read by PyAV, the reason said."""
+    path = tmp_path / "hidden.mp4"
+    _remux_hiding_the_first(source, path, 30)
+    assert F.frame_count(path) == 120 and F.file_facts(path).hidden == 30
+    why: list[str] = []
+    got = F.read_clip_frames(path, [0, 60, 119], reader="decord", on_fallback=why.append)
+    assert all(np.array_equal(a, b) for a, b in zip(got, F.read_clip_frames(path, [0, 60, 119], reader="pyav"),
+                                                    strict=True))
+    assert len(why) == 1 and "edit list hides 30" in why[0]
+    # past that guard, the worker checks decord's own count against the file's before get_batch
+    with pytest.raises(F.DecordFailed, match="decord counts 150 frames, the file shows 120"):
+        F._worker().call(F._decord_clip, (str(path), [119], 120), 30)
+
+
+def test_a_header_claiming_more_frames_than_the_file_has(source, tmp_path):
+    """The mp4's sample table (stts) patched to claim twice the frames: the count is the packets'."""
+    import struct
+
+    data = bytearray(source.read_bytes())
+    at = data.find(b"stts")
+    entries = struct.unpack(">I", data[at + 8 : at + 12])[0]
+    last = at + 12 + 8 * (entries - 1)
+    struct.pack_into(">I", data, last, struct.unpack(">I", data[last : last + 4])[0] + 150)
+    path = tmp_path / "claims_more.mp4"
+    path.write_bytes(bytes(data))
+    with av.open(str(path)) as container:
+        assert container.streams.video[0].frames == 300  # what the header says
+    assert F.frame_count(path) == 150
+    assert len(F.read_clip_frames(path, [0, 149, 299])) == 2  # the frames that exist
+
+
+@pytest.mark.skipif("libvpx" not in av.codecs_available, reason="PyAV has no libvpx encoder")
+def test_a_webm_vp8_clip_is_read_by_pyav(tmp_path):
+    path = tmp_path / "clip.webm"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libvpx", rate=24)
+        stream.width, stream.height, stream.pix_fmt = 128, 96, "yuv420p"
+        for i in range(48):
+            img = np.zeros((96, 128, 3), np.uint8)
+            img[:, (i * 2) % 112 : (i * 2) % 112 + 16] = (200, 40, 40)
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 24)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    why: list[str] = []
+    got = F.read_clip_frames(path, [5, 40], reader="decord", on_fallback=why.append)
+    assert all(np.array_equal(a, b) for a, b in zip(got, F.read_clip_frames(path, [5, 40], reader="pyav"), strict=True))
+    assert len(why) == 1 and ("vp8" in why[0] or "not installed" in why[0])
+    ranged = F.read_range_frames(path, 5 / 24, 10, [0, 9], reader="auto", on_fallback=why.append)
+    assert np.array_equal(ranged[0], got[0])
+
+
+@needs_decord
+def test_decord_hanging_or_dying_falls_back_and_the_worker_comes_back(source, monkeypatch):
+    """A read that spins in native code holding the GIL is killed at its time limit; a worker that
+    dies is noticed; each time PyAV reads instead, and the next read gets a fresh worker."""
+    import time
+
+    worker = F._worker()
+    began = time.monotonic()
+    with pytest.raises(F.DecordFailed, match="longer than its 2 s limit"):
+        worker.call(_spin_holding_the_gil, (), 2)
+    assert time.monotonic() - began < 30  # the limit held (pytest's timeout would catch a hang)
+    with pytest.raises(F.DecordFailed, match="worker died"):
+        worker.call(_die, (), 30)
+    assert len(worker.call(F._decord_clip, (str(source), [3], 150), 30)) == 1  # a new worker reads
+
+    # through the reader: a failure in the worker is a fallback with its reason, PyAV's frames
+    monkeypatch.setattr(F, "_decord_clip", _die)
+    why: list[str] = []
+    got = F.read_clip_frames(source, [3], reader="decord", on_fallback=why.append)
+    assert np.array_equal(got[0], F.read_clip_frames(source, [3], reader="pyav")[0])
+    assert len(why) == 1 and "worker died" in why[0]
+
+
+def test_without_decord_pyav_reads_and_decord_asked_for_says_so(source, monkeypatch):
+    monkeypatch.setattr(F, "_decord_installed", False)
+    why: list[str] = []
+    auto = F.read_clip_frames(source, [3], reader="auto", on_fallback=why.append)
+    assert why == []
+    forced = F.read_clip_frames(source, [3], reader="decord", on_fallback=why.append)
+    assert np.array_equal(auto[0], forced[0]) and len(why) == 1 and "not installed" in why[0]
