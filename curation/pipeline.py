@@ -156,7 +156,7 @@ def _process(source: str, run: RunDir, cfg: CurateConfig, chash: str) -> dict:
         def keep_picture(row, signals):
             pictures[row[M.clip_id]] = middle_picture(signals)
 
-        rows = analyze_source(source, path, cfg, on_clip=keep_picture if cheap_thumbnails(cfg) else None)
+        rows = analyze_source(source, path, cfg, keep_picture if cheap_thumbnails(cfg) else None)
         _check_unchanged(source, path, before)  # before extraction writes anything
         stage = "extract"
         for row in rows:
