@@ -192,6 +192,11 @@ class ClipStore:
         self.uri = uri
         self.collection = collection
         self.address = connect_address(uri)
+        if self.address.endswith(".db"):
+            # Milvus Lite will run in this process: without the speedups its searches loop over every row
+            from indexing import milvus_lite_speedups
+
+            milvus_lite_speedups.install()
         try:
             # a generous timeout: Milvus Lite starts its server in this process, slowly on a busy machine
             self.client = MilvusClient(uri=self.address, token=token or "", timeout=CONNECT_TIMEOUT_S)
@@ -315,9 +320,36 @@ class ClipStore:
 
     def flush(self) -> None:
         """Seal what was written. Milvus Lite searches unsealed rows by brute force, and builds a sealed
-        segment's HNSW index in a background thread after this returns (minutes at 100k rows); closing
-        the client waits for those builds."""
+        segment's HNSW index in a background thread after this returns (minutes at 100k rows), searching
+        it by brute force until then: `wait_for_indexes` waits for those builds (so does the exit of the
+        process that holds the database; closing the client does not)."""
         self.client.flush(self.collection)
+
+    def wait_for_indexes(self, timeout: float | None = None) -> float:
+        """Wait until every sealed segment has its vector indexes; the seconds waited. Milvus Lite's
+        describe_index reports 0 pending rows all along, so this asks Milvus Lite itself (or, when another
+        process holds the database, reloads the collection: loading builds every missing index)."""
+        import time
+
+        if not self.uri.endswith(".db"):
+            return 0.0  # a Milvus server builds indexes on its own and answers describe_index truthfully
+        from indexing import milvus_lite_speedups
+
+        start = time.monotonic()
+        try:
+            return milvus_lite_speedups.wait_for_index_builds(self.uri, self.collection, timeout)
+        except RuntimeError as e:
+            log.info("reloading %s to build its indexes: %s", self.collection, e)
+            self.client.release_collection(self.collection)
+            self.client.load_collection(self.collection, timeout=timeout)
+            return time.monotonic() - start
+
+    def warm(self) -> None:
+        """Build what Milvus Lite builds on the first keyword search (each segment's BM25 index, ~1 s per
+        100,000 clips), so that the first person searching does not wait for it."""
+        if self.meta is not None and self.meta.bm25:
+            self.client.search(self.collection, data=["warm"], anns_field=F_BM25, limit=1,
+                               search_params={"metric_type": "BM25", "params": {}}, output_fields=[M.clip_id])
 
     def delete(self, clip_ids: list[str]) -> None:
         if clip_ids:

@@ -1,0 +1,584 @@
+"""Milvus Lite 3.2.2's search without its per-search Python loops over every row (issue 11).
+
+The upstream problem (docs/indexing.md, "Milvus Lite's per-search loops"): every dense search in
+Milvus Lite 3.2.2 walks every row of every sealed segment twice in Python, once to map each primary
+key to its newest sequence number and once to build the visibility mask (newest version, not
+deleted); a BM25 search walks every row the same way, then scores every posting of the query terms
+in Python and sorts every matching document. At 100,000 rows that is about 95% of a search.
+
+This module replaces three Milvus Lite functions with equivalents that
+- work out "newest version and not deleted" once per set of sealed segments with numpy (sealed
+  segments are immutable, tombstones change only on flush), then correct that per search only for
+  the primary keys that the unflushed memtable and its pending deletes name;
+- score BM25 with numpy over the query terms' posting lists, with the same float32 arithmetic, the
+  same order of additions and the same order of ties as Milvus Lite.
+Search results are the stock ones: ids, order and scores (tests/indexing/test_milvus_lite_speedups.py
+compares both on one collection with upserts, deletes and unflushed rows).
+
+Use, in the process that runs the Milvus Lite server, before searching:
+
+    from indexing import milvus_lite_speedups
+    milvus_lite_speedups.install()   # -> True when the speedups are active
+
+`install()` is idempotent; it applies only to milvus-lite == PINNED_VERSION and only when the
+environment variable RUSHES_MILVUS_LITE_SPEEDUPS is not "0" (the switch reaches child processes
+too); `uninstall()` puts the stock functions back. pymilvus runs Milvus Lite 3.x's gRPC server in a
+thread of the process that opens OUT/milvus.db (milvus_lite.server_manager), so for ClipStore that
+is rushes' own process; a separately started server process must call `install()` itself.
+`wait_for_index_builds()` waits for Milvus Lite's background index builds (its `describe_index`
+always reports 0 pending rows), for an in-process server.
+
+Drop this module when Milvus Lite's search no longer loops over every row per search.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+PINNED_VERSION = "3.2.2"
+ENV_SWITCH = "RUSHES_MILVUS_LITE_SPEEDUPS"
+
+log = logging.getLogger(__name__)
+_lock = threading.Lock()
+_stock: list[tuple[Any, str, Any]] = []  # (owner, attribute, stock value) of what install() replaced
+_warned = False
+
+
+def enabled_by_env() -> bool:
+    """False when RUSHES_MILVUS_LITE_SPEEDUPS says off (0, false, no, off)."""
+    return os.environ.get(ENV_SWITCH, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def installed() -> bool:
+    return bool(_stock)
+
+
+def milvus_lite_version() -> str | None:
+    try:
+        import milvus_lite
+    except ImportError:
+        return None
+    return str(milvus_lite.__version__)
+
+
+def install() -> bool:
+    """Replace Milvus Lite's per-search loops (idempotent); True when the speedups are active."""
+    global _warned
+    if installed():
+        return True
+    if not enabled_by_env():
+        return False
+    version = milvus_lite_version()
+    if version != PINNED_VERSION:
+        if version is not None and not _warned:
+            _warned = True
+            log.warning("Milvus Lite %s is not %s, the version rushes' search speedups were written for: "
+                        "searching with stock Milvus Lite (slow above ~10,000 clips)", version, PINNED_VERSION)
+        return False
+    from milvus_lite.engine import collection as collection_module
+    from milvus_lite.engine import projection
+    from milvus_lite.index.sparse_inverted import SparseInvertedIndex
+
+    with _lock:
+        if _stock:
+            return True
+        for owner, name, replacement in ((collection_module, "execute_search_with_index", _execute_search_with_index),
+                                         (collection_module.Collection, "_search_sparse", _search_sparse),
+                                         (SparseInvertedIndex, "search", _bm25_search),
+                                         (projection, "_is_primary", _is_primary)):
+            _stock.append((owner, name, getattr(owner, name)))
+            setattr(owner, name, replacement)
+    return True
+
+
+def uninstall() -> None:
+    """Put Milvus Lite's own functions back."""
+    with _lock:
+        while _stock:
+            owner, name, value = _stock.pop()
+            setattr(owner, name, value)
+        _segment_states.clear()
+        _primary_names.clear()
+
+
+# -- visibility: which rows of the sealed segments a search may return ---------------------------
+
+
+class _SegmentSet:
+    """One set of sealed segments: per segment, which rows are the newest version of their primary key
+    among these segments, and (cached per tombstone map) which of those are not deleted."""
+
+    def __init__(self, segments: tuple):
+        self.segments = segments
+        self.seqs = [np.asarray(s.seqs, dtype=np.int64) for s in segments]
+        # pk -> rows, for segments holding a pk twice (pk_to_row keeps only the last)
+        self.multi: list[dict | None] = []
+        for seg in segments:
+            if len(seg.pk_to_row) == seg.num_rows:
+                self.multi.append(None)
+            else:
+                rows: dict = {}
+                for i, pk in enumerate(seg.pks):
+                    rows.setdefault(pk, []).append(i)
+                self.multi.append(rows)
+        self.newest = self._newest()
+        self._tombstones: tuple[dict, list[np.ndarray]] | None = None
+
+    def _newest(self) -> list[np.ndarray]:
+        sizes = [len(s) for s in self.seqs]
+        if len(self.segments) == 1 and self.multi[0] is None:
+            return [np.ones(sizes[0], dtype=bool)]
+        pks = np.concatenate([np.asarray(s.pks) for s in self.segments])
+        seqs = np.concatenate(self.seqs)
+        _, group = np.unique(pks, return_inverse=True)
+        top = np.full(group.max() + 1, -1, dtype=np.int64)
+        np.maximum.at(top, group, seqs)
+        newest = seqs == top[group]
+        return np.split(newest, np.cumsum(sizes)[:-1])
+
+    def rows(self, i: int, pk) -> list[int]:
+        multi = self.multi[i]
+        if multi is not None:
+            return multi.get(pk, [])
+        row = self.segments[i].pk_to_row.get(pk)
+        return [] if row is None else [row]
+
+    def newest_seq(self, pk) -> int:
+        """The largest sequence number of `pk` in these segments, -1 when none holds it."""
+        best = -1
+        for i in range(len(self.segments)):
+            for row in self.rows(i, pk):
+                best = max(best, int(self.seqs[i][row]))
+        return best
+
+    def live(self, tombstones: dict) -> list[np.ndarray]:
+        """Newest rows not shadowed by a flushed delete (delete seq > row seq). Shared: do not modify."""
+        cached = self._tombstones
+        if cached is not None and cached[0] == tombstones:
+            return cached[1]
+        masks = [m.copy() for m in self.newest]
+        for pk, delete_seq in tombstones.items():
+            for i in range(len(self.segments)):
+                for row in self.rows(i, pk):
+                    if delete_seq > self.seqs[i][row]:
+                        masks[i][row] = False
+        self._tombstones = (dict(tombstones), masks)
+        return masks
+
+    def hide(self, masks: list[np.ndarray], shadows, partition_aware: bool = False) -> list[np.ndarray]:
+        """`masks` with rows hidden that a newer memtable version or pending delete shadows.
+
+        `shadows` yields (pk, seq, partition): rows of pk with a smaller seq are hidden (only in
+        `partition` or every partition, when partition_aware). Touched masks are copied."""
+        from milvus_lite.constants import ALL_PARTITIONS
+
+        out = list(masks)
+        copied = set()
+        for pk, seq, partition in shadows:
+            for i in range(len(self.segments)):
+                if partition_aware and partition not in (ALL_PARTITIONS, self.segments[i].partition):
+                    continue
+                for row in self.rows(i, pk):
+                    if seq > self.seqs[i][row] and out[i][row]:
+                        if i not in copied:
+                            out[i] = out[i].copy()
+                            copied.add(i)
+                        out[i][row] = False
+        return out
+
+
+_segment_states: dict[tuple, _SegmentSet] = {}
+
+
+def _segment_set(segments: tuple) -> _SegmentSet:
+    """The cached _SegmentSet of exactly these segment objects (a flush or compaction makes a new set)."""
+    key = tuple(id(s) for s in segments)
+    state = _segment_states.get(key)
+    if state is None or any(a is not b for a, b in zip(state.segments, segments, strict=True)):
+        state = _SegmentSet(segments)
+        if len(_segment_states) >= 8:  # a few sets at once: one per partition scope and collection
+            _segment_states.pop(next(iter(_segment_states)))
+        _segment_states[key] = state
+    return state
+
+
+# -- dense search: milvus_lite.search.executor_indexed.execute_search_with_index ----------------------
+
+
+def _execute_search_with_index(query_vectors, segments, memtable, delta_index, top_k, metric_type, pk_field,
+                               vector_field, partition_names=None, compiled_filter=None, output_fields=None,
+                               indexed_filter_plan=None, project_record_fn=None, search_params=None):
+    """Stock's per-source recall and merge; the visibility masks come from _SegmentSet."""
+    from milvus_lite.index.brute_force import BruteForceIndex
+
+    if query_vectors.ndim == 1:
+        query_vectors = query_vectors.reshape(1, -1)
+    if query_vectors.dtype != np.float32:
+        query_vectors = query_vectors.astype(np.float32, copy=False)
+    nq = int(query_vectors.shape[0])
+    if nq == 0 or top_k <= 0:
+        return [[] for _ in range(nq)]
+
+    wanted = set(partition_names) if partition_names else None
+    segs = tuple(s for s in segments if s.num_rows > 0 and (wanted is None or s.partition in wanted))
+    mt_pks, mt_seqs, mt_vecs, mt_refs, mt_table = memtable.to_search_snapshot(
+        vector_field=vector_field, partition_names=partition_names, include_table=compiled_filter is not None)
+    if not segs and not mt_pks:
+        return [[] for _ in range(nq)]
+    mt_deletes = memtable.delete_index_snapshot()  # {pk: (seq, partition)}, not yet in delta_index
+    tombstones = delta_index._map
+    mt_seq_list = [int(s) for s in mt_seqs.tolist()]
+
+    state = _segment_set(segs)
+    shadows = [(pk, seq, None) for pk, seq in zip(mt_pks, mt_seq_list, strict=True)]
+    shadows += [(pk, entry[0], None) for pk, entry in mt_deletes.items()]
+    masks = state.hide(state.live(tombstones), shadows)
+    mt_mask = np.array([state.newest_seq(pk) <= seq and tombstones.get(pk, -1) <= seq
+                        and (pk not in mt_deletes or mt_deletes[pk][0] <= seq)
+                        for pk, seq in zip(mt_pks, mt_seq_list, strict=True)], dtype=bool)
+
+    seg_filters: list[np.ndarray | None] = [None] * len(segs)
+    mt_filter = None
+    if compiled_filter is not None:
+        from milvus_lite.search.filter import evaluate_mask
+        from milvus_lite.search.indexed_filter import evaluate_segment_filter
+
+        seg_filters = [evaluate_segment_filter(s, compiled_filter, indexed_filter_plan) for s in segs]
+        if mt_pks and mt_table is not None:
+            mt_filter = evaluate_mask(compiled_filter, mt_table)
+
+    candidates: list[list[tuple[float, int, int]]] = [[] for _ in range(nq)]
+
+    def recall(source: int, visible: np.ndarray, restrict: np.ndarray | None, vectors, index) -> None:
+        if restrict is not None:
+            visible = visible & restrict.astype(bool)
+        if not visible.any():
+            return
+        if index is None:
+            index = BruteForceIndex.build(vectors, metric_type)
+        # no mask when every row is visible: a mask makes HNSW use an id selector, which changes its walk
+        ids, dists = index.search(query_vectors, top_k, valid_mask=None if visible.all() else visible.copy(),
+                                  params=search_params)
+        for q in range(nq):
+            for lid, dist in zip(ids[q].tolist(), dists[q].tolist(), strict=True):
+                if lid < 0:
+                    break
+                candidates[q].append((float(dist), source, lid))
+
+    for i, seg in enumerate(segs):
+        vectors, null_mask = seg.vector_data(vector_field)
+        restrict = seg_filters[i]
+        if null_mask is not None:
+            restrict = null_mask if restrict is None else restrict & null_mask
+        recall(i, masks[i], restrict, vectors, seg.indexes.get(vector_field))
+    if mt_pks:
+        recall(len(segs), mt_mask, mt_filter, mt_vecs, None)
+
+    if project_record_fn is not None:
+        project = project_record_fn
+    elif output_fields is None:
+        def project(record: dict) -> dict:
+            return {k: v for k, v in record.items() if k != pk_field and k != vector_field}
+    else:
+        keep = set(output_fields) - {pk_field}
+
+        def project(record: dict) -> dict:
+            return {k: record[k] for k in keep if k in record}
+
+    winners = [sorted(c)[:top_k] for c in candidates]  # ties: source, then row, as stock
+    # Only the columns the projection reads (stock converts every column of a hit, vectors included).
+    wanted_columns = None
+    if output_fields is not None and "*" not in output_fields:
+        wanted_columns = set(output_fields) | {pk_field, "$meta"}
+    records: dict[tuple[int, int], dict] = {}
+    for source in range(len(segs)):
+        rows = sorted({lid for hits in winners for dist, src, lid in hits if src == source})
+        if rows and wanted_columns is None:
+            records.update(((source, r), segs[source].row_to_dict(r)) for r in rows)
+        elif rows:
+            table = segs[source].table
+            columns = [c for c in table.column_names if c in wanted_columns]
+            for r, record in zip(rows, _table_rows(table, rows, columns), strict=True):
+                records[source, r] = _unpack_meta(record)
+    results = []
+    for hits in winners:
+        out = []
+        for dist, source, lid in hits:
+            if source < len(segs):
+                record = records[source, lid]
+                pk = record[pk_field] if pk_field in record else segs[source].pks[lid]
+            else:
+                record = memtable.materialize_row(*mt_refs[lid])
+                pk = record[pk_field] if pk_field in record else mt_pks[lid]
+            out.append({"id": pk, "distance": dist, "entity": project(record)})
+        results.append(out)
+    return results
+
+
+def _table_rows(table, rows: list[int], columns: list[str]) -> list[dict]:
+    import pyarrow as pa
+
+    return table.select(columns).take(pa.array(rows, type=pa.int64())).to_pylist()
+
+
+def _unpack_meta(record: dict) -> dict:
+    """Dynamic fields kept in `$meta` also become top-level keys, as Segment.row_to_dict makes them."""
+    raw = record.get("$meta")
+    if isinstance(raw, str):
+        import json
+
+        try:
+            raw = json.loads(raw)
+        except (json.JSONDecodeError, ValueError):
+            raw = None
+    if isinstance(raw, dict):
+        record.update(raw)
+    return record
+
+
+# -- sparse (BM25) search: milvus_lite.engine.collection.Collection._search_sparse --------------------
+
+
+def _search_sparse(self, query_vectors, vector_field, top_k, metric_type, partition_names, expr, output_fields,
+                   timezone=None):
+    """Stock's per-segment sparse search and merge; visibility masks come from _SegmentSet."""
+    from milvus_lite.analyzer.sparse import bytes_to_sparse
+    from milvus_lite.engine.projection import build_projection_plan, project_record
+    from milvus_lite.index.sparse_factory import (
+        _search_prepared_sparse_index,
+        create_sparse_index,
+        sparse_index_matches,
+    )
+
+    wanted = set(partition_names) if partition_names else None
+    plan = build_projection_plan(output_fields, self._schema, api_kind="search")
+    spec = self._index_specs.get(vector_field)
+    index_params = spec.build_params if spec else {}
+    queries = self._prepare_sparse_queries(query_vectors, vector_field)
+    nq = len(queries)
+    compiled_filter = self._compile_filter(expr, timezone=timezone) if expr else None
+    indexed_filter_plan = self._indexed_filter_plan(compiled_filter)
+    candidates: list[list] = [[] for _ in range(nq)]  # (distance, pk, (table, row) | (record, seq))
+
+    seg_snapshot, delta_snap = self._read_snapshot()
+    mt_deletes = self._memtable.delete_index_snapshot()
+    mt_versions = self._memtable.pk_index_snapshot()  # ((pk, (batch, row, seq)), ...)
+    tombstones = delta_snap._map
+
+    # Versions are resolved over every segment (all partitions), as stock does.
+    segs = tuple(s for s in seg_snapshot if s.num_rows > 0)
+    state = _segment_set(segs)
+    shadows = [(pk, pos[2], None) for pk, pos in mt_versions]
+    masks = state.hide(state.live(tombstones), shadows)
+    masks = state.hide(masks, ((pk, e[0], e[1]) for pk, e in mt_deletes.items()), partition_aware=True)
+    mask_of = {id(s): m for s, m in zip(segs, masks, strict=True)}
+
+    for seg in seg_snapshot:
+        if wanted is not None and seg.partition not in wanted:
+            continue
+        table = seg.table
+        if table is None or len(table) == 0:
+            continue
+        index = seg.sparse_indexes.get(vector_field)
+        if not sparse_index_matches(index, metric_type, index_params):
+            vectors = [bytes_to_sparse(r) if isinstance(r, bytes) else (r or {})
+                       for r in table.column(vector_field).to_pylist()]
+            index = create_sparse_index(metric_type, index_params)
+            index.build(vectors)
+            seg.sparse_indexes[vector_field] = index
+        valid = mask_of[id(seg)]
+        if compiled_filter is not None:
+            from milvus_lite.search.indexed_filter import evaluate_segment_filter
+
+            valid = valid & evaluate_segment_filter(seg, compiled_filter, indexed_filter_plan)
+        if not valid.any():
+            continue
+        ids, dists = _search_prepared_sparse_index(index, queries, top_k, valid_mask=valid.copy())
+        for q in range(nq):
+            for lid, dist in zip(ids[q].tolist(), dists[q].tolist(), strict=True):
+                if lid < 0:
+                    break
+                candidates[q].append((float(dist), seg.pks[lid], (table, lid)))
+
+    # The memtable (small, mutable) is indexed per search, as stock does.
+    mt_pks, mt_vectors, mt_refs = [], [], []
+    for pk, seq, record in self._memtable.active_record_snapshots(partition_names=partition_names):
+        if tombstones.get(pk, -1) > seq or state.newest_seq(pk) > seq:
+            continue
+        raw = record.get(vector_field)
+        mt_pks.append(pk)
+        mt_vectors.append(bytes_to_sparse(raw) if isinstance(raw, bytes) else (raw or {}))
+        mt_refs.append((record, seq))
+    if mt_pks:
+        mt_valid = np.ones(len(mt_pks), dtype=bool)
+        if compiled_filter is not None:
+            from milvus_lite.search.filter.eval.python_backend import _eval_row
+
+            mt_valid = np.array([bool(_eval_row(compiled_filter.ast, rec)) for rec, _ in mt_refs], dtype=bool)
+        index = create_sparse_index(metric_type, index_params)
+        index.build(mt_vectors, valid_mask=mt_valid)
+        ids, dists = _search_prepared_sparse_index(index, queries, top_k)
+        for q in range(nq):
+            for lid, dist in zip(ids[q].tolist(), dists[q].tolist(), strict=True):
+                if lid < 0:
+                    break
+                candidates[q].append((float(dist), mt_pks[lid], mt_refs[lid]))
+
+    results = []
+    for q in range(nq):
+        best: dict = {}  # pk -> (seq, candidate): the newest version, at the pk's first position
+        for cand in candidates[q]:
+            _, pk, source = cand
+            if isinstance(source[0], dict):
+                seq = int(source[1])
+            else:
+                seq = int(source[0].column("_seq")[source[1]].as_py())
+            if pk not in best or seq > best[pk][0]:
+                best[pk] = (seq, cand)
+        ranked = sorted((c for _, c in best.values()), key=lambda c: c[0])  # stable, as stock
+        hits = []
+        for dist, pk, source in ranked[:top_k]:
+            if isinstance(source[0], dict):
+                record = source[0]
+            else:
+                # only the columns the projection reads (stock converts every one, vectors included)
+                table, row = source
+                columns = [name for name in table.column_names if name not in ("_seq", "_partition")
+                           and (plan.engine_fields is None or name in plan.engine_fields)]
+                record = _table_rows(table, [row], columns)[0]
+            hits.append({"id": pk, "distance": dist, "entity": project_record(record, self._schema, plan)})
+        results.append(hits)
+    return results
+
+
+# -- BM25 scoring: milvus_lite.index.sparse_inverted.SparseInvertedIndex.search ---------------------
+
+
+class _Postings:
+    """numpy copies of one SparseInvertedIndex's posting lists, made per term on first use."""
+
+    def __init__(self, index):
+        self.source = index._posting_lists  # build() replaces this dict: a new one means rebuilt
+        self.terms: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        avgdl = index.avgdl if index.avgdl > 0 else 1.0
+        # stock: tf + k1 * (1.0 - b + b * dl / avgdl), dl float32, so float32 throughout
+        dl = index._doc_lengths
+        self.norm = np.float32(index.k1) * (np.float32(1.0 - index.b) + np.float32(index.b) * dl / np.float32(avgdl))
+
+    def get(self, term) -> tuple[np.ndarray, np.ndarray] | None:
+        found = self.terms.get(term)
+        if found is None:
+            posting = self.source.get(term)
+            if not posting:
+                return None
+            ids = np.fromiter((p[0] for p in posting), dtype=np.int64, count=len(posting))
+            tfs = np.fromiter((p[1] for p in posting), dtype=np.float64, count=len(posting))
+            found = self.terms[term] = (ids, tfs)
+        return found
+
+
+def _bm25_search(self, query_sparse_vectors, top_k, valid_mask=None):
+    """SparseInvertedIndex.search with numpy: same float32 scores, same order (ties: first term, row)."""
+    from milvus_lite.index.sparse_common import empty_results, validate_mask
+
+    valid_mask = validate_mask(valid_mask, len(self._doc_lengths))
+    nq = len(query_sparse_vectors)
+    all_ids, all_dists = empty_results(nq, top_k)
+    if self.doc_count == 0:
+        return all_ids, all_dists
+    postings = self.__dict__.get("_rushes_postings")
+    if postings is None or postings.source is not self._posting_lists:
+        postings = self.__dict__["_rushes_postings"] = _Postings(self)
+    n_docs = len(self._doc_lengths)
+    k1_plus_1 = self.k1 + 1.0
+    for q, terms in enumerate(query_sparse_vectors):
+        if not terms:
+            continue
+        scores = np.zeros(n_docs, dtype=np.float32)
+        first = np.full(n_docs, len(terms), dtype=np.int64)  # the query term that first reached a document
+        for t, (term, weight) in enumerate(terms.items()):
+            found = postings.get(term)
+            if found is None:
+                continue
+            ids, tfs = found
+            if valid_mask is not None:
+                keep = valid_mask[ids]
+                ids, tfs = ids[keep], tfs[keep]
+            if len(ids) == 0:
+                continue
+            df = self._df[term]
+            idf = math.log((self.doc_count - df + 0.5) / (df + 0.5) + 1.0)
+            # the stock expression's types: python float (tf * (k1 + 1)) over float32, times float32(idf)
+            tf_norm = (tfs * k1_plus_1).astype(np.float32) / (tfs.astype(np.float32) + postings.norm[ids])
+            scores[ids] += tf_norm * np.float32(idf) * np.float32(weight)
+            first[ids] = np.minimum(first[ids], t)
+        hit = np.flatnonzero(first < len(terms))
+        if len(hit) == 0:
+            continue
+        if len(hit) > top_k > 0:
+            kth = np.partition(scores[hit], len(hit) - top_k)[len(hit) - top_k]
+            hit = hit[scores[hit] >= kth]
+        order = np.lexsort((hit, first[hit], -scores[hit]))[:top_k]
+        chosen = hit[order]
+        all_ids[q, : len(chosen)] = chosen
+        all_dists[q, : len(chosen)] = -scores[chosen]
+    return all_ids, all_dists
+
+
+# -- projection: milvus_lite.engine.projection._is_primary ----------------------------------------
+
+_primary_names: dict[int, tuple[Any, frozenset]] = {}
+
+
+def _is_primary(schema, field_name: str) -> bool:
+    """Stock scans every schema field for every projected field of every hit; a collection's primary
+    key never changes, so its name is looked up once per schema object."""
+    cached = _primary_names.get(id(schema))
+    if cached is None or cached[0] is not schema:
+        cached = (schema, frozenset(f.name for f in schema.fields if f.is_primary))
+        _primary_names[id(schema)] = cached
+    return field_name in cached[1]
+
+
+# -- index builds -------------------------------------------------------------------------------
+
+
+def unindexed_segments(collection) -> int:
+    """(segment, dense field) pairs of a Milvus Lite Collection that have no vector index yet."""
+    from milvus_lite.schema.types import DataType
+
+    dense = [name for name, spec in collection._index_specs.items()
+             if any(f.name == name and f.dtype == DataType.FLOAT_VECTOR for f in collection.schema.fields)]
+    return sum(1 for seg in collection._segments_snapshot() if seg.num_rows > 0
+               for name in dense if name not in seg.indexes)
+
+
+def wait_for_index_builds(db_path: str, collection_name: str, timeout: float | None = None) -> float:
+    """Wait until Milvus Lite has built the vector indexes of every sealed segment; the seconds waited.
+
+    Milvus Lite builds them in a background thread after flush returns, and its describe_index says
+    0 pending rows all along. Only for a server that runs in this process (pymilvus opened db_path
+    here); RuntimeError otherwise, or when this is not the pinned Milvus Lite version."""
+    if milvus_lite_version() != PINNED_VERSION:
+        raise RuntimeError(f"wait_for_index_builds reads Milvus Lite {PINNED_VERSION} internals, "
+                           f"this is {milvus_lite_version()}")
+    from milvus_lite import server_manager_instance
+
+    entry = server_manager_instance._servers.get(os.path.abspath(db_path))
+    if entry is None:
+        raise RuntimeError(f"no Milvus Lite server for {db_path} runs in this process")
+    collection = entry[1].get_collection(collection_name)
+    start = time.monotonic()
+    collection._wait_for_bg(timeout)
+    missing = unindexed_segments(collection)
+    if missing:
+        raise RuntimeError(f"{missing} segment indexes of {collection_name} are still missing after the background "
+                           "builds ended (a failed build is logged by milvus_lite and retried on the next flush)")
+    return time.monotonic() - start
