@@ -133,8 +133,8 @@ def write_pictures(video_path: Path, video, fps: float, count: int = 6) -> list[
     gif, tmp = video_path.with_suffix(".gif"), video_path.with_suffix(".tmp.gif")
     frames[0].save(tmp, save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0)
     tmp.replace(gif)
-    names = []
-    for i in sorted({round(k * (len(frames) - 1) / max(1, count - 1)) for k in range(min(count, len(frames)))}):
+    names, count = [], min(count, len(frames))
+    for i in sorted({round(k * (len(frames) - 1) / max(1, count - 1)) for k in range(count)}):
         name = f"{video_path.stem}-frame-{i:03d}.png"
         frames[i].save(video_path.parent / name)
         names.append(name)
@@ -183,8 +183,9 @@ def write_world(root: Path, world: WorldConfig) -> Path:
                          schema.CAP.created_at: now_utc()})
     atomic_write_table(rows_to_table(manifest, schema.MANIFEST), run.manifest / "part-0.parquet")
     atomic_write_table(rows_to_table(captions, schema.CAPTIONS), run.captions / "part-0.parquet")
+    # PyAV: decord fails on frames this small (a warning per clip) and PyAV is what it falls back to
     counts = write_shards(run.root, ShardSettings(buckets=[f"{world.frames}x{world.size}x{world.size}"],
-                                                  max_frame_stride=1))
+                                                  max_frame_stride=1, video_reader="pyav"))
     print(f"world: {len(manifest)} generated shape clips with true captions in {root}, {counts['sharded']} sharded")
     return run.shards
 

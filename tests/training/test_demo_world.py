@@ -57,6 +57,7 @@ def test_train_step_on_the_world_writes_samples_the_report_shows(tmp_path):
     run_workflow(wf)
     listing = json.loads((out / "samples" / "samples.json").read_text())
     assert listing["samples"][0]["prompt"] == "a red square moving left on a gray background"
+    assert listing["samples"][0]["frames"] == [f"sample-0-frame-{i:03d}.png" for i in range(5)]  # all 5, last included
     from PIL import Image
 
     with Image.open(out / "samples" / "sample-0.gif") as gif:
