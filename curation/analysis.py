@@ -39,16 +39,13 @@ def analyze(
     path: Path | str, info: ProbeInfo, cfg: CurateConfig, stats: AnalysisStats | None = None
 ) -> Iterator[ClipSignals]:
     """Decode `path` once and yield its clips' signals as their shots close (see module doc)."""
-    from scenedetect import FrameTimecode
-
     stats = stats if stats is not None else AnalysisStats()
     a = cfg.analysis
     size = analysis_size(info.width, info.height, a.max_side)
     flow_size = analysis_size(size[0], size[1], a.flow_max_side)
     tracker = ShotTracker(cfg, info, size, flow_size)
     detectors = make_detectors(cfg)
-    # a detector may report a cut up to this many frames after it happened
-    latency = max([d.event_buffer_length for d in detectors.values()] + [0]) + 2
+    latency = detector_latency(detectors)  # a detector may report a cut this many frames late
     # a long source may take long: the limit grows with its duration
     limit = cfg.probe.timeout_s + cfg.probe.timeout_per_video_second * info.duration
     deadline = Deadline(limit, path, "analysis", stage="analysis")
@@ -71,22 +68,43 @@ def analyze(
         previous = frame
         if stride_mode:
             yield from tracker.stride_step(frame)
-        tracker.add_frame(frame)
-        timecode = FrameTimecode(index, info.fps)
-        for name, det in detectors.items():
-            for cut in det.process_frame(timecode, frame.hsv_delta):
-                tracker.add_cut(int(cut.frame_num), name)
-                stats.cuts[name] = stats.cuts.get(name, 0) + 1
-        yield from tracker.close_ready(index - latency)
+        yield from feed_frame(frame, tracker, detectors, stats, info.fps, latency)
     stats.frames_decoded = index + 1
     if index < 0:
         raise PermanentError(
             f"{path}: no frame of the video stream decodes; the file is corrupt, re-export it"
         )
-    end_tc = FrameTimecode(index + 1, info.fps)
+    yield from finish(index + 1, tracker, detectors, stats, info.fps)
+
+
+def detector_latency(detectors: dict) -> int:
+    """How many frames after a cut a detector may report it (a cut waits that long to be final)."""
+    return max([d.event_buffer_length for d in detectors.values()] + [0]) + 2
+
+
+def feed_frame(frame, tracker: ShotTracker, detectors: dict, stats: AnalysisStats, fps: float,
+               latency: int) -> Iterator[ClipSignals]:
+    """One prepared frame through the tracker and the detectors; the clips of shots that closed.
+    (`curation.units` runs a source's time ranges through this too, so both place cuts alike.)"""
+    from scenedetect import FrameTimecode
+
+    tracker.add_frame(frame)
+    timecode = FrameTimecode(frame.index, fps)
+    for name, det in detectors.items():
+        for cut in det.process_frame(timecode, frame.hsv_delta):
+            tracker.add_cut(int(cut.frame_num), name)
+            stats.cuts[name] = stats.cuts.get(name, 0) + 1
+    yield from tracker.close_ready(frame.index - latency)
+
+
+def finish(end: int, tracker: ShotTracker, detectors: dict, stats: AnalysisStats, fps: float) -> Iterator[ClipSignals]:
+    """The source ended before frame `end`: the detectors' last cuts, then the open shot closes."""
+    from scenedetect import FrameTimecode
+
+    end_tc = FrameTimecode(end, fps)
     for name, det in detectors.items():
         for cut in det.post_process(end_tc):
             tracker.add_cut(int(cut.frame_num), name)
             stats.cuts[name] = stats.cuts.get(name, 0) + 1
-    yield from tracker.close_ready(index + 1)
-    yield from tracker.close(index + 1, "end", "cut")
+    yield from tracker.close_ready(end)
+    yield from tracker.close(end, "end", "cut")

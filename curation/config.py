@@ -63,9 +63,20 @@ class ExtractConfig(StrictModel):
     thumb_side: int = Field(256, ge=16)
 
 
+class UnitConfig(StrictModel):
+    """How a long source is shared among workers (`curation.units`). The clips are the same however it
+    is split, so these settings are left out of the config hash (and of the saved config)."""
+
+    enabled: bool = Field(True, description="split sources of at least 2 x seconds into time ranges")
+    seconds: float = Field(60.0, gt=0, description="length of one work unit (a time range of a source)")
+    warmup_seconds: float = Field(5.0, ge=0, description="a range's worker starts decoding this much before it, "
+                                  "so its detectors and open shot are settled by the range's start")
+
+
 class CurateConfig(StrictModel):
     probe: ProbeConfig = Field(default_factory=ProbeConfig)
     shots: ShotConfig = Field(default_factory=ShotConfig)
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
     filters: FilterConfig = Field(default_factory=FilterConfig)
     extract: ExtractConfig = Field(default_factory=ExtractConfig)
+    units: UnitConfig = Field(default_factory=UnitConfig, exclude=True)

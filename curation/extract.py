@@ -61,9 +61,11 @@ class _ClipJob:
 class _SourceExtractor:
     """Streams a source's frames into every clip that covers them."""
 
-    def __init__(self, source_path: Path, rows: list[dict], run: RunDir, cfg: ExtractConfig, clock: FrameClock):
+    def __init__(self, source_path: Path, rows: list[dict], run: RunDir, cfg: ExtractConfig, clock: FrameClock,
+                 frames=None):
         self.source_path = Path(source_path)
         self.clock = clock
+        self.frames = frames  # () -> decoded frames; default: the whole source from its start
         self.run = run
         self.cfg = cfg
         self.jobs = sorted(
@@ -163,7 +165,8 @@ class _SourceExtractor:
         pending = list(self.jobs)  # sorted by start; a job leaves when its last frame is written
         active: list[_ClipJob] = []
         index = 0
-        frames = decode_frames(self.source_path)  # no time limit: the source was analysed already
+        # no time limit: the source was analysed already
+        frames = self.frames() if self.frames else decode_frames(self.source_path)
         try:
             for frame in frames:
                 # frames are placed by their timestamps, as analysis placed them (FrameClock)
@@ -197,9 +200,12 @@ class _SourceExtractor:
 
 
 def extract_source(
-    source_path: Path | str, rows: list[dict], run: RunDir, cfg: ExtractConfig, info=None
+    source_path: Path | str, rows: list[dict], run: RunDir, cfg: ExtractConfig, info=None, clock=None, frames=None
 ) -> tuple[list[dict], list[dict]]:
     """Write the clips (kept rows) and thumbnails (every row) of one source.
+
+    `frames` and `clock` (default: the source from its start, placed by `FrameClock`) let a work unit
+    (`curation.units`) decode only its time range.
 
     Returns the rows with `clip_path`/`thumb_path` set, and quarantine rows for clips that could not
     be written; such a clip is marked filtered with reason `extract_failed` so counts still add up.
@@ -212,7 +218,7 @@ def extract_source(
         from curation.probe import probe
 
         info = probe(source_path)
-    extractor = _SourceExtractor(Path(source_path), rows, run, cfg, FrameClock(info))
+    extractor = _SourceExtractor(Path(source_path), rows, run, cfg, clock or FrameClock(info), frames)
     extractor.extract()
     quarantine = []
     for job in extractor.jobs:

@@ -64,7 +64,10 @@ class CurateSource(Stage):
         cv2.setNumThreads(1)  # one CPU per source: no thread pools fighting over the cores
 
     def __call__(self, batch: list[dict]) -> list[dict]:
-        return [process_source(row["source"], self.out, self.cfg, self.chash, self.time_limit_s) for row in batch]
+        # a row naming a unit is one time range of a long source (`curation.units`), not the whole of it
+        return [run_unit(row["source"], row["unit"], row["units"], self.out, self.cfg, self.chash, self.time_limit_s)
+                if "unit" in row else process_source(row["source"], self.out, self.cfg, self.chash, self.time_limit_s)
+                for row in batch]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,6 +190,44 @@ def _process(source: str, run: RunDir, cfg: CurateConfig, chash: str) -> dict:
     return {"status": PROCESSED, "detected": len(rows), "kept": kept}
 
 
+def run_unit(source: str, k: int, units: int, out, cfg: CurateConfig, chash: str,
+             time_limit_s: float | None = None) -> dict:
+    """Work unit k of a long source (`curation.units.process_unit`): a summary row (RESULT_KEYS plus
+    "unit"), never raises. A bad input (PermanentError) quarantines the whole source, as one worker would."""
+    from curation.units import process_unit, unit_part
+
+    run = RunDir(out)
+    result = {"source": source, "unit": k, "status": PROCESSED, "detected": 0, "kept": 0, "error": None,
+              "node": None}
+    if is_done(run, source, chash) or unit_part(run, source, chash, k).exists():
+        return {**result, "status": DONE_EARLIER}
+    if time_limit_s:
+        faulthandler.dump_traceback_later(time_limit_s, exit=True)
+    try:
+        process_unit(source, k, units, out, cfg, chash)
+    except PermanentError as e:
+        stage = e.stage or "analysis"
+        _quarantine(run, source, chash, stage, str(e))
+        return {**result, "status": QUARANTINED, "error": f"{stage}: {e}"}
+    except Exception as e:  # noqa: BLE001 - transient: nothing recorded for this unit, the next run redoes it
+        return {**result, "status": FAILED, "error": f"analysis: {type(e).__name__}: {e}"}
+    finally:
+        if time_limit_s:
+            faulthandler.cancel_dump_traceback_later()
+    return result
+
+
+def record_split(run: RunDir, source: str, chash: str, rows: list[dict], failures: list[dict]) -> dict:
+    """A split source's stitched rows (`curation.units.finish_split`) as its manifest part; its summary."""
+    key = source_key(source)
+    if failures:
+        atomic_write_table(rows_to_table(failures, schema.QUARANTINE), run.clip_quarantine_part(key, chash))
+    atomic_write_table(rows_to_table(rows, schema.MANIFEST), run.manifest_part(key, chash))
+    _remove_stale_parts(run, source, chash)
+    kept = sum(1 for row in rows if row[M.status] == schema.STATUS_KEPT)
+    return {"source": source, "status": PROCESSED, "detected": len(rows), "kept": kept, "error": None, "node": None}
+
+
 class InputChanging(RuntimeError):
     """The input changed under the worker: transient, the next run curates the finished file."""
 
@@ -241,6 +282,11 @@ def remove_temp_files(run: RunDir) -> int:
             for tmp in directory.glob("**/.*.tmp"):
                 tmp.unlink(missing_ok=True)
                 count += 1
+    units = run.root / "_units"  # work units' parts (`curation.units`)
+    if units.exists():
+        for tmp in units.glob("*/.*.tmp"):
+            tmp.unlink(missing_ok=True)
+            count += 1
     if run.root.exists():
         for tmp in run.root.glob(".*.tmp"):
             tmp.unlink(missing_ok=True)

@@ -52,32 +52,7 @@ def analyze_source(source: str, path: Path, cfg: CurateConfig, on_clip=None) -> 
     rows = []
     stats = AnalysisStats()
     for index, clip in enumerate(analyze(path, info, cfg, stats)):
-        shot = clip.shot
-        row = {
-            M.clip_id: schema.clip_id_for(info.fingerprint, shot.start, shot.end),
-            M.source: source,
-            M.source_fingerprint: info.fingerprint,
-            M.clip_index: index,
-            M.start_frame: shot.start,
-            M.end_frame: shot.end,
-            M.start_time: clip.start_time,
-            M.end_time: clip.end_time,
-            M.duration: round(clip.end_time - clip.start_time, 6),
-            M.fps: info.fps,
-            M.width: info.width,
-            M.height: info.height,
-            M.codec: info.codec,
-            M.shot_detector: shot.closed_by,
-            M.transition_in: shot.transition_in,
-            M.aesthetic_score: None,
-            M.aesthetic_model: None,
-            M.config_hash: chash,
-        }
-        row.update(score_clip(clip, cfg.analysis, text_detector))
-        for key, value in row.items():  # parquet float32 columns: no NaN from an empty measurement
-            if isinstance(value, float) and not math.isfinite(value):
-                row[key] = None
-        apply_filters(row, cfg.filters)
+        row = clip_row(source, info, cfg, chash, index, clip, text_detector)
         if on_clip is not None:
             on_clip(row, clip)
         rows.append(row)
@@ -88,3 +63,34 @@ def analyze_source(source: str, path: Path, cfg: CurateConfig, on_clip=None) -> 
         row[M.source_frames_lost] = stats.frames_lost
         row[M.source_gaps] = gaps
     return rows
+
+
+def clip_row(source: str, info, cfg: CurateConfig, chash: str, index: int, clip, text_detector) -> dict:
+    """The manifest row of one clip: placed, scored and filtered (not the source-wide gap columns)."""
+    shot = clip.shot
+    row = {
+        M.clip_id: schema.clip_id_for(info.fingerprint, shot.start, shot.end),
+        M.source: source,
+        M.source_fingerprint: info.fingerprint,
+        M.clip_index: index,
+        M.start_frame: shot.start,
+        M.end_frame: shot.end,
+        M.start_time: clip.start_time,
+        M.end_time: clip.end_time,
+        M.duration: round(clip.end_time - clip.start_time, 6),
+        M.fps: info.fps,
+        M.width: info.width,
+        M.height: info.height,
+        M.codec: info.codec,
+        M.shot_detector: shot.closed_by,
+        M.transition_in: shot.transition_in,
+        M.aesthetic_score: None,
+        M.aesthetic_model: None,
+        M.config_hash: chash,
+    }
+    row.update(score_clip(clip, cfg.analysis, text_detector))
+    for key, value in row.items():  # parquet float32 columns: no NaN from an empty measurement
+        if isinstance(value, float) and not math.isfinite(value):
+            row[key] = None
+    apply_filters(row, cfg.filters)
+    return row

@@ -15,8 +15,7 @@ from pathlib import Path
 from curation.config import CurateConfig
 from curation.core.config import ConfigError
 from curation.core.rundir import RunDir, config_hash
-from curation.inputs import InputError, find_duplicates, find_inputs, is_remote
-from recaption.sidecar import record_input_captions
+from curation.inputs import InputError, find_duplicates, find_inputs, is_remote, source_key
 from curation.pipeline import (
     DONE_EARLIER,
     FAILED,
@@ -27,11 +26,13 @@ from curation.pipeline import (
     hard_limit_s,
     is_done,
     record_inputs,
+    record_split,
     recorded_sources,
     remove_attempts_dir,
     remove_temp_files,
     save_config,
 )
+from recaption.sidecar import record_input_captions
 
 
 @dataclass
@@ -133,8 +134,75 @@ def _map_sources(todo, run: RunDir, cfg: CurateConfig, address, workers, outcome
 
     # the watchdog ends the process it runs in: a worker's, never this driver's
     stage = CurateSource(run.root, cfg, time_limit_s=hard_limit_s(cfg) if use_ray else None)
-    map_stage(stage, [{"source": s} for s in todo], "curating sources", use_ray=use_ray, address=address,
-              workers=workers, on_output=on_result, console=console, transient=False)
+    units: dict[str, list[dict]] = {}  # a long source's unit summaries, folded into one when all are in
+
+    def on_row(result: dict) -> str | None:
+        if "unit" not in result:
+            return on_result(result)
+        units.setdefault(result["source"], []).append(result)
+        return None
+
+    from contextlib import nullcontext
+
+    from workflows.raysession import ray_session
+
+    with ray_session(address, workers) if use_ray else nullcontext():  # one Ray for both rounds
+        from curation.units import unit_part
+
+        chash = config_hash(cfg)
+        split = _split_sources(todo, run, cfg)
+        rows = [{"source": s, "unit": k, "units": n} for s, n in split.items() for k in range(n)
+                if not unit_part(run, s, chash, k).exists()]  # a killed run's finished units stay done
+        rows += [{"source": s} for s in todo if s not in split]
+        map_stage(stage, rows, "curating sources", use_ray=use_ray, address=address,
+                  workers=workers, on_output=on_row, console=console, transient=False)
+        whole = []  # long sources that could not be split exactly: one worker each, as before
+        for source, n in split.items():
+            summary = _finish_split(run, source, cfg, n, units.get(source, []))
+            if summary is None:
+                whole.append(source)
+            else:
+                on_result(summary)
+        if whole:
+            console.print(f"curate: {len(whole)} long sources could not be split exactly; curating each whole")
+            map_stage(stage, [{"source": s} for s in whole], "curating whole", use_ray=use_ray, address=address,
+                      workers=workers, on_output=on_result, console=console, transient=False)
+
+
+def _split_sources(todo: list[str], run: RunDir, cfg: CurateConfig) -> dict[str, int]:
+    """{source: units} of the local sources long enough to be shared out in time ranges (`curation.units`)."""
+    from curation.units import unit_count
+
+    split = {}
+    for source in todo:
+        if not is_remote(source):
+            n = unit_count(source, cfg)
+            if n > 1:
+                split[source] = n
+    return split
+
+
+def _finish_split(run: RunDir, source: str, cfg: CurateConfig, n: int, results: list[dict]) -> dict | None:
+    """One summary for a split source from its units' (None: curate it whole)."""
+    from curation.units import discard_split, finish_split, remove_unit_parts
+
+    chash = config_hash(cfg)
+    bad = [r for r in results if r["status"] in (QUARANTINED, FAILED)]
+    if any(r["status"] == QUARANTINED for r in bad) or run.quarantine_part(source_key(source), chash).exists():
+        discard_split(run, source, chash, n)
+        error = next((r["error"] for r in bad if r["status"] == QUARANTINED), None)
+        return {"source": source, "status": QUARANTINED, "detected": 0, "kept": 0, "error": error, "node": None}
+    if bad:  # the parts written stay: the next run redoes only the units that failed
+        return {"source": source, "status": FAILED, "detected": 0, "kept": 0, "error": bad[0]["error"],
+                "node": bad[0]["node"]}
+    stitched = finish_split(run, source, chash, n)
+    if "whole" in stitched:
+        return None
+    if "error" in stitched:
+        return {"source": source, "status": FAILED, "detected": 0, "kept": 0, "error": stitched["error"], "node": None}
+    summary = record_split(run, source, chash, stitched["rows"], stitched["failures"])
+    remove_unit_parts(run, source)  # after the manifest part: a kill in between redoes nothing
+    return summary
 
 
 def _not_our_outputs(sources: list[str], run: RunDir, console) -> list[str]:
