@@ -5,8 +5,8 @@
 
 `rushes curate` (Ray, default settings, extraction on) of one generated source into a fresh OUT:
 first with `units.enabled: false` on one worker (one source is one task: the time before work units),
-then with work units (60 s ranges, `curation.units`) on each --workers count. Each time includes
-Ray's start. Ratios are against the first run, taken in this run. The manifests (created_at aside) and
+then with work units (60 s ranges, `curation.units`) on each --workers count. Ray (with as many CPUs as
+workers) is started before each timing, so the times are curation's, not Ray's start. Ratios are against the first run, taken in this run. The manifests (created_at aside) and
 the clip and thumbnail files are compared with the first run's. Nothing is asserted.
 """
 
@@ -33,10 +33,13 @@ def curate_once(source: Path, out: Path, units: bool, workers: int) -> tuple[flo
     from curation.core.rundir import RunDir, read_manifest
     from workflows.curate import curate
 
+    from workflows.raysession import ray_session
+
     cfg = validate({"units": {"enabled": units}}, CurateConfig)
-    started = time.perf_counter()
-    curate(out, [str(source)], cfg, workers=workers, console=Console(quiet=True))
-    seconds = time.perf_counter() - started
+    with ray_session(None, workers):  # started here, outside the timing: curate reuses it
+        started = time.perf_counter()
+        curate(out, [str(source)], cfg, workers=workers, console=Console(quiet=True))
+        seconds = time.perf_counter() - started
     run = RunDir(out)
     rows = [json.dumps({k: v for k, v in r.items() if k != "created_at"}, sort_keys=True, default=repr)
             for r in read_manifest(run).to_pylist()]

@@ -269,7 +269,11 @@ def analyze_unit(source: str, path: Path, info, cfg: CurateConfig, chash: str, p
         raise NotSplittable(f"{stats.decode_errors} packets did not decode")
     for entry in rows:
         entry["row"].update({M.variable_frame_rate: False, M.source_frames_lost: 0, M.source_gaps: []})
-    return {"rows": rows, "events": events}
+    # the clips this unit will most likely give: up to its first close past its end (where the next
+    # unit usually agrees); only those are extracted here, the driver extracts any other it gives
+    past_end = [e[3] for e in events if e[1] >= end]
+    owned = None if last or not past_end else past_end[0]
+    return {"rows": rows, "events": events, "owned": owned}
 
 
 class _Numbered:
@@ -339,7 +343,6 @@ def read_part(path: Path) -> dict | None:
 def process_unit(source: str, k: int, units: int, out, cfg: CurateConfig, chash: str) -> dict:
     """Analyse unit k of `units`, extract its kept clips, write its part. Returns a unit summary;
     raises PermanentError (the caller quarantines the source) or anything transient."""
-    from curation.extract import extract_source
     from curation.inputs import local_path
     from curation.probe import probe
     from curation.scores import get_text_detector
@@ -355,21 +358,31 @@ def process_unit(source: str, k: int, units: int, out, cfg: CurateConfig, chash:
     except NotSplittable as e:
         atomic_write_bytes(part, json.dumps({"whole": str(e), "file_state": state}).encode())
         return {"whole": str(e)}
-    rows = [dict(entry["row"], **{M.config_hash: chash}) for entry in found["rows"]]
-    failures: list[dict] = []
-    if rows:
-        first = min(int(r[M.start_frame]) for r in rows)
-        written, failures = extract_source(path, rows, run, cfg.extract, info, clock=_PlacedClock(plan),
-                                           frames=lambda: _frames_from(path, plan, first))
-        for entry, row in zip(found["rows"], written, strict=True):
-            entry["row"] = row
+    owned = [e for e in found["rows"] if found["owned"] is None or e["order"] < found["owned"]]
+    for entry in found["rows"]:
+        entry["row"].update({M.config_hash: chash, M.clip_path: None, M.thumb_path: None})
+    written, failures = _extract(path, [e["row"] for e in owned], run, cfg, info, plan)
+    for entry, row in zip(owned, written, strict=True):
+        entry["row"] = row
     if _file_state(path) != state:
         raise RuntimeError(f"{source} changed while it was curated (size or modification time): still being "
                            "written? Nothing was recorded; the next run curates it")
     blob = {"rows": found["rows"], "events": found["events"], "bounds": plan.bounds, "file_state": state,
+            "units": units,
             "failures": [dict(f, **{schema.Q.created_at: None}) for f in failures]}
     atomic_write_bytes(part, json.dumps(blob).encode())
-    return {"rows": len(rows)}
+    return {"rows": len(owned)}
+
+
+def _extract(path: Path, rows: list[dict], run: RunDir, cfg: CurateConfig, info, plan: UnitPlan):
+    """`extract_source` for some clips of a split source, decoding from the key frame before the first."""
+    from curation.extract import extract_source
+
+    if not rows:
+        return [], []
+    first = min(int(r[M.start_frame]) for r in rows)
+    return extract_source(path, rows, run, cfg.extract, info, clock=_PlacedClock(plan),
+                          frames=lambda: _frames_from(path, plan, first))
 
 
 def _file_state(path: Path) -> list[int]:
@@ -377,7 +390,7 @@ def _file_state(path: Path) -> list[int]:
     return [stat.st_size, stat.st_mtime_ns]
 
 
-def finish_split(run: RunDir, source: str, chash: str, units: int) -> dict:
+def finish_split(run: RunDir, source: str, cfg: CurateConfig, chash: str, units: int) -> dict:
     """In the driver, once every unit's part is written: {"rows", "failures"} stitched (the caller
     records them as the source's manifest part, then calls `remove_unit_parts`), {"whole": reason}
     when the source must be curated whole (parts and files removed), or {"error"} (transient)."""
@@ -402,11 +415,21 @@ def finish_split(run: RunDir, source: str, chash: str, units: int) -> dict:
     keep = {r[M.clip_id] for r in rows}
     # files of clips only a unit not yet in agreement found, and clip files of clips the stitched rows filter
     _remove_files(run, written, keep, kept={r[M.clip_id] for r in rows if r[M.status] == schema.STATUS_KEPT})
+    failures = [f for p in parts for f in p["failures"] if f[schema.Q.clip_id] in keep]
+    missing = [i for i, r in enumerate(rows) if r.get(M.thumb_path) is None]
+    if missing:  # clips a unit gave that it did not extract (the stitch came later than usual)
+        from curation.probe import probe
+
+        path = local_path(source, run.input_cache)
+        info = probe(path, cfg.probe.timeout_s)
+        written, more = _extract(path, [rows[i] for i in missing], run, cfg, info, plan_units(path, info, units))
+        for i, row in zip(missing, written, strict=True):
+            rows[i] = row
+        failures += more
     now = now_utc()
     for row in rows:
         row[M.created_at] = now
-    failures = [dict(f, **{schema.Q.created_at: now}) for p in parts for f in p["failures"]
-                if f[schema.Q.clip_id] in keep]
+    failures = [dict(f, **{schema.Q.created_at: now}) for f in failures]
     return {"rows": rows, "failures": list({f[schema.Q.clip_id]: f for f in failures}.values())}
 
 

@@ -195,7 +195,7 @@ def _finish_split(run: RunDir, source: str, cfg: CurateConfig, n: int, results: 
     if bad:  # the parts written stay: the next run redoes only the units that failed
         return {"source": source, "status": FAILED, "detected": 0, "kept": 0, "error": bad[0]["error"],
                 "node": bad[0]["node"]}
-    stitched = finish_split(run, source, chash, n)
+    stitched = finish_split(run, source, cfg, chash, n)
     if "whole" in stitched:
         return None
     if "error" in stitched:
