@@ -311,8 +311,15 @@ def _open(path: Path):
     return container, stream
 
 
+def upright(img: np.ndarray, rotation: int) -> np.ndarray:
+    """A decoded picture (H, W, ...) turned `rotation` degrees counter-clockwise, as it is displayed."""
+    turns = round((rotation or 0) / 90) % 4
+    return np.ascontiguousarray(np.rot90(img, k=turns)) if turns else img
+
+
 def _rgb(frame, max_side: int | None) -> np.ndarray:
-    return resize_max_side(frame.to_ndarray(format="rgb24"), max_side)
+    # as displayed: a phone's portrait source reads upright, like its extracted clip
+    return resize_max_side(upright(frame.to_ndarray(format="rgb24"), getattr(frame, "rotation", 0) or 0), max_side)
 
 
 def _pyav_clip(path: Path, indices: list[int] | None, max_side: int | None) -> list[np.ndarray]:
@@ -496,6 +503,7 @@ class FileFacts:
     hidden: int  # packets an edit list hides (decoded for reference, never shown)
     header_frames: int  # what the container claims (can be wrong either way)
     raw_start: float  # the stream's start_time in seconds, as decord counts its timestamps from it
+    rotation: int  # display rotation (degrees) of the first frame
     variable_rate: bool
 
     def refusal(self, for_range: bool) -> str | None:
@@ -509,6 +517,8 @@ class FileFacts:
             return "AVI: decord numbers frames by packets, and its demuxer skips damaged stretches unmarked"
         if self.codec in ("vp8", "vp9") or "webm" in self.container:
             return f"{self.codec} in {self.container}: decord's seeks can return wrong frames there"
+        if self.rotation:
+            return f"display rotation {self.rotation}: decord returns the coded picture, not the displayed one"
         if self.pix_fmt not in _DECORD_FORMATS:
             return f"pixel format {self.pix_fmt}: decord converts it to RGB unlike PyAV (frames would differ)"
         if for_range and self.variable_rate:
@@ -566,11 +576,27 @@ def _read_facts(path: Path) -> FileFacts:
             header_frames=int(stream.frames or 0),
             raw_start=float(stream.start_time * tb) if stream.start_time is not None and tb else 0.0,
             variable_rate=variable_rate(sorted(pts)[:-16] if len(pts) >= _VFR_PACKETS else sorted(pts)),
+            rotation=_first_rotation(path),
         )
     except av.error.FFmpegError as e:
         raise PermanentError(f"cannot read {path} as a video: {e}; re-extract the clip or quarantine its source") from e
     finally:
         container.close()
+
+
+def _first_rotation(path: Path) -> int:
+    """The display rotation of the first frame that decodes (PyAV has no stream-level getter)."""
+    import av
+
+    container, stream = _open(path)
+    try:
+        for frame in container.decode(stream):
+            return int(round((getattr(frame, "rotation", 0) or 0) / 90) * 90) % 360
+    except av.error.FFmpegError:
+        pass
+    finally:
+        container.close()
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------

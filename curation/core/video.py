@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 # reading lives in the frame reader; these names stay importable from here for their callers
-from curation.core.frames import avi_frame_slots, decodable_frames  # noqa: F401
+from curation.core.frames import avi_frame_slots, decodable_frames, upright  # noqa: F401
 
 
 def spread_indices(num_frames: int, count: int) -> list[int]:
@@ -49,12 +49,6 @@ def count_frames(path: Path | str, reader: str = "auto") -> int:
 def sample_frames(path: Path | str, count: int, max_side: int | None = None, reader: str = "auto") -> list[np.ndarray]:
     """`count` RGB frames spread across the clip at `path` (see `spread_indices`)."""
     return read_frames(path, spread_indices(count_frames(path, reader), count), max_side, reader)
-
-
-def upright(img: np.ndarray, rotation: int) -> np.ndarray:
-    """A decoded picture (H, W, ...) turned `rotation` degrees counter-clockwise, as it is displayed."""
-    turns = round((rotation or 0) / 90) % 4
-    return np.ascontiguousarray(np.rot90(img, k=turns)) if turns else img
 
 
 # ---------------------------------------------------------------------------------------------

@@ -264,3 +264,28 @@ def test_without_decord_pyav_reads_and_decord_asked_for_says_so(source, monkeypa
     assert why == []
     forced = F.read_clip_frames(source, [3], reader="decord", on_fallback=why.append)
     assert np.array_equal(auto[0], forced[0]) and len(why) == 1 and "not installed" in why[0]
+
+
+@pytest.mark.parametrize("reader", ["pyav", "auto"])
+def test_a_rotated_source_reads_as_displayed_like_its_extracted_clip(tmp_path, reader):
+    from workflows.synthetic.footage import make_footage
+
+    path = tmp_path / "portrait.mp4"
+    frames, _ = make_footage([Segment(24, "circle", "red", "right", "blue")], 64, 32)
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=24)
+        s.width, s.height, s.pix_fmt = 64, 32, "yuv420p"
+        s.set_display_rotation(90)  # filmed with the phone turned: displayed 32 wide, 64 high
+        for img in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    fallbacks = []
+    got = F.read_range_frames(path, 0.0, 24, [4, 20], reader=reader, on_fallback=fallbacks.append)
+    assert [f.shape for f in got] == [(64, 32, 3)] * 2
+    for frame, i in zip(got, [4, 20], strict=True):
+        assert np.abs(frame.astype(np.float32) - np.rot90(frames[i], k=1)).mean() < 12
+    assert F.read_clip_frames(path, [4], reader=reader)[0].shape == (64, 32, 3)
+    if reader == "auto" and F.decord_installed():
+        assert any("rotation" in reason for reason in fallbacks)
