@@ -118,17 +118,9 @@ def process_source(source: str, out: str | Path, cfg: CurateConfig, chash: str,
     if is_done(run, source, chash):  # e.g. a retry of a task whose first attempt finished
         return {**result, "status": DONE_EARLIER}
     attempts = run.attempts(source_key(source), chash)
-    died = sorted(attempts.glob("attempt-*")) if attempts.exists() else []
-    if len(died) >= MAX_ATTEMPTS:
-        error = (f"processing this source stopped its worker {len(died)} times (a crash, or a hang past the "
-                 f"{hard_limit_s(cfg):g} s limit); quarantined so the run can finish. Check the file; "
-                 f"raise probe.timeout_s if it is just very long")
-        _quarantine(run, source, chash, "worker", error)
-        shutil.rmtree(attempts, ignore_errors=True)
-        return {**result, "status": QUARANTINED, "error": f"worker: {error}"}
-    marker = attempts / f"attempt-{uuid.uuid4().hex}"
-    attempts.mkdir(parents=True, exist_ok=True)
-    marker.touch()
+    marker, quarantined = _start_attempt(run, source, chash, cfg, "attempt-")
+    if quarantined:
+        return {**result, **quarantined}
     if time_limit_s:
         faulthandler.dump_traceback_later(time_limit_s, exit=True)  # the traceback goes to the worker's log
     try:
@@ -190,6 +182,24 @@ def _process(source: str, run: RunDir, cfg: CurateConfig, chash: str) -> dict:
     return {"status": PROCESSED, "detected": len(rows), "kept": kept}
 
 
+def _start_attempt(run: RunDir, source: str, chash: str, cfg: CurateConfig, prefix: str):
+    """(marker of this attempt, None), or (None, a quarantined outcome) when attempts named `prefix`
+    have already killed their worker MAX_ATTEMPTS times (their markers were left behind)."""
+    attempts = run.attempts(source_key(source), chash)
+    died = sorted(attempts.glob(f"{prefix}*")) if attempts.exists() else []
+    if len(died) >= MAX_ATTEMPTS:
+        error = (f"processing this source stopped its worker {len(died)} times (a crash, or a hang past the "
+                 f"{hard_limit_s(cfg):g} s limit); quarantined so the run can finish. Check the file; "
+                 f"raise probe.timeout_s if it is just very long")
+        _quarantine(run, source, chash, "worker", error)
+        shutil.rmtree(attempts, ignore_errors=True)
+        return None, {"status": QUARANTINED, "error": f"worker: {error}"}
+    marker = attempts / f"{prefix}{uuid.uuid4().hex}"
+    attempts.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+    return marker, None
+
+
 def run_unit(source: str, k: int, units: int, out, cfg: CurateConfig, chash: str,
              time_limit_s: float | None = None) -> dict:
     """Work unit k of a long source (`curation.units.process_unit`): a summary row (RESULT_KEYS plus
@@ -201,6 +211,11 @@ def run_unit(source: str, k: int, units: int, out, cfg: CurateConfig, chash: str
               "node": None}
     if is_done(run, source, chash) or unit_part(run, source, chash, k).exists():
         return {**result, "status": DONE_EARLIER}
+    # a unit whose worker dies (a decoder crash, the watchdog) leaves its marker, as a whole source does
+    prefix = f"unit{k}-attempt-"
+    marker, quarantined = _start_attempt(run, source, chash, cfg, prefix)
+    if quarantined:
+        return {**result, **quarantined}
     if time_limit_s:
         faulthandler.dump_traceback_later(time_limit_s, exit=True)
     try:
@@ -214,7 +229,10 @@ def run_unit(source: str, k: int, units: int, out, cfg: CurateConfig, chash: str
     finally:
         if time_limit_s:
             faulthandler.cancel_dump_traceback_later()
-    return result
+        marker.unlink(missing_ok=True)  # a normal return (or exception) is not a dead worker
+    for died in marker.parent.glob(f"{prefix}*"):  # the unit is done: earlier deaths no longer matter
+        died.unlink(missing_ok=True)
+    return result  # the folder goes with the stitch (record_split): other units may be using it now
 
 
 def record_split(run: RunDir, source: str, chash: str, rows: list[dict], failures: list[dict]) -> dict:
@@ -224,6 +242,7 @@ def record_split(run: RunDir, source: str, chash: str, rows: list[dict], failure
         atomic_write_table(rows_to_table(failures, schema.QUARANTINE), run.clip_quarantine_part(key, chash))
     atomic_write_table(rows_to_table(rows, schema.MANIFEST), run.manifest_part(key, chash))
     _remove_stale_parts(run, source, chash)
+    shutil.rmtree(run.attempts(key, chash), ignore_errors=True)  # every unit is done
     kept = sum(1 for row in rows if row[M.status] == schema.STATUS_KEPT)
     return {"source": source, "status": PROCESSED, "detected": len(rows), "kept": kept, "error": None, "node": None}
 

@@ -149,3 +149,28 @@ def test_a_bad_unit_quarantines_the_source(reel, tmp_path, monkeypatch):
     run = RunDir(tmp_path)
     assert read_manifest(run).num_rows == 0
     assert not list(run.clips.glob("*.mp4")) and not (tmp_path / "_units").exists()
+
+
+def test_a_unit_that_keeps_killing_its_worker_quarantines_the_source(reel, tmp_path):
+    """As a whole source does: each dead attempt leaves its marker; after MAX_ATTEMPTS the source is
+    quarantined instead of tried by every run; one death then a good attempt clears the marker."""
+    import curation.units as units
+    from curation.inputs import source_key
+    from curation.pipeline import MAX_ATTEMPTS, run_unit
+
+    cfg = _cfg()
+    chash = config_hash(cfg)
+    n = units.unit_count(reel, cfg)
+    markers = RunDir(tmp_path).attempts(source_key(str(reel)), chash)
+    markers.mkdir(parents=True)
+    (markers / "unit0-attempt-dead").touch()  # one earlier death of unit 0
+    assert run_unit(str(reel), 0, n, tmp_path, cfg, chash)["status"] == "processed"
+    assert not list(markers.glob("unit0-attempt-*"))
+    for i in range(MAX_ATTEMPTS):
+        (markers / f"unit1-attempt-{i}").touch()
+    result = run_unit(str(reel), 1, n, tmp_path, cfg, chash)
+    assert result["status"] == "quarantined" and "stopped its worker 3 times" in result["error"]
+    from curation.core.rundir import read_table
+
+    rows = read_table(RunDir(tmp_path).quarantine_parts, schema.QUARANTINE).to_pylist()
+    assert [(r[schema.Q.source], r[schema.Q.stage]) for r in rows] == [(str(reel), "worker")]
