@@ -38,7 +38,8 @@ THREADED_DECODE_PIXELS = 1280 * 720
 
 
 def decode_frames(
-    path: Path | str, deadline: Deadline | None = None, stats: AnalysisStats | None = None, frame_threads: bool = True
+    path: Path | str, deadline: Deadline | None = None, stats: AnalysisStats | None = None, frame_threads: bool = True,
+    seek_pts: int | None = None,
 ) -> Iterator:
     """Every decodable frame of the first video stream of `path`, in order, with its true
     presentation timestamp (`frame.pts`); corrupt packets are skipped and counted in
@@ -48,7 +49,8 @@ def decode_frames(
     their frame numbers agree. Timestamps are made right twice: an AVI's from its index (the
     demuxer counts packets, blind to a stretch it skipped), and every source's put in increasing
     order over a few frames (AVIs with packed B-frames hand decoded frames their packets' stamps,
-    in decode order). `frame_threads=False` decodes on the calling thread only."""
+    in decode order). `frame_threads=False` decodes on the calling thread only. With `seek_pts`,
+    decoding starts at the key frame at or before that timestamp (a work unit's warm-up point)."""
     container, stream = open_video(path)
     if not frame_threads:
         stream.thread_type = "NONE"
@@ -59,6 +61,8 @@ def decode_frames(
 
     try:
         slots = avi_frame_slots(path, stream.index) if container.format.name == "avi" else None
+        if seek_pts is not None:
+            container.seek(seek_pts, stream=stream, backward=True, any_frame=False)
         yield from in_pts_order(decodable_frames(container, stream, deadline.check if deadline else None,
                                                  count_error, slots))
     finally:

@@ -146,25 +146,9 @@ class _PlacedClock:
 
 def _frames_from(path, plan: UnitPlan, position: int, deadline=None, stats=None, threads: bool = True):
     """Decoded frames from the key frame at or before `position` on, timestamps as analysis sees them."""
-    from curation.core.video import decodable_frames
-    from curation.decode import in_pts_order
-    from curation.probe import open_video
+    from curation.decode import decode_frames
 
-    container, stream = open_video(path)
-    if not threads:
-        stream.thread_type = "NONE"
-
-    def count_error(_error: Exception) -> None:
-        if stats is not None:
-            stats.decode_errors += 1
-
-    try:
-        if position > 0:
-            container.seek(plan.pts[position], stream=stream, backward=True, any_frame=False)
-        yield from in_pts_order(decodable_frames(container, stream, deadline.check if deadline else None,
-                                                 count_error, None))
-    finally:
-        container.close()
+    return decode_frames(path, deadline, stats, threads, seek_pts=plan.pts[position] if position > 0 else None)
 
 
 # ---------------------------------------------------------------------------------------------
