@@ -348,6 +348,7 @@ def _read_table_list(path: Path, list_files_open: set[Path], skipped: list[Skipp
 def _table_entries(path: Path) -> list[tuple[int, str, str | None]]:
     """(line number, input, caption or None) of each row of a CSV, TSV or JSONL list file."""
     import csv
+    import io
     import json
 
     try:
@@ -368,7 +369,8 @@ def _table_entries(path: Path) -> list[tuple[int, str, str | None]]:
                 raise InputError(f'{path}, line {number}: each line holds an object {{"path": ..., "caption": ...}}')
             rows.append((number, obj))
     else:
-        reader = csv.DictReader(text.splitlines(), delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+        # a StringIO with newline="" keeps line breaks inside quoted captions
+        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
         header = [h.strip().lower() for h in reader.fieldnames or []]
         if not any(c in header for c in PATH_COLUMNS):
             raise InputError(f"list file {path} has no header row naming a path column (one of "

@@ -49,6 +49,7 @@ ENV_SWITCH = "RUSHES_MILVUS_LITE_SPEEDUPS"
 
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
+_cache_lock = threading.Lock()  # guards _segment_states between search threads
 _stock: list[tuple[Any, str, Any]] = []  # (owner, attribute, stock value) of what install() replaced
 _warned = False
 
@@ -205,9 +206,10 @@ def _segment_set(segments: tuple) -> _SegmentSet:
     state = _segment_states.get(key)
     if state is None or any(a is not b for a, b in zip(state.segments, segments, strict=True)):
         state = _SegmentSet(segments)
-        if len(_segment_states) >= 8:  # a few sets at once: one per partition scope and collection
-            _segment_states.pop(next(iter(_segment_states)))
-        _segment_states[key] = state
+        with _cache_lock:  # the server answers searches on several threads
+            while len(_segment_states) >= 8:  # a few sets at once: one per partition scope and collection
+                _segment_states.pop(next(iter(_segment_states)), None)
+            _segment_states[key] = state
     return state
 
 

@@ -122,7 +122,13 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    # a server stopped from another terminal stays a zombie until the `rushes serve` that started it
+    # reaps it: it has exited all the same
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
 
 
 def _port_open(port: int, timeout: float = 1.0) -> bool:

@@ -8,6 +8,7 @@ itself (pymilvus would keep it locked until pytest exits).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -173,3 +174,17 @@ def test_serve_finds_clips_indexed_while_it_runs(run_template, tmp_path):
     assert code == 0, log.read_text()[-3000:]
     # the page stopped the server it had started, and nothing holds the database any more
     assert managed.running(db) is None and managed.lock_holder(db) is None
+
+
+def test_an_exited_server_not_yet_reaped_counts_as_stopped():
+    """A server `rushes serve` started and another terminal stopped stays a zombie until serve reaps
+    it; stopping must not wait out its timeout for a process that has exited."""
+    from indexing.server import _pid_alive
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 10
+    while _pid_alive(child.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _pid_alive(child.pid)  # exited, not reaped yet: a zombie
+    child.wait()
+    assert _pid_alive(os.getpid())

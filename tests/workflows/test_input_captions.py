@@ -29,6 +29,7 @@ def videos(tmp_path, footage_dir):
 
 @pytest.mark.parametrize("name, text", [
     ("inputs.csv", 'path,caption\na.mp4,"A red circle, moving right."\nb.mp4,\n'),
+    ("inputs.csv", 'path,caption\na.mp4,"A red circle,\nmoving right."\nb.mp4,\n'),  # a line break inside quotes
     ("inputs.tsv", "Video\tDescription\na.mp4\tA red circle, moving right.\nb.mp4\t\n"),
     ("inputs.jsonl", '{"path": "a.mp4", "caption": "A red circle, moving right."}\n\n{"path": "b.mp4"}\n'),
 ])
