@@ -64,6 +64,8 @@ class ClipPlayer:
 
     def file(self, name: str) -> tuple[Path | None, str | None]:
         """(the mp4 to send, None) or (None, why not)."""
+        import av
+
         from curation.core.clips import clip_file, cut_range, has_clip_file
         from curation.core.stage import PermanentError
         from indexing.search import CLIP_ID_RE
@@ -86,6 +88,9 @@ class ClipPlayer:
             return cached, None
         except PermanentError as e:
             return None, str(e)
+        except (OSError, av.error.FFmpegError) as e:  # a full disk, a source unreadable just now
+            return None, (f"cannot cut clip {clip_id} from its source ({e}); try again, or write its file with "
+                          f"`rushes extract --out {self.run.root} --clip-id {clip_id}`")
 
 
 LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1"]

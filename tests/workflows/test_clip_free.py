@@ -209,3 +209,19 @@ def test_a_clip_free_step_decodes_its_source_once(runs, tmp_path, monkeypatch):
 
     with Image.open(tmp_path / "out" / rows[0][M.thumb_path]) as thumb:
         assert max(thumb.size) == SETTINGS["extract"]["thumb_side"]
+
+
+def test_a_cut_that_fails_is_a_message_not_a_server_error(runs, tmp_path, monkeypatch):
+    import curation.core.clips
+    from indexing.web import ClipPlayer
+
+    out = tmp_path / "run"
+    shutil.copytree(runs[CLIP_FREE].root, out)
+    clip_id = kept_clips(out)[0][M.clip_id]
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(curation.core.clips, "cut_range", disk_full)
+    path, why = ClipPlayer(out).file(f"{clip_id}.mp4")
+    assert path is None and "No space left on device" in why and f"--clip-id {clip_id}" in why
