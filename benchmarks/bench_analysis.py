@@ -38,7 +38,7 @@ def plain_decode(path: Path, thread_type: str) -> int:
         return sum(1 for _ in container.decode(stream))
 
 
-def generated(workdir: Path, minutes: float, width: int, height: int, fps: float) -> Path:
+def generated(workdir: Path, minutes: float, width: int, height: int, fps: float = 24.0) -> Path:
     from workflows.synthetic.footage import random_segments, write_footage
 
     path = workdir / f"reel_{minutes:g}min_{width}x{height}.mp4"

@@ -24,31 +24,12 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-
-def generated(workdir: Path, minutes: float, width: int, height: int, fps: float = 24.0) -> Path:
-    from workflows.synthetic.footage import random_segments, write_footage
-
-    path = workdir / f"reel_{minutes:g}min_{width}x{height}.mp4"
-    if not path.exists():
-        t = time.perf_counter()
-        segments = random_segments(int(minutes * 1000), int(minutes * 60 * fps), fps=fps)
-        write_footage(path.with_suffix(".tmp.mp4"), segments, width, height, fps, seed=int(minutes * 1000))
-        path.with_suffix(".tmp.mp4").rename(path)
-        print(f"  generated {path.name} in {time.perf_counter() - t:.0f} s", flush=True)
-    return path
-
-
-def timed(fn) -> tuple[float, float, object]:
-    """Wall-clock and process CPU seconds (all threads) of one call, and its result."""
-    w, c = time.perf_counter(), time.process_time()
-    result = fn()
-    return time.perf_counter() - w, time.process_time() - c, result
+from bench_analysis import generated, timed  # noqa: E402  (the same reels, the same clock)
 
 
 def configs(text: bool):

@@ -365,16 +365,20 @@ def _frames_from(path: Path, container, stream) -> Iterator:
     return in_pts_order(decodable_frames(container, stream, slots=slots))
 
 
-def _clock(path: Path) -> tuple[float, float]:
-    """(origin, step) of the source's clock in seconds, from its first packets and first frame
-    (remembered per file: every clip of a source asks)."""
+def _remembered(cache: dict, path: Path, read, limit: int):
+    """`read(path)`, remembered per file (path, size and modification time): every clip of a source asks."""
     st = path.stat()
     key = (str(path), st.st_size, st.st_mtime_ns)
-    if key not in _CLOCKS:
-        if len(_CLOCKS) > 64:
-            _CLOCKS.clear()
-        _CLOCKS[key] = _read_clock(path)
-    return _CLOCKS[key]
+    if key not in cache:
+        if len(cache) > limit:
+            cache.clear()
+        cache[key] = read(path)
+    return cache[key]
+
+
+def _clock(path: Path) -> tuple[float, float]:
+    """(origin, step) of the source's clock in seconds, from its first packets and first frame."""
+    return _remembered(_CLOCKS, path, _read_clock, 64)
 
 
 _CLOCKS: dict[tuple, tuple[float, float]] = {}
@@ -539,14 +543,7 @@ def variable_rate(pts: list[int]) -> bool:
 
 def file_facts(path: Path | str) -> FileFacts:
     """The facts of the file at `path` (remembered per file, size and modification time)."""
-    path = Path(path)
-    st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    if key not in _FACTS:
-        if len(_FACTS) > 256:
-            _FACTS.clear()
-        _FACTS[key] = _read_facts(path)
-    return _FACTS[key]
+    return _remembered(_FACTS, Path(path), _read_facts, 256)
 
 
 _FACTS: dict[tuple, FileFacts] = {}
