@@ -1,11 +1,11 @@
 """Frame reader benchmark (run by hand): decord against PyAV for sampling a few frames.
 
     flock /tmp/rushes-cpu.lock .venv/bin/python benchmarks/bench_frame_reader.py
-    .venv/bin/python benchmarks/bench_frame_reader.py --clips 20 --counts 8 --keyints rushes 24 12
+    .venv/bin/python benchmarks/bench_frame_reader.py --clips 20 --counts 8 --keyints rushes x264 24 12
 
-Clips of 5, 20 and 60 s (640x360 h264 at 24 fps, written as rushes writes clips: `VideoWriter`, whose
-x264 places a key frame every 250 frames or at a scene cut) are sampled for 4, 8 and 16 frames
-(`spread_indices`, as captioning does) by:
+Clips of 5, 20 and 60 s (640x360 h264 at 24 fps, written as extraction writes clips: `VideoWriter`
+with the default `extract` settings, a key frame every `keyframe_seconds` and no B-frames) are sampled
+for 4, 8 and 16 frames (`spread_indices`, as captioning does) by:
 
 - `pyav`: today's `read_frames`, decoding from the start up to the last frame asked (sequential);
 - `decord`: `read_clip_frames(reader="decord")`, the whole guarded path (the file's packets counted
@@ -15,7 +15,9 @@ x264 places a key frame every 250 frames or at a scene cut) are sampled for 4, 8
 Ranges inside a 4-minute source (shots of 20 s) are read by `read_range_frames` with each backend:
 PyAV seeks to the key frame before the range and decodes forward; the source's facts and clock are
 read once per source (as a worker reading its clips does). `--keyints` adds clips written
-with a key frame every N frames (x264 `g`), which is what decides decord's gain. Each figure is the
+with x264's defaults ("x264": a key frame every 250 frames or at a scene cut, B-frames on; what
+extraction wrote before `keyframe_seconds`) or with a key frame every N frames (x264 `g`, B-frames
+on), which is what decides decord's gain. Each figure is the
 median of `--repeat` reads, every cache of the reader cleared before each; the ratio pyav / decord
 is the figure to compare across machines. Frames are checked identical in every case.
 """
@@ -37,23 +39,26 @@ SIZE = (640, 360)
 
 
 def write_clip(path: Path, seconds: float, keyint: str, seed: int = 0) -> None:
-    """One shot of moving footage; `keyint` "rushes" writes it with rushes' own VideoWriter."""
+    """One shot of moving footage: "rushes" as extraction writes it, "x264" with x264's defaults."""
     import av
 
+    from curation.config import ExtractConfig
     from curation.core.video import VideoWriter
     from workflows.synthetic.footage import Segment, render
 
     frames, _ = render([Segment(int(seconds * FPS), "circle", "red", "right", "blue", camera="pan_left")],
                        *SIZE, float(FPS), seed)
-    if keyint == "rushes":
-        with VideoWriter(path, FPS) as writer:
+    if keyint in ("rushes", "x264"):
+        extract = ExtractConfig()
+        with VideoWriter(path, FPS, crf=extract.crf,
+                         keyframe_seconds=extract.keyframe_seconds if keyint == "rushes" else None) as writer:
             for frame in frames:
                 writer.write(frame)
         return
-    with av.open(str(path), "w") as container:  # VideoWriter's settings, plus a key frame every `keyint`
+    with av.open(str(path), "w") as container:  # x264 as VideoWriter sets it up, plus a key frame every `keyint`
         stream = container.add_stream("libx264", rate=FPS)
         stream.width, stream.height, stream.pix_fmt = *SIZE, "yuv420p"
-        stream.options = {"crf": "18", "preset": "veryfast", "g": keyint}
+        stream.options = {"crf": "20", "preset": "veryfast", "g": keyint}
         for i, img in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(img, format="rgb24")
             frame.pts, frame.time_base = i, Fraction(1, FPS)
@@ -108,7 +113,8 @@ def main() -> None:
     parser.add_argument("--clips", type=float, nargs="+", default=[5, 20, 60], help="clip lengths (s)")
     parser.add_argument("--counts", type=int, nargs="+", default=[4, 8, 16], help="frames sampled")
     parser.add_argument("--keyints", nargs="+", default=["rushes"],
-                        help="'rushes' (VideoWriter as is) and/or frames between key frames, e.g. 24 12")
+                        help="'rushes' (extraction's settings), 'x264' (x264's defaults) and/or frames between key "
+                        "frames, e.g. 24 12")
     parser.add_argument("--source-minutes", type=float, default=4.0, help="0 skips the range benchmark")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()

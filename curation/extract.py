@@ -99,6 +99,7 @@ class _SourceExtractor:
         job.writer = VideoWriter(
             job.tmp_path, rate_fraction(out_fps), crf=self.cfg.crf, threads=1,
             size=even_size(width, height, self.cfg.max_side), container_format="mp4",
+            keyframe_seconds=self.cfg.keyframe_seconds,
         )
 
     @staticmethod

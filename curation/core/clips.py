@@ -72,6 +72,7 @@ class ClipShape:
     fps: float | None = None
     crf: int = 20
     thumb_side: int = 256
+    keyframe_seconds: float | None = None
 
 
 def clip_shape(run: RunDir | Path | str, row: dict) -> ClipShape:
@@ -88,7 +89,7 @@ def _saved_shape(path: str) -> ClipShape:
         return ClipShape()
     extract = read_yaml_mapping(path).get("extract") or {}
     return ClipShape(max_side=extract.get("max_side"), fps=extract.get("fps"), crf=int(extract.get("crf", 20)),
-                     thumb_side=int(extract.get("thumb_side", 256)))
+                     thumb_side=int(extract.get("thumb_side", 256)), keyframe_seconds=extract.get("keyframe_seconds"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,7 +242,7 @@ def cut_range(run: RunDir | Path | str, row: dict, dest: Path | str, *, reader: 
     total = clip_frame_count(run, row, reader=reader)
     rate = shape.fps or float(row.get(M.fps) or 0) or 25.0
     tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
-    writer = VideoWriter(tmp, rate, crf=shape.crf, container_format="mp4")
+    writer = VideoWriter(tmp, rate, crf=shape.crf, container_format="mp4", keyframe_seconds=shape.keyframe_seconds)
     try:
         for start in range(0, total, READ_CHUNK):
             for frame in clip_frames(run, row, list(range(start, min(total, start + READ_CHUNK))), reader=reader):

@@ -550,15 +550,20 @@ _FACTS: dict[tuple, FileFacts] = {}
 
 
 def _read_facts(path: Path) -> FileFacts:
+    """One pass over the packets; the first that decode also give the first frame's rotation."""
     import av
 
     container, stream = _open(path)
+    stream.thread_type = "NONE"  # a frame thread pool would hold the first frame back until it fills
     try:
         shown = hidden = 0
         pts: list[int] = []
+        rotation = None
         for packet in container.demux(stream):
             if not packet.size:
                 continue
+            if rotation is None:
+                rotation = _rotation_of(packet)
             if packet.is_discard:
                 hidden += 1
                 continue
@@ -573,7 +578,7 @@ def _read_facts(path: Path) -> FileFacts:
             header_frames=int(stream.frames or 0),
             raw_start=float(stream.start_time * tb) if stream.start_time is not None and tb else 0.0,
             variable_rate=variable_rate(sorted(pts)[:-16] if len(pts) >= _VFR_PACKETS else sorted(pts)),
-            rotation=_first_rotation(path),
+            rotation=rotation or 0,
         )
     except av.error.FFmpegError as e:
         raise PermanentError(f"cannot read {path} as a video: {e}; re-extract the clip or quarantine its source") from e
@@ -581,19 +586,17 @@ def _read_facts(path: Path) -> FileFacts:
         container.close()
 
 
-def _first_rotation(path: Path) -> int:
-    """The display rotation of the first frame that decodes (PyAV has no stream-level getter)."""
+def _rotation_of(packet) -> int | None:
+    """The display rotation of the first frame `packet` decodes to; None while the decoder gives none
+    yet (B-frame reordering), 0 when the packet fails to decode (PyAV has no stream-level getter)."""
     import av
 
-    container, stream = _open(path)
     try:
-        for frame in container.decode(stream):
+        for frame in packet.decode():
             return int(round((getattr(frame, "rotation", 0) or 0) / 90) * 90) % 360
     except av.error.FFmpegError:
-        pass
-    finally:
-        container.close()
-    return 0
+        return 0
+    return None
 
 
 # ---------------------------------------------------------------------------------------------

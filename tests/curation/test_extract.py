@@ -111,6 +111,28 @@ def test_frame_rate_resampling_keeps_the_duration(reel, tmp_path):
     assert_frames_match_source(read_frames(clip_path)[::1], read_frames(reel)[0:24:2], 0)
 
 
+def _key_frames_and_reordering(path):
+    """Which packets are key frames, and whether any frame is shown before one decoded earlier (B-frames)."""
+    with av.open(str(path)) as c:
+        packets = [p for p in c.demux(c.streams.video[0]) if p.size]
+    pts = [p.pts for p in packets]
+    return [i for i, p in enumerate(packets) if p.is_keyframe], pts != sorted(pts)
+
+
+def test_clips_have_a_key_frame_every_half_second_and_no_b_frames(reel, tmp_path):
+    """What lets decord sample a few frames by seeking (docs/curation.md, bench_frame_reader.py)."""
+    out, _ = extract_source(reel, _rows(reel, [(0, 60)], 24.0), RunDir(tmp_path / "a"), ExtractConfig())
+    keys, reordered = _key_frames_and_reordering(tmp_path / "a" / out[0][M.clip_path])
+    assert ExtractConfig().keyframe_seconds == 0.5
+    assert keys[:3] == [0, 12, 24] and 30 in keys  # every 12 frames at 24 fps, and x264's own at the cut
+    assert max(b - a for a, b in zip(keys, keys[1:] + [60], strict=True)) <= 12 and not reordered
+    # null: x264's defaults, a key frame every 250 frames (a 30-frame shot has one) and B-frames
+    out, _ = extract_source(reel, _rows(reel, [(0, 30)], 24.0), RunDir(tmp_path / "b"),
+                            ExtractConfig(keyframe_seconds=None))
+    keys, reordered = _key_frames_and_reordering(tmp_path / "b" / out[0][M.clip_path])
+    assert keys == [0] and reordered
+
+
 def test_even_size():
     assert even_size(257, 193, None) == (256, 192)
     assert even_size(1920, 1080, 512) == (512, 288)
