@@ -75,7 +75,7 @@ def build(store, args, visual, text, captions, scalars) -> None:
             manifest = {M.clip_id: f"{i:020x}", M.source: f"reel{i % 50}.mp4", M.duration: float(1 + i % 20),
                         M.width: 640, M.height: 360, M.fps: 24.0, M.status: "kept", M.aesthetic_score: scalars[i]}
             rows.append(store_row(manifest, visual[i], text[i], captions[i], "synthetic", 384))
-        store.upsert(rows)
+        store.upsert(rows, batch=args.batch)
         if lo and lo % (args.batch * 100) == 0:
             print(f"  {lo:,} rows, {lo / (time.perf_counter() - start):,.0f} rows/s", flush=True)
     insert_s = time.perf_counter() - start

@@ -203,6 +203,7 @@ class ClipStore:
         except Exception as e:
             raise StoreError(_connect_failure(uri, self.address, e)) from e
         self.meta: StoreMeta | None = self._read_meta() if self.exists() else None
+        self._fields_info: dict | None = None  # the collection's fields as pymilvus describes them, for upserts
 
     # -- schema ---------------------------------------------------------------------------------
 
@@ -234,6 +235,7 @@ class ClipStore:
     def create(self, meta: StoreMeta) -> None:
         """Create the collection; without BM25 support, create it without keyword search and say so."""
         s, index = collection_schema(meta)
+        self._fields_info = None
         try:
             self.client.create_collection(self.collection, schema=s)
         except Exception as e:
@@ -298,6 +300,7 @@ class ClipStore:
         meta = self._read_meta() if self.exists() else None
         changed = meta != self.meta
         self.meta = meta
+        self._fields_info = None  # a recreated collection with the same models may still differ
         return changed
 
     def require(self) -> StoreMeta:
@@ -313,10 +316,25 @@ class ClipStore:
 
     # -- rows -----------------------------------------------------------------------------------
 
-    def upsert(self, rows: list[dict]) -> int:
-        for start in range(0, len(rows), UPSERT_BATCH):
-            self.client.upsert(self.collection, rows[start : start + UPSERT_BATCH])
+    def upsert(self, rows: list[dict], batch: int = UPSERT_BATCH) -> int:
+        """Upsert rows (store_row's dicts) by clip_id, `batch` rows per call."""
+        for start in range(0, len(rows), batch):
+            self._upsert_columns(rows[start : start + batch])
         return len(rows)
+
+    def _upsert_columns(self, rows: list[dict]) -> None:
+        """One upsert call, sent column by column: pymilvus packs a list of row dicts field by field and
+        row by row in Python (about 0.6 ms a row in rushes' 40-field schema, most of an insert); a column
+        goes into its protobuf field in one call. Same request, same rows (what `client.upsert` sends)."""
+        handler = getattr(self.client, "_get_connection", None)
+        if handler is None:
+            self.client.upsert(self.collection, rows)
+            return
+        if self._fields_info is None:
+            self._fields_info = handler().describe_collection(self.collection, timeout=CONNECT_TIMEOUT_S)
+        columns = [{"name": f["name"], "type": f["type"], "values": [row.get(f["name"]) for row in rows]}
+                   for f in self._fields_info["fields"] if not f.get("is_function_output")]
+        handler().upsert(self.collection, columns, schema=self._fields_info, timeout=CONNECT_TIMEOUT_S)
 
     def flush(self) -> None:
         """Seal what was written. Milvus Lite searches unsealed rows by brute force, and builds a sealed
@@ -422,12 +440,11 @@ class ClipStore:
             reqs.append(AnnSearchRequest(data=data, anns_field=field_name, limit=max(k, 20), expr=where or "",
                                          param={"metric_type": metric, "params": {} if metric == "BM25" else {"ef": 64}}))
         with self._filter_errors(next((w for _, _, w in requests if w), None)):
-            # the ids only: the fields are fetched for the final k, not for every sub-search candidate
-            results = [list(r) for r in self.client.hybrid_search(self.collection, reqs, RRFRanker(rrf_k), limit=k,
-                                                                  output_fields=[M.clip_id])]
-        ids = list(dict.fromkeys(h.get(M.clip_id) or h["id"] for hits in results for h in hits))
-        fields = self.get(ids, output_fields or RESULT_FIELDS)
-        return [[{**h, "entity": fields.get(h.get(M.clip_id) or h["id"], {})} for h in hits] for hits in results]
+            # The fields come with the fused hits, in one call: with rushes' Milvus Lite speedups a candidate
+            # converts only these columns, and a second call (get() of the final k) cost more than that
+            # (at 100,000 clips 15.5 ms against 12.9 ms a hybrid search; docs/indexing.md, Benchmark).
+            return [list(r) for r in self.client.hybrid_search(self.collection, reqs, RRFRanker(rrf_k), limit=k,
+                                                               output_fields=output_fields or RESULT_FIELDS)]
 
     def close(self) -> None:
         self.client.close()

@@ -144,3 +144,75 @@ def test_switch_and_version_pin(monkeypatch):
     assert collection.execute_search_with_index is speedups._execute_search_with_index
     speedups.uninstall()
     assert collection.execute_search_with_index is stock
+
+
+def _stock_outcome(validate, record, schema):
+    """What validating a copy of `record` does: the record afterwards, or the error's type and text."""
+    record = dict(record) if isinstance(record, dict) else record
+    try:
+        validate(record, schema)
+    except Exception as e:  # noqa: BLE001 - the outcome compared is the exception itself
+        return type(e).__name__, str(e)
+    return record
+
+
+def test_record_validation_matches_stock(store):
+    import os
+
+    from milvus_lite import server_manager_instance
+    from milvus_lite.engine import collection
+    from milvus_lite.schema import validation
+
+    schema = server_manager_instance._servers[os.path.abspath(store.uri)][1].get_collection("clips").schema
+    good = _row(np.random.default_rng(3), 7, 0)
+    records = [good, {**good, F_VISUAL: [int(x * 10) for x in good[F_VISUAL]]},  # ints pass too
+               {**good, F_VISUAL: good[F_VISUAL][:-1]}, {**good, F_VISUAL: good[F_VISUAL] + [0.5]},
+               {**good, F_VISUAL: [True] + good[F_VISUAL][1:]}, {**good, F_VISUAL: ["x"] + good[F_VISUAL][1:]},
+               {**good, F_VISUAL: np.asarray(good[F_VISUAL])}, {**good, F_VISUAL: tuple(good[F_VISUAL])},
+               {**good, F_VISUAL: None}, {k: v for k, v in good.items() if k != F_VISUAL},
+               {**good, M.clip_id: None}, {**good, M.duration: "long"}, {**good, "extra": 1}, [good]]
+    speedups.uninstall()
+    stock = [_stock_outcome(validation.validate_record, r, schema) for r in records]
+    assert speedups.install() and collection.validate_record is speedups._validate_record
+    fast = [_stock_outcome(collection.validate_record, r, schema) for r in records]
+    assert fast == stock
+    assert isinstance(fast[0], dict) and isinstance(fast[1], dict) and all(isinstance(o, tuple) for o in fast[2:6])
+    assert validation._find_float_vector(schema).name == F_VISUAL  # outside a validation, stock's answer
+
+
+def test_segment_budget_and_milvus_lite_environment(monkeypatch):
+    from milvus_lite import constants
+    from milvus_lite.engine import collection
+
+    speedups.uninstall()
+    assert collection.MEMTABLE_MEMORY_LIMIT == constants.MEMTABLE_MEMORY_LIMIT
+    assert speedups.install()
+    assert collection.MEMTABLE_MEMORY_LIMIT == speedups.SEGMENT_MEMTABLE_BYTES
+    assert collection.WAL_SIZE_LIMIT == 2 * speedups.SEGMENT_MEMTABLE_BYTES
+    speedups.uninstall()
+    monkeypatch.setenv("MILVUS_LITE_MEMTABLE_MEMORY_LIMIT_BYTES", str(constants.MEMTABLE_MEMORY_LIMIT))
+    assert speedups.install()  # Milvus Lite's own setting wins
+    assert collection.MEMTABLE_MEMORY_LIMIT == constants.MEMTABLE_MEMORY_LIMIT
+    assert collection.WAL_SIZE_LIMIT == 2 * speedups.SEGMENT_MEMTABLE_BYTES
+    speedups.uninstall()
+    assert (collection.MEMTABLE_MEMORY_LIMIT, collection.WAL_SIZE_LIMIT) == (constants.MEMTABLE_MEMORY_LIMIT,
+                                                                            constants.WAL_SIZE_LIMIT)
+
+
+def test_a_collection_with_nothing_flushed_matches_stock(tmp_path):
+    rng = np.random.default_rng(5)
+    s = ClipStore(str(tmp_path / "fresh.db"), None, "fresh")
+    s.ensure(StoreMeta(visual_model="test", text_model="test", visual_dim=VDIM, text_dim=TDIM))
+    s.upsert([_row(rng, i, 0) for i in range(60)])  # memtable only: no sealed segment yet
+    query = rng.standard_normal(VDIM).astype(np.float32)
+
+    def searches():
+        return [[(h[M.clip_id], round(float(h["distance"]), 5)) for h in hits]
+                for hits in (s.search(F_VISUAL, [query], 10, None, [M.clip_id])[0],
+                             s.search(F_BM25, ["red dog"], 10, None, [M.clip_id])[0])]
+
+    speedups.uninstall()
+    stock = searches()
+    assert speedups.install()
+    assert searches() == stock and all(stock)
+    s.close()
