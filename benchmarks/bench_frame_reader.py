@@ -89,6 +89,7 @@ def clear_caches() -> None:
 
     F._FACTS.clear()
     F._CLOCKS.clear()
+    F._worker().call(F._forget_readers, (), 10.0)  # decord's readers, kept open in the worker
 
 
 def timed(fn, repeat: int, clear: bool = True):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import math
 import os
-import uuid
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 from curation.config import ExtractConfig
 from curation.core import schema
 from curation.core.clips import even_size, output_frame_plan  # the rules range clips are read by, too
-from curation.core.rundir import RunDir, atomic_write_bytes, now_utc
+from curation.core.rundir import RunDir, atomic_write_bytes, now_utc, temp_path
 from curation.core.stage import PermanentError
 from curation.core.video import VideoWriter, upright, video_rate
 from curation.decode import FrameClock, decode_frames
@@ -94,7 +93,7 @@ class _SourceExtractor:
         job.plan = output_frame_plan(job.end - job.start, fps, self.cfg.fps)
         width, height = self._display_size(frame)
         job.final_path = self.run.clips / f"{job.row[M.clip_id]}.mp4"
-        job.tmp_path = job.final_path.with_name(f".{job.final_path.name}.{uuid.uuid4().hex}.tmp")
+        job.tmp_path = temp_path(job.final_path)  # names its writer: a later run keeps a live one's
         # one encoder thread per clip: a source's clips are written side by side, workers run in parallel
         job.writer = VideoWriter(
             job.tmp_path, rate_fraction(out_fps), crf=self.cfg.crf, threads=1,

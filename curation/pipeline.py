@@ -32,6 +32,7 @@ from curation.core.rundir import (
     config_hash,
     now_utc,
     read_table,
+    remove_stale_temps,
     rows_to_table,
 )
 from curation.core.stage import PermanentError, Stage
@@ -294,23 +295,14 @@ def _remove_stale_parts(run: RunDir, source: str, chash: str) -> None:
 
 
 def remove_temp_files(run: RunDir) -> int:
-    """Delete the hidden temp files a killed run leaves (never trusted, only in the way); returns how many."""
-    count = 0
-    for directory in (run.clips, run.thumbs, run.manifest, run.quarantine_parts, run.input_cache, run.configs):
-        if directory.exists():
-            for tmp in directory.glob("**/.*.tmp"):
-                tmp.unlink(missing_ok=True)
-                count += 1
-    units = run.root / "_units"  # work units' parts (`curation.units`)
-    if units.exists():
-        for tmp in units.glob("*/.*.tmp"):
-            tmp.unlink(missing_ok=True)
-            count += 1
-    if run.root.exists():
-        for tmp in run.root.glob(".*.tmp"):
-            tmp.unlink(missing_ok=True)
-            count += 1
-    return count
+    """Delete the hidden temp files killed runs left (never trusted, only in the way); returns how many.
+    A live writer's (another run at work in the same directory) is kept: `remove_stale_temps`."""
+    folders = [run.root]
+    for base in (run.clips, run.thumbs, run.manifest, run.quarantine_parts, run.input_cache, run.configs,
+                 run.root / "_units"):  # _units: work units' parts (`curation.units`)
+        if base.exists():
+            folders += [base, *(p for p in base.rglob("*") if p.is_dir())]
+    return sum(remove_stale_temps(folder) for folder in folders)
 
 
 def save_config(run: RunDir, cfg: CurateConfig) -> Path:

@@ -22,14 +22,13 @@ import functools
 import hashlib
 import math
 import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from curation.core import frames as reader_mod
-from curation.core.rundir import RunDir
+from curation.core.rundir import RunDir, temp_path
 from curation.core.schema import STATUS_KEPT, M
 from curation.core.stage import PermanentError
 from curation.core.tables import as_run
@@ -241,7 +240,7 @@ def cut_range(run: RunDir | Path | str, row: dict, dest: Path | str, *, reader: 
     shape = clip_shape(run, row)
     total = clip_frame_count(run, row, reader=reader)
     rate = shape.fps or float(row.get(M.fps) or 0) or 25.0
-    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
+    tmp = temp_path(dest)
     writer = VideoWriter(tmp, rate, crf=shape.crf, container_format="mp4", keyframe_seconds=shape.keyframe_seconds)
     try:
         for start in range(0, total, READ_CHUNK):

@@ -645,20 +645,37 @@ def _fell_back(path: Path, reason: str, on_fallback: Fallback) -> None:
         on_fallback(reason)
 
 
+_READERS_KEPT = 4  # decord readers a worker keeps open: a source's ranges are read one after another
+_readers: dict[tuple, tuple] = {}  # (path, size, mtime) -> (VideoReader, its frames' start times or None)
+
+
 def _open_decord(path: str, expected: int):
-    """decord's reader of `path`, its frame count checked against the packets PyAV counted."""
+    """(In the worker) decord's reader of `path`, its frame count checked against the packets PyAV
+    counted; kept open for the next read of the same file (decord indexes every packet on open)."""
     import decord
 
-    vr = decord.VideoReader(path, num_threads=_DECORD_THREADS)
-    if len(vr) != expected:
-        raise DecordFailed(f"decord counts {len(vr)} frames, the file shows {expected} (an over-reported "
-                           "frame count makes decord's get_batch spin forever)")
-    return vr
+    stat = os.stat(path)
+    key = (path, stat.st_size, stat.st_mtime_ns)
+    if key not in _readers:
+        vr = decord.VideoReader(path, num_threads=_DECORD_THREADS)
+        if len(vr) != expected:
+            raise DecordFailed(f"decord counts {len(vr)} frames, the file shows {expected} (an over-reported "
+                               "frame count makes decord's get_batch spin forever)")
+        while len(_readers) >= _READERS_KEPT:
+            _readers.pop(next(iter(_readers)))
+        _readers[key] = (vr, None)
+    return key
+
+
+def _forget_readers() -> list:
+    """(In the worker) close the readers kept open (benchmarks time a first read)."""
+    _readers.clear()
+    return []
 
 
 def _decord_clip(path: str, indices: list[int], expected: int) -> list[np.ndarray]:
     """(In the worker) frames `indices` of a clip file, by decode-order index."""
-    vr = _open_decord(path, expected)
+    vr = _readers[_open_decord(path, expected)][0]
     frames = vr.get_batch(indices).asnumpy()
     vr.seek(0)  # lets decord free what it holds (its memory grows on long reads otherwise)
     return list(frames)
@@ -667,8 +684,11 @@ def _decord_clip(path: str, indices: list[int], expected: int) -> list[np.ndarra
 def _decord_range(path: str, target: float, step: float, indices: list[int], expected: int) -> list[np.ndarray]:
     """(In the worker) clip frames `indices` counted from the first frame at `target` seconds of
     decord's clock, found by decord's timestamps; the frames must follow each other a step apart."""
-    vr = _open_decord(path, expected)
-    starts = vr.get_frame_timestamp(list(range(len(vr))))[:, 0].astype(np.float64)
+    key = _open_decord(path, expected)
+    vr, starts = _readers[key]
+    if starts is None:
+        starts = vr.get_frame_timestamp(list(range(len(vr))))[:, 0].astype(np.float64)
+        _readers[key] = (vr, starts)
     first = int(np.searchsorted(starts, target - step / 2))
     if first >= len(starts) or starts[first] > target + step / 2:
         raise DecordFailed(f"no frame in decord's index at {target:.3f} s of its clock")
@@ -780,6 +800,7 @@ def _serve(read_fd: int, write_fd: int) -> None:
         try:
             frames = [np.ascontiguousarray(f) for f in fn(*args)]
         except Exception as e:  # noqa: BLE001 - decord raises its own kinds; all mean "use PyAV"
+            _readers.clear()  # a reader that failed once is not trusted again
             text = str(e).strip()
             if not isinstance(e, DecordFailed):
                 text = f"decord failed: {text.splitlines()[-1] if text else type(e).__name__}"
