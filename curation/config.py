@@ -62,8 +62,8 @@ class ExtractConfig(StrictModel):
     crf: int = Field(20, ge=0, le=51, description="x264 quality")
     keyframe_seconds: float | None = Field(
         0.5, gt=0, description="a key frame at least this often, B-frames off: frame sampling (decord) seeks "
-        "instead of decoding through the clip (docs/curation.md: 0.5 s reads 8 frames of a 20 s clip ~6x faster "
-        "than a sequential decode, files ~2x the bytes); null: x264's default, the smallest files")
+        "instead of decoding through the clip (docs/curation.md: with 0.5 s decord reads 8 frames of a 20 s "
+        "clip ~3x faster than a sequential decode, files ~2.3x the bytes); null: x264's default, the smallest files")
     thumb_side: int = Field(256, ge=16)
 
 

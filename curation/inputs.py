@@ -29,11 +29,11 @@ import filecmp
 import glob
 import hashlib
 import os
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from curation.core.rundir import temp_path
 from curation.core.stage import PermanentError
 
 VIDEO_EXTENSIONS = frozenset(
@@ -435,7 +435,7 @@ def local_path(source: str, cache_dir: Path) -> Path:
     import fsspec
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    tmp = temp_path(target)  # names its writer: a later run never removes a live download
     try:
         with fsspec.open(source, "rb") as remote, open(tmp, "wb") as local:
             while chunk := remote.read(_FETCH_CHUNK):
