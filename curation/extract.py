@@ -297,13 +297,14 @@ class ExtractSummary:
 
 
 def saved_extract_config(run: RunDir, chash: str | None) -> ExtractConfig:
-    """The extract settings of the curation config `chash` (saved in OUT/configs/), turned on; the
-    defaults when it was not saved. Files written later then match the frames stages read from the range."""
+    """The extract settings of the curation config `chash` (saved in OUT/configs/), turned on. When it
+    was not saved, the source's own size and rate, as `clips.clip_shape` reads such a range. Files
+    written later then match the frames stages read from the range."""
     from curation.config import CurateConfig
     from curation.core.config import load_yaml
 
     path = run.configs / f"curate-{chash}.yaml"
-    cfg = load_yaml(path, CurateConfig).extract if chash and path.exists() else ExtractConfig()
+    cfg = load_yaml(path, CurateConfig).extract if chash and path.exists() else ExtractConfig(max_side=None)
     return cfg.model_copy(update={"enabled": True})
 
 

@@ -13,6 +13,7 @@ from curation.core.clips import ClipShape, cached_copy, clip_shape, run_kind, so
 from curation.core.rundir import RunDir, atomic_write_table, now_utc, rows_to_table
 from curation.core.stage import PermanentError
 from curation.core.tables import add_clip_files, kept_clips, read_clips
+from curation.extract import saved_extract_config
 
 M = schema.M
 
@@ -47,6 +48,10 @@ def test_a_range_follows_the_runs_saved_extract_settings(tmp_path):
     (run.configs / "curate-abc.yaml").write_text(yaml.safe_dump({"extract": {"max_side": 128, "fps": 12.5, "crf": 30}}))
     assert clip_shape(run, {M.config_hash: "abc"}) == ClipShape(max_side=128, fps=12.5, crf=30)
     assert clip_shape(run, {M.config_hash: "missing"}) == ClipShape()  # the source's own size and rate
+    # `rushes extract` writes what the stages read: the saved settings, or the source's size and rate
+    for chash in ("abc", "missing"):
+        written, read = saved_extract_config(run, chash), clip_shape(run, {M.config_hash: chash})
+        assert (written.max_side, written.fps, written.crf) == (read.max_side, read.fps, read.crf)
 
 
 def test_clip_files_written_later_join_the_clip_view(tmp_path):
