@@ -27,13 +27,12 @@ from __future__ import annotations
 import errno
 import filecmp
 import glob
-import hashlib
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from curation.core.rundir import temp_path
+from curation.core.rundir import cache_path_for, is_remote, is_url, source_key, temp_path  # noqa: F401 - names callers import from here
 from curation.core.stage import PermanentError
 
 VIDEO_EXTENSIONS = frozenset(
@@ -51,21 +50,8 @@ class InputError(ValueError):
     """An input names nothing that can be curated; the message names it and says what to do."""
 
 
-def is_url(text: str) -> bool:
-    return "://" in text and not text.startswith("/")
-
-
-def is_remote(source: str) -> bool:
-    return is_url(source) and not source.startswith("file://")
-
-
 def is_video_name(name: str) -> bool:
     return Path(name).suffix.lower() in VIDEO_EXTENSIONS
-
-
-def source_key(source: str) -> str:
-    """Short stable name of a source, used to name its manifest and quarantine parts."""
-    return hashlib.sha256(source.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -410,11 +396,6 @@ def _resolve_url(url: str) -> list[str]:
     if not found:
         raise InputError(f"input {url!r} matches no video files")
     return found
-
-
-def cache_path_for(url: str, cache_dir: Path) -> Path:
-    name = Path(url.split("?", 1)[0].rstrip("/")).name or "source"
-    return Path(cache_dir) / source_key(url) / name
 
 
 def local_path(source: str, cache_dir: Path) -> Path:

@@ -19,7 +19,6 @@ OUT/_cache/inputs/); one that moved or vanished is a `PermanentError` naming it.
 from __future__ import annotations
 
 import functools
-import hashlib
 import math
 import os
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from curation.core import frames as reader_mod
-from curation.core.rundir import RunDir, temp_path
+from curation.core.rundir import RunDir, cache_path_for, is_remote, temp_path
 from curation.core.schema import STATUS_KEPT, M
 from curation.core.stage import PermanentError
 from curation.core.tables import as_run
@@ -110,15 +109,8 @@ def run_kind(rows: list[dict]) -> str | None:
 
 
 def cached_copy(run: RunDir | Path | str, source: str) -> Path:
-    """Where curation keeps its copy of a remote input (the rule of curation.inputs.cache_path_for; a test
-    checks they agree)."""
-    name = Path(source.split("?", 1)[0].rstrip("/")).name or "source"
-    return as_run(run).input_cache / hashlib.sha256(source.encode()).hexdigest()[:16] / name
-
-
-def _is_remote(source: str) -> bool:
-    scheme, sep, _ = source.partition("://")
-    return bool(sep) and scheme.isalnum() and scheme.lower() != "file" and len(scheme) > 1
+    """Where curation keeps its copy of a remote input."""
+    return cache_path_for(source, as_run(run).input_cache)
 
 
 def source_file(run: RunDir | Path | str, row: dict) -> Path:
@@ -126,7 +118,7 @@ def source_file(run: RunDir | Path | str, row: dict) -> Path:
     run, source = as_run(run), str(row.get(M.source) or "")
     if not source:
         raise PermanentError(f"clip {row.get(M.clip_id)} names no source in the manifest; re-curate its source")
-    if _is_remote(source):
+    if is_remote(source):
         path = cached_copy(run, source)
         if not path.is_file():
             raise PermanentError(f"source {source} of clip {row.get(M.clip_id)}: its copy {path} is gone, and a "

@@ -128,6 +128,27 @@ class RunDir:
         return Path(path).resolve().relative_to(self.root.resolve()).as_posix()
 
 
+# Sources: how a run names them (its parts, its copies of remote inputs). Here, in the kernel, so that
+# curation.inputs (which finds and fetches them) and the stages reading clip-free ranges share one rule.
+def is_url(text: str) -> bool:
+    return "://" in text and not text.startswith("/")
+
+
+def is_remote(source: str) -> bool:
+    return is_url(source) and not source.startswith("file://")
+
+
+def source_key(source: str) -> str:
+    """Short stable name of a source, used to name its manifest and quarantine parts."""
+    return hashlib.sha256(source.encode()).hexdigest()[:16]
+
+
+def cache_path_for(url: str, cache_dir: Path) -> Path:
+    """Where a run keeps its copy of the remote input `url` (in `RunDir.input_cache`)."""
+    name = Path(url.split("?", 1)[0].rstrip("/")).name or "source"
+    return Path(cache_dir) / source_key(url) / name
+
+
 def now_utc() -> datetime:
     return datetime.now(UTC)
 

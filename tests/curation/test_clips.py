@@ -19,11 +19,12 @@ M = schema.M
 
 
 def test_the_copy_of_a_remote_input_is_where_curation_keeps_it(tmp_path):
-    from curation.inputs import cache_path_for
+    from curation.inputs import source_key
 
     run = RunDir(tmp_path)
-    for url in ("https://example.org/a/reel.mp4?token=1", "s3://bucket/x/y.mov", "http://host/"):
-        assert cached_copy(run, url) == cache_path_for(url, run.input_cache)
+    for url, name in (("https://example.org/a/reel.mp4?token=1", "reel.mp4"), ("s3://bucket/x/y.mov", "y.mov"),
+                      ("http://host/", "host")):
+        assert cached_copy(run, url) == run.input_cache / source_key(url) / name
 
 
 def test_a_source_that_moved_or_vanished_is_named(tmp_path):
