@@ -32,7 +32,6 @@ def curate_once(source: Path, out: Path, units: bool, workers: int) -> tuple[flo
     from curation.core.config import validate
     from curation.core.rundir import RunDir, read_manifest
     from workflows.curate import curate
-
     from workflows.raysession import ray_session
 
     cfg = validate({"units": {"enabled": units}}, CurateConfig)
