@@ -18,6 +18,12 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 
+PREDICTIONS = ("velocity", "data")
+# data prediction divides by t: below this the velocity is (x_t - x0) / MIN_DATA_T, as the sampler never
+# evaluates t = 0 and training draws t from a logit-normal
+MIN_DATA_T = 0.05
+
+
 @dataclass
 class DiTConfig:
     """Sizes of the transformer; plain data so it round-trips through JSON and YAML."""
@@ -39,10 +45,18 @@ class DiTConfig:
     # image-to-video and extension by frame masking: the DiT also reads clean latents of the frames it
     # is given and a mask of which frames those are (channels beside the noisy latents)
     frame_conditioning: bool = False
+    # What the network's last layer predicts; forward() always returns the velocity noise - x0.
+    # "velocity": directly. "data": the clean latents x0, turned into the velocity (x_t - x0) / t. A token
+    # whose patch holds more values than the width (5x2x2 tubes of 8 channels: 160 > 128) cannot carry
+    # the noise part of the velocity through the width, but the clean latents lie on a low-dimensional
+    # manifold it can (Li & He 2025, "Back to Basics: Let Denoising Generative Models Denoise").
+    prediction: str = "velocity"
     grad_checkpoint: bool = False
 
     def __post_init__(self):
         self.patch_size = tuple(int(p) for p in self.patch_size)
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"DiT config: prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
         head_dim = self.hidden_size // self.num_heads
         if self.hidden_size % self.num_heads or head_dim % 2 or head_dim < 6:
             raise ValueError(
@@ -130,6 +144,12 @@ def conditioning_channels(x, cond, cond_mask):
         return x, torch.zeros_like(x), x.new_zeros(b, 1, t, h, w)
     m = cond_mask.to(x.dtype).view(b, 1, t, *((h, w) if cond_mask.ndim == 4 else (1, 1))).expand(b, 1, t, h, w)
     return x, cond.to(x.dtype) * m, m
+
+
+def velocity_from_data(x_t, x0, t):
+    """The velocity noise - x0 = (x_t - x0) / t of the straight path, for t (B,) or (B, T)."""
+    t = t.view(-1, 1, 1, 1, 1) if t.ndim == 1 else t.view(t.shape[0], 1, t.shape[1], 1, 1)
+    return (x_t - x0) / t.to(x_t.dtype).clamp(min=MIN_DATA_T)
 
 
 #################################################################################
@@ -314,6 +334,7 @@ class VideoDiT(nn.Module):
         elsewhere) and cond_mask (B, T) bool, True on given latent frames, or (B, T, H, W), True on
         given latent cells; both None = nothing given.
         """
+        x_t = x
         if self.cfg.frame_conditioning:
             x = torch.cat(conditioning_channels(x, cond, cond_mask), dim=1)
         elif cond is not None and cond_mask is not None and cond_mask.any():
@@ -332,8 +353,10 @@ class VideoDiT(nn.Module):
                 h = checkpoint(block, h, c, states, mask, cos, sin, use_reentrant=False)
             else:
                 h = block(h, c, states, mask, cos, sin)  # (B, N, D)
-        out = self.final_layer(h, c)  # (B, N, C*P)
-        return self.unpatchify(out, grid, size)  # (B, C, T, H, W)
+        out = self.unpatchify(self.final_layer(h, c), grid, size)  # (B, C, T, H, W)
+        if self.cfg.prediction == "data":
+            return velocity_from_data(x_t, out, t)
+        return out
 
 
 #################################################################################

@@ -11,7 +11,7 @@ import pytest
 import torch
 from training_testkit import TINY_DIT
 
-from training.dit import DiTConfig, VideoDiT
+from training.dit import DiTConfig, VideoDiT, velocity_from_data
 from training.flow import flow_loss, frame_times, interpolate
 from training.train import TrainConfig, train
 
@@ -82,3 +82,23 @@ def test_benchmark_paths_boxes_and_masked_psnr():
     assert B.masked_psnr(clip, clip, where) == 99.0
     noisy = np.clip(clip.astype(int) + 8, 0, 255).astype(np.uint8)
     assert 25 < B.masked_psnr(clip, noisy, where) < 35
+
+
+def test_data_prediction_returns_the_velocity_of_its_clean_estimate():
+    """prediction="data": the network's output is x0, forward() still gives the velocity (x_t - x0) / t,
+    so the loss and every sampler work unchanged; an unknown prediction is a clear error."""
+    torch.manual_seed(0)
+    dit = VideoDiT(DiTConfig(in_channels=4, hidden_size=48, depth=2, num_heads=4, text_dim=16, prediction="data"))
+    x0, noise = torch.randn(2, 4, 3, 4, 4), torch.randn(2, 4, 3, 4, 4)
+    t = torch.tensor([0.3, 0.9])
+    x_t = interpolate(x0, noise, t)
+    text, mask = torch.randn(2, 3, 16), torch.ones(2, 3, dtype=torch.bool)
+    # zero-initialised last layer: the clean estimate is 0, so the velocity is x_t / t
+    torch.testing.assert_close(dit(x_t, t, text, mask), x_t / t.view(2, 1, 1, 1, 1))
+    # a network that outputs x0 exactly gives the true velocity noise - x0, per clip or per frame
+    exact = lambda x, tt, **c: velocity_from_data(x, x0, tt)  # noqa: E731
+    torch.testing.assert_close(exact(x_t, t), noise - x0, atol=1e-5, rtol=1e-5)
+    per_frame = torch.tensor([[0.3, 0.5, 0.9], [0.9, 0.9, 0.9]])
+    torch.testing.assert_close(exact(interpolate(x0, noise, per_frame), per_frame), noise - x0, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="prediction"):
+        DiTConfig(prediction="noise")
