@@ -47,12 +47,14 @@ from curation.core.tables import kept_clips, latest_captions
 from recaption.config import CaptionConfig, check_model_spec, import_path
 from recaption.prompts import dense_prompt, hints_from_row, short_prompt
 
+# name parts of the vision encoder and projector: Qwen2-VL / Qwen2.5-VL (visual), Idefics3 (vision_model, connector)
+VISION_MODULES = ("visual", "vision_model", "vision_tower", "connector", "multi_modal_projector")
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 AUTO_LORA_ABOVE = 1_000_000_000  # parameters: larger models get LoRA (rank 16) unless told otherwise
 AUTO_LORA_RANK = 16
 IGNORE = -100  # label of a token that is not trained on (the prompt, the frames)
 SAME_ON_RESUME = ("source", "base", "batch_size", "seed", "eval_fraction", "frames", "frames_per_second",
-                  "frame_max_side")
+                  "frame_max_side", "vision_learning_rate")
 
 
 class CaptionerTrainConfig(StrictModel):
@@ -65,6 +67,11 @@ class CaptionerTrainConfig(StrictModel):
     max_steps: int = Field(200, ge=1)
     batch_size: int = Field(4, ge=1, description="examples per optimizer step")
     learning_rate: float = Field(1e-4, gt=0)
+    vision_learning_rate: float | None = Field(
+        None, gt=0, description="peak learning rate of the vision encoder and its projector; null: learning_rate. "
+                                "A lower one keeps the encoder's features while the language model learns to read "
+                                "them (at the language model's rate, a randomly initialised encoder's output "
+                                "collapses to what the caption template needs: colour, not shape or motion)")
     weight_decay: float = Field(0.0, ge=0)
     warmup_steps: int = Field(10, ge=0)
     grad_clip: float = Field(1.0, gt=0)
@@ -254,8 +261,21 @@ class Learner:
         model.train()
         self.model = model
         self.trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
-        self.optimizer = torch.optim.AdamW(self.trainable.values(), lr=cfg.learning_rate,
-                                           weight_decay=cfg.weight_decay)
+        self.optimizer = torch.optim.AdamW(self.param_groups(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+
+    def param_groups(self) -> list[dict]:
+        """One group, or with `vision_learning_rate` the vision encoder's parameters in a second; each
+        group's `scale` is its share of the scheduled learning rate."""
+        cfg = self.cfg
+        if cfg.vision_learning_rate is None:
+            return [{"params": list(self.trainable.values()), "scale": 1.0}]
+        vision = {n for n in self.trainable if set(n.split(".")) & set(VISION_MODULES)}
+        if not vision:
+            raise ValueError("vision_learning_rate: the model has no trainable vision encoder parameters "
+                             f"(looked for modules named {', '.join(VISION_MODULES)})")
+        return [{"params": [p for n, p in self.trainable.items() if n not in vision], "scale": 1.0},
+                {"params": [p for n, p in self.trainable.items() if n in vision],
+                 "scale": cfg.vision_learning_rate / cfg.learning_rate}]
 
     @staticmethod
     def _auto_rank(ref) -> int:
@@ -344,6 +364,8 @@ def resume_or_refuse(learner: Learner, run_dir: Path, resume: bool) -> int:
         for name, value in state["trainable"].items():
             learner.trainable[name].copy_(value)
     learner.optimizer.load_state_dict(state["optimizer"])
+    for group, fresh in zip(learner.optimizer.param_groups, learner.param_groups(), strict=True):
+        group["scale"] = fresh["scale"]  # a checkpoint written before groups had a scale has none
     torch.set_rng_state(state["torch_rng"])
     if state["cuda_rng"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
@@ -404,7 +426,7 @@ def train_captioner(out: Path | str, run_dir: Path | str, cfg: CaptionerTrainCon
     mine = [i for i in range(cfg.batch_size) if i % world.size == world.rank]  # this process's share of a step
     for step in range(start, min(cfg.max_steps, stop_at or cfg.max_steps)):
         for group in learner.optimizer.param_groups:
-            group["lr"] = learner.learning_rate(step)
+            group["lr"] = learner.learning_rate(step) * group["scale"]
         total = torch.zeros((), dtype=torch.float64, device=learner.device)
         for i in mine:
             example = example_at(train, step * cfg.batch_size + i, cfg.seed)
@@ -491,7 +513,8 @@ def save_final(learner: Learner, run_dir: Path, captioner: str, n_train: int, n_
         f"| base model | `{learner.base_identity}` |\n"
         f"| data | captions of `{captioner}` in `{learner.run.root}`: {n_train} clips trained, {n_eval} held out |\n"
         f"| method | {method} |\n"
-        f"| steps | {cfg.max_steps} x {cfg.batch_size} examples, learning rate {cfg.learning_rate:g} |\n"
+        f"| steps | {cfg.max_steps} x {cfg.batch_size} examples, learning rate {cfg.learning_rate:g}"
+        + (f" (vision encoder {cfg.vision_learning_rate:g})" if cfg.vision_learning_rate else "") + " |\n"
         f"| frames | {cfg.frames} per clip, longest side {cfg.frame_max_side} |\n"
         f"| eval loss | {fmt(first_eval)} before, {fmt(eval_loss)} after |\n"
         f"| trained | {now_utc().isoformat()} |\n\n"

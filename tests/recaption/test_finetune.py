@@ -82,6 +82,30 @@ def test_a_paused_run_resumed_ends_where_a_straight_run_ends(annotated, tiny_qwe
     assert [m["step"] for m in metrics(tmp_path / "paused")] == [0, 1, 2, 3, 4]
 
 
+def test_a_vision_learning_rate_steps_the_vision_encoder_at_its_own_rate(annotated, tiny_qwen, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    run, source = annotated
+    cfg = tiny(tiny_qwen, source, max_steps=3, save_every=3, samples=0, learning_rate=1e-2, vision_learning_rate=1e-4)
+    train_captioner(run.root, tmp_path / "cap", cfg, log=lambda *_: None)
+    state = torch.load(checkpoints(tmp_path / "cap")[-1], map_location="cpu", weights_only=False)
+    language, vision = state["optimizer"]["param_groups"]
+    assert vision["lr"] == pytest.approx(language["lr"] / 100) and vision["scale"] == pytest.approx(0.01)
+    vision_names = [n for n in state["trainable"] if n.startswith("model.visual.")]
+    assert len(vision["params"]) == len(vision_names) > 0
+    assert len(language["params"]) == len(state["trainable"]) - len(vision_names)
+    # Adam moves each weight by about its learning rate a step: the vision encoder's barely move
+    base, tuned = load_file(tiny_qwen / "model.safetensors"), load_file(tmp_path / "cap" / "final" / "model.safetensors")
+    moved = {k: float((tuned[k] - base[k]).abs().max()) for k in base}
+    assert max(v for k, v in moved.items() if k.startswith("visual.")) < 3 * 3 * 1e-4
+    assert max(v for k, v in moved.items() if k.startswith("model.layers.")) > 1e-2
+    assert "learning rate 0.01 (vision encoder 0.0001)" in (tmp_path / "cap" / "final" / "README.md").read_text()
+    with pytest.raises(ValueError, match=r"other settings \(vision_learning_rate 0.0001 -> None\)"):
+        train_captioner(run.root, tmp_path / "cap", tiny(tiny_qwen, source, max_steps=6, samples=0),
+                        resume=True, log=lambda *_: None)
+
+
 def test_lora_trains_adapters_only_and_merges_them(annotated, tiny_qwen, tmp_path):
     from safetensors.torch import load_file
 
