@@ -602,7 +602,7 @@ def _rotation_of(packet) -> int | None:
 # ---------------------------------------------------------------------------------------------
 # decord, in a worker process a time limit can kill
 
-_DECORD_THREADS = 0  # decord's own choice (its decoder threads)
+_DECORD_THREADS = 1  # one decoder thread: threads refill after every seek (measured faster), and workers run in parallel
 _LIMIT_FLOOR_S = 20.0  # a read's time limit: at least this,
 _LIMIT_PER_FRAME_S = 1.0  # or this per frame asked, whichever is longer (x the pixels of 1080p, if more)
 _WORKER_START_S = 60.0  # starting the worker (Python, numpy, decord)
