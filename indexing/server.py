@@ -319,27 +319,6 @@ def _install_speedups() -> bool:
     return bool(install())
 
 
-def _warm(uri: str) -> None:
-    """Build what the first keyword search of each rushes collection would otherwise build (its BM25
-    index: about 1 s per 100,000 clips), so that the first person searching the page does not wait."""
-    try:
-        from indexing.store import ClipStore
-
-        probe = ClipStore(uri)
-        names = probe.client.list_collections()
-        probe.close()
-        for name in names:
-            store = ClipStore(uri, None, name)
-            if store.meta is not None:  # a rushes collection
-                start = time.monotonic()
-                store.require()  # loads it: a fresh server holds every collection released
-                store.warm()
-                print(f"warmed {name} ({time.monotonic() - start:.1f} s)", flush=True)
-            store.close()
-    except Exception as e:  # noqa: BLE001 - warming only saves the first search some time
-        print(f"warming the collections failed ({e}); the first keyword search builds what it needs", flush=True)
-
-
 def serve_forever(db: str, token: str, owner_pid: int | None = None) -> int:
     """Open `db` with Milvus Lite, serve it over gRPC on a free 127.0.0.1 port until SIGTERM/SIGINT
     (or until `owner_pid` is gone); the state file says where it listens while it runs."""
@@ -374,7 +353,6 @@ def serve_forever(db: str, token: str, owner_pid: int | None = None) -> int:
     _write_state(state)
     print(f"rushes Milvus Lite server for {db} on {state.uri} (pid {state.pid}, search speedups "
           f"{'on' if speedups else 'off'})", flush=True)
-    threading.Thread(target=_warm, args=(state.uri,), name="warm", daemon=True).start()
     try:
         while not stopping.wait(OWNER_POLL_S):
             if owner_pid is not None and not _pid_alive(owner_pid):

@@ -188,24 +188,3 @@ def test_an_exited_server_not_yet_reaped_counts_as_stopped():
     assert not _pid_alive(child.pid)  # exited, not reaped yet: a zombie
     child.wait()
     assert _pid_alive(os.getpid())
-
-
-def test_a_started_server_warms_rushes_collections(db):
-    import numpy as np
-
-    from indexing.store import StoreMeta, store_row
-
-    managed.start(db)
-    store = ClipStore(str(db), None, "warm_me")
-    store.ensure(StoreMeta(visual_model="test", text_model="test", visual_dim=4, text_dim=4))
-    rng = np.random.default_rng(0)
-    store.upsert([store_row({M.clip_id: f"{i:020x}", M.status: "kept"}, rng.standard_normal(4), rng.standard_normal(4),
-                            f"clip {i}", "test", 4) for i in range(20)])
-    store.flush()
-    store.close()
-    managed.stop(db)
-    managed.start(db)  # a fresh server process: its first keyword search would build the BM25 index
-    deadline = time.monotonic() + 60
-    while "warmed warm_me" not in managed.log_path(db).read_text() and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert "warmed warm_me" in managed.log_path(db).read_text()
