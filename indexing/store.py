@@ -326,7 +326,7 @@ class ClipStore:
         """One upsert call, sent column by column: pymilvus packs a list of row dicts field by field and
         row by row in Python (about 0.6 ms a row in rushes' 40-field schema, most of an insert); a column
         goes into its protobuf field in one call. Same request, same rows (what `client.upsert` sends)."""
-        handler = getattr(self.client, "_get_connection", None)
+        handler = getattr(self.client, "_get_connection", None) if _columns_upsert_tested() else None
         if handler is None:
             self.client.upsert(self.collection, rows)
             return
@@ -473,3 +473,14 @@ def store_row(manifest_row: dict, visual: np.ndarray, text: np.ndarray | None, c
             value = value[:STRING_MAX]
         row[name] = value
     return row
+
+
+# The column upsert goes through pymilvus' connection handler, not its public API: only on the pymilvus
+# release it was written and tested for (tests/indexing/test_store_columns.py); others take client.upsert.
+COLUMN_UPSERT_PYMILVUS = "3.0."
+
+
+def _columns_upsert_tested() -> bool:
+    import pymilvus
+
+    return str(getattr(pymilvus, "__version__", "")).startswith(COLUMN_UPSERT_PYMILVUS)

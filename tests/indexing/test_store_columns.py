@@ -32,6 +32,9 @@ def _contents(store: ClipStore, collection: str) -> list[dict]:
 
 
 def test_column_upsert_equals_row_upsert(tmp_path):
+    from indexing.store import _columns_upsert_tested
+
+    assert _columns_upsert_tested(), "the installed pymilvus is not the one the column upsert was written for"
     store = ClipStore(str(tmp_path / "m.db"), None, "by_columns")
     meta = StoreMeta(visual_model="test", text_model="test", visual_dim=8, text_dim=4)
     store.ensure(meta)
