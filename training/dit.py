@@ -17,7 +17,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-
 PREDICTIONS = ("velocity", "data")
 # data prediction divides by t: below this the velocity is (x_t - x0) / MIN_DATA_T, as the sampler never
 # evaluates t = 0 and training draws t from a logit-normal

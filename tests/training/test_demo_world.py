@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-
 from training_testkit import TINY_DIT, TINY_VAE
 
 
