@@ -143,3 +143,18 @@ def test_serve_refuses_a_port_out_of_range(served):
     out, _, _ = served
     result = CliRunner().invoke(app, ["serve", "--out", str(out), "--port", "70000"])
     assert result.exit_code == 2 and "65535" in result.output and "Traceback" not in result.output
+
+
+def test_the_page_builds_the_keyword_index_when_it_starts(served, monkeypatch):
+    out, _, _ = served
+    from indexing.store import ClipStore
+
+    warmed, original = [], ClipStore.warm
+    monkeypatch.setattr(ClipStore, "warm", lambda self: (warmed.append(self.collection), original(self))[1])
+    app = create_app(out)
+    [thread] = [t for t in threading.enumerate() if t.name == "warm-index"] or [None]
+    if thread is not None:
+        thread.join(timeout=60)
+    assert warmed == ["rushes_clips"]
+    res = TestClient(app).get("/api/search", params={"q": "yellow square", "mode": "keyword", "k": 2})
+    assert res.status_code == 200 and res.json()["results"]
