@@ -316,8 +316,9 @@ def main() -> None:
     parser.add_argument("--dit-patch-frames", type=int, default=5,
                         help="DiT patch length in latent frames; the default, all 5, makes each token a tube "
                              "through the whole clip, so a shape's path is inside one token (1: a token per frame)")
-    parser.add_argument("--dit-timestep-mean", type=float, default=0.0,
-                        help="mean of the logit-normal training timesteps (> 0: more training near noise)")
+    parser.add_argument("--dit-timestep-mean", type=float, default=1.5,
+                        help="mean of the logit-normal training timesteps (> 0: more training near noise, where a "
+                             "random-start shape's path and so its direction is decided; 0 is the trainer's default)")
     parser.add_argument("--dit-frame-noise", type=float, default=0.0,
                         help="frame_noise_prob: share of clips whose latent frames get their own noise levels")
     parser.add_argument("--dit-frame-pos", type=int, default=8,
@@ -327,6 +328,8 @@ def main() -> None:
                              "pairs at 10000; 100 spreads them over offsets of a few tokens)")
     parser.add_argument("--dit-prediction", default="velocity", choices=("velocity", "data"),
                         help="what the DiT's last layer predicts (data: x0, turned into the velocity)")
+    parser.add_argument("--dit-text-pool", default="mean", choices=("mean", "attention"),
+                        help="DiT text_pool: how the caption's token states become the adaLN signal")
     parser.add_argument("--seed", type=int, default=0, help="training seed of both models")
     parser.add_argument("--condition-prob", type=float, default=0.5,
                         help="share of clips the DiT is given frames or a region of in training (frame "
@@ -405,7 +408,7 @@ def main() -> None:
         "timestep_mean": args.dit_timestep_mean, "frame_noise_prob": args.dit_frame_noise,
         "model_args": {"hidden_size": args.dit_width, "depth": args.dit_depth, "num_heads": 4,
                        "patch_size": [args.dit_patch_frames, args.dit_patch, args.dit_patch], "frame_pos_freqs": args.dit_frame_pos,
-                       "rope_theta": args.dit_rope_theta, "prediction": args.dit_prediction,
+                       "rope_theta": args.dit_rope_theta, "prediction": args.dit_prediction, "text_pool": args.dit_text_pool,
                        "frame_conditioning": args.condition_prob > 0}})
     t0, c0 = time.time(), time.process_time()
     train(dit_cfg, run.shards, args.out / "dit", args.out / "vae", quiet=False)
@@ -466,7 +469,7 @@ def main() -> None:
         "vae_cpu_seconds": round(vae_cpu), "dit_cpu_seconds": round(dit_cpu), "threads": args.threads,
         "vae_steps": args.vae_steps, "vae_adv_weight": args.vae_adv_weight, "dit_steps": args.dit_steps, "dit_lr": args.dit_lr,
         "dit_patch": meta.model_config["patch_size"], "dit_frame_pos_freqs": args.dit_frame_pos,
-        "dit_rope_theta": args.dit_rope_theta, "dit_prediction": args.dit_prediction,
+        "dit_rope_theta": args.dit_rope_theta, "dit_prediction": args.dit_prediction, "dit_text_pool": args.dit_text_pool,
         "condition_prob": args.condition_prob, "condition_mode": args.condition_mode, "seed": args.seed,
         "dit_timestep_mean": args.dit_timestep_mean, "dit_frame_noise": args.dit_frame_noise,
         "total_seconds": round(total),

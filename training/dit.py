@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 PREDICTIONS = ("velocity", "data")
+TEXT_POOLS = ("mean", "attention")
 # data prediction divides by t: below this the velocity is (x_t - x0) / MIN_DATA_T, as the sampler never
 # evaluates t = 0 and training draws t from a logit-normal
 MIN_DATA_T = 0.05
@@ -50,12 +51,18 @@ class DiTConfig:
     # the noise part of the velocity through the width, but the clean latents lie on a low-dimensional
     # manifold it can (Li & He 2025, "Back to Basics: Let Denoising Generative Models Denoise").
     prediction: str = "velocity"
+    # How the caption's token states become the one vector added to the timestep in every block's adaLN
+    # signal. "mean": their average. "attention": a learned, per-head softmax weighting of the tokens
+    # (it starts as the average), so a single word that changes the whole video can dominate it.
+    text_pool: str = "mean"
     grad_checkpoint: bool = False
 
     def __post_init__(self):
         self.patch_size = tuple(int(p) for p in self.patch_size)
         if self.prediction not in PREDICTIONS:
             raise ValueError(f"DiT config: prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
+        if self.text_pool not in TEXT_POOLS:
+            raise ValueError(f"DiT config: text_pool must be one of {TEXT_POOLS}, got {self.text_pool!r}")
         head_dim = self.hidden_size // self.num_heads
         if self.hidden_size % self.num_heads or head_dim % 2 or head_dim < 6:
             raise ValueError(
@@ -207,6 +214,22 @@ class CrossAttention(nn.Module):
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
 
 
+class AttentionPool(nn.Module):
+    """(B, L, D) token states -> (B, D): each head's slice of the width is a softmax-weighted sum of the
+    tokens, the weights scored from the tokens themselves. Zero-initialised scores: the plain average."""
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.score = nn.Linear(dim, num_heads)
+
+    def forward(self, states, mask):  # states (B, L, D), mask (B, L)
+        b, n, d = states.shape
+        scores = self.score(states).float().masked_fill(~mask.unsqueeze(-1), float("-inf"))  # (B, L, heads)
+        weights = scores.softmax(dim=1).to(states.dtype)
+        return torch.einsum("blh,blhd->bhd", weights, states.view(b, n, self.num_heads, d // self.num_heads)).reshape(b, d)
+
+
 class DiTBlock(nn.Module):
     """Self-attention, cross-attention and MLP; self-attention and MLP modulated by adaLN-zero."""
 
@@ -258,6 +281,7 @@ class VideoDiT(nn.Module):
         self.t_embedder = TimestepEmbedder(d)
         self.text_proj = nn.Sequential(nn.Linear(cfg.text_dim, d), nn.GELU(approximate="tanh"), nn.Linear(d, d))
         self.pooled_proj = nn.Linear(d, d)
+        self.text_pool = AttentionPool(d, cfg.num_heads) if cfg.text_pool == "attention" else None
         self.null_text = nn.Parameter(torch.zeros(1, cfg.text_dim))  # the "no caption" condition for CFG
         self.blocks = nn.ModuleList([DiTBlock(d, cfg.num_heads, cfg.mlp_ratio) for _ in range(cfg.depth)])
         self.final_layer = FinalLayer(d, self.patch_volume, cfg.in_channels)
@@ -274,6 +298,9 @@ class VideoDiT(nn.Module):
         nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
         nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
         nn.init.normal_(self.null_text, std=0.02)
+        if self.text_pool is not None:  # starts as the average of the tokens
+            nn.init.zeros_(self.text_pool.score.weight)
+            nn.init.zeros_(self.text_pool.score.bias)
         # adaLN-zero: every block starts as the identity, the output as zero
         for block in self.blocks:
             nn.init.zeros_(block.adaLN_modulation[-1].weight)
@@ -313,6 +340,8 @@ class VideoDiT(nn.Module):
         text = torch.where(use_null.unsqueeze(-1), self.null_text.to(text.dtype).expand_as(text), text)
         mask = mask | use_null
         states = self.text_proj(text)  # (B, L, D)
+        if self.text_pool is not None:
+            return states, mask, self.text_pool(states, mask)
         weights = mask.to(states.dtype).unsqueeze(-1)
         pooled = (states * weights).sum(1) / weights.sum(1)  # (B, D)
         return states, mask, pooled

@@ -144,6 +144,34 @@ def test_dit_activation_checkpointing_gives_the_same_gradients():
 def test_dit_config_errors():
     with pytest.raises(ValueError, match="head size"):
         DiTConfig(hidden_size=50, num_heads=4)
+    with pytest.raises(ValueError, match="text_pool must be one of"):
+        DiTConfig(text_pool="max")
+
+
+def test_attention_pooling_starts_as_the_mean_and_learns_to_pick_a_word():
+    text = torch.randn(2, 5, 16)
+    mask = torch.tensor([[True, True, True, False, False], [True] * 5])
+    mean_dit = VideoDiT(DiTConfig(in_channels=4, hidden_size=48, depth=2, num_heads=4, text_dim=16))
+    pool_dit = VideoDiT(DiTConfig(in_channels=4, hidden_size=48, depth=2, num_heads=4, text_dim=16, text_pool="attention"))
+    missing = pool_dit.load_state_dict(mean_dit.state_dict(), strict=False).missing_keys
+    assert missing == ["text_pool.score.weight", "text_pool.score.bias"]
+    torch.testing.assert_close(pool_dit.encode_text(text, mask)[2], mean_dit.encode_text(text, mask)[2])
+    # padding is never pooled, and scored weights can single out one token
+    states = torch.randn(1, 4, 48)
+    padded = torch.cat([states, 1e3 * torch.ones(1, 2, 48)], dim=1)
+    keep = torch.tensor([[True] * 4 + [False] * 2])
+    pool = pool_dit.text_pool
+    torch.testing.assert_close(pool(padded, keep), states.mean(1))
+    with torch.no_grad():
+        pool.score.weight.zero_()
+        pool.score.bias.zero_()
+        pool.score.weight[:, 0] = 1e3  # every head scores by the first channel
+        states[0, 2, 0] = 1.0
+        states[0, [0, 1, 3], 0] = -1.0
+    torch.testing.assert_close(pool(states, torch.ones(1, 4, dtype=torch.bool)), states[:, 2])
+    x = torch.randn(2, 4, 2, 4, 4)
+    pool_dit(x, torch.rand(2), text, mask).square().mean().backward()
+    assert pool.score.weight.grad is not None
 
 
 def test_frame_position_features_are_fractions_of_the_frame():
