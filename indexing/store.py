@@ -364,10 +364,17 @@ class ClipStore:
 
     def warm(self) -> None:
         """Build what Milvus Lite builds on the first keyword search (each segment's BM25 index, ~1 s per
-        100,000 clips), so that the first person searching does not wait for it."""
-        if self.meta is not None and self.meta.bm25:
+        100,000 clips), and what rushes' speedups make on a segment's first search (its result columns
+        in one chunk), so that the first person searching does not wait for them."""
+        if self.meta is None:
+            return
+        probe = np.zeros(self.meta.visual_dim, dtype=np.float32)
+        probe[0] = 1.0
+        self.client.search(self.collection, data=[probe.tolist()], anns_field=F_VISUAL, limit=1,
+                           search_params={"metric_type": "COSINE", "params": {"ef": 64}}, output_fields=RESULT_FIELDS)
+        if self.meta.bm25:
             self.client.search(self.collection, data=["warm"], anns_field=F_BM25, limit=1,
-                               search_params={"metric_type": "BM25", "params": {}}, output_fields=[M.clip_id])
+                               search_params={"metric_type": "BM25", "params": {}}, output_fields=RESULT_FIELDS)
 
     def delete(self, clip_ids: list[str]) -> None:
         if clip_ids:
