@@ -22,7 +22,10 @@ The defaults follow docs/recaption.md "Does it learn?": with 56 px frames and on
 read-out finds both in the untrained encoder's output and much less of them after training. So
 frames are 112 px (a shape spans 2-3 of the 14 px patches) and the vision encoder learns at a tenth
 of the language model's rate (`vision_learning_rate`), so its features survive while the language
-model learns to read them.
+model learns to read them. Direction needs the language model to tell where in a frame's 4 x 4 tokens
+the shape is: the small layout's multimodal RoPE has theta 10, not the real checkpoints' 1e6 (see
+QWEN_LAYOUTS in workflows/synthetic/tiny_models.py). 600 steps take about 9 minutes on 2 cores (900, at
+14 minutes, did worse: docs/recaption.md).
 
 Targets (issue 13, within 15 minutes of CPU training): colour >= 95%, shape >= 95%, direction >= 90%.
 Figures are measured in one run; the time depends on the machine and its load.

@@ -44,6 +44,7 @@ IDEFICS3_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<end_of_utterance>", "<im
 # for GPU throughput measurements (3.44 B parameters with this small vocabulary; the real checkpoint's
 # 151k-token vocabulary brings it to 3.75 B, which changes only the embedding and output layers).
 QWEN_LAYOUTS = {
+    # "tiny" only runs the mechanics in tests (nothing is learned with it), so its RoPE stays as it was
     "tiny": dict(
         text=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=2, rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
@@ -51,9 +52,17 @@ QWEN_LAYOUTS = {
         vision=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
                     fullatt_block_indexes=[1], window_size=56),
     ),
+    # "small" is trained from scratch on tiny grids (benchmarks/bench_captioner.py: a 4 x 4 token grid per
+    # temporal slice at 112 px), so its multimodal RoPE differs from the real checkpoints'. transformers
+    # gives the t section the fastest frequencies, h the next, w the slowest; with the 3B's theta of 1e6
+    # (head dim 32 here: 16 frequencies) one token's step in h turns at most 0.032 rad and in w 0.00018,
+    # so the language model could not tell where in a 4 x 4 frame a token is, nor which way a shape moved
+    # (a 4-layer copy of this model reading the direction of a marked token moving over a 4 x 4 x 4 grid:
+    # 23% at theta 1e6, chance; 92% at theta 10, after 200 steps). The real models' grids are tens of
+    # tokens wide and pretrained; at theta 10 the steps are 1..0.65 rad in t, 0.56..0.27 in h, 0.24..0.12 in w.
     "small": dict(
         text=dict(hidden_size=256, intermediate_size=704, num_hidden_layers=4, num_attention_heads=8,
-                  num_key_value_heads=2, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0,
+                  num_key_value_heads=2, rope_parameters={"rope_type": "default", "rope_theta": 10.0,
                                                           "mrope_section": [4, 6, 6]}),
         vision=dict(depth=4, hidden_size=128, intermediate_size=256, num_heads=4, out_hidden_size=256,
                     fullatt_block_indexes=[1, 3], window_size=112),
