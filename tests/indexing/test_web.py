@@ -152,8 +152,7 @@ def test_the_page_builds_the_keyword_index_when_it_starts(served, monkeypatch):
     warmed, original = [], ClipStore.warm
     monkeypatch.setattr(ClipStore, "warm", lambda self: (warmed.append(self.collection), original(self))[1])
     app = create_app(out)
-    [thread] = [t for t in threading.enumerate() if t.name == "warm-index"] or [None]
-    if thread is not None:
+    for thread in [t for t in threading.enumerate() if t.name == "warm-index"]:
         thread.join(timeout=60)
     assert warmed == ["rushes_clips"]
     res = TestClient(app).get("/api/search", params={"q": "yellow square", "mode": "keyword", "k": 2})
