@@ -417,7 +417,7 @@ def _search_sparse(self, query_vectors, vector_field, top_k, metric_type, partit
     nq = len(queries)
     compiled_filter = self._compile_filter(expr, timezone=timezone) if expr else None
     indexed_filter_plan = self._indexed_filter_plan(compiled_filter)
-    candidates: list[list] = [[] for _ in range(nq)]  # (distance, pk, (table, row) | (record, seq))
+    candidates: list[list] = [[] for _ in range(nq)]  # (distance, pk, (segment, row) | (record, seq))
 
     seg_snapshot, delta_snap = self._read_snapshot()
     mt_deletes = self._memtable.delete_index_snapshot()
@@ -430,9 +430,7 @@ def _search_sparse(self, query_vectors, vector_field, top_k, metric_type, partit
     shadows = [(pk, pos[2], None) for pk, pos in mt_versions]
     masks = state.hide(state.live(tombstones), shadows)
     masks = state.hide(masks, ((pk, e[0], e[1]) for pk, e in mt_deletes.items()), partition_aware=True)
-    mask_of = {id(s): m for s, m in zip(segs, masks, strict=True)}
     index_of = {id(s): i for i, s in enumerate(segs)}
-    segment_of = {id(s.table): i for i, s in enumerate(segs)}
 
     for seg in seg_snapshot:
         if wanted is not None and seg.partition not in wanted:
@@ -449,9 +447,10 @@ def _search_sparse(self, query_vectors, vector_field, top_k, metric_type, partit
             seg.sparse_indexes[vector_field] = index
         if isinstance(index, SparseInvertedIndex):
             _postings(index, every_term=True)
-        valid = mask_of[id(seg)]
+        i = index_of[id(seg)]
+        valid = masks[i]
         if compiled_filter is not None:
-            valid = valid & state.filter_mask(index_of[id(seg)], compiled_filter, indexed_filter_plan)
+            valid = valid & state.filter_mask(i, compiled_filter, indexed_filter_plan)
         if not valid.any():
             continue
         ids, dists = _search_prepared_sparse_index(index, queries, top_k, valid_mask=valid.copy())
@@ -459,7 +458,7 @@ def _search_sparse(self, query_vectors, vector_field, top_k, metric_type, partit
             for lid, dist in zip(ids[q].tolist(), dists[q].tolist(), strict=True):
                 if lid < 0:
                     break
-                candidates[q].append((float(dist), seg.pks[lid], (table, lid)))
+                candidates[q].append((float(dist), seg.pks[lid], (i, lid)))
 
     # The memtable (small, mutable) is indexed per search, as stock does.
     mt_pks, mt_vectors, mt_refs = [], [], []
@@ -493,27 +492,28 @@ def _search_sparse(self, query_vectors, vector_field, top_k, metric_type, partit
             if isinstance(source[0], dict):
                 seq = int(source[1])
             else:
-                seq = int(state.seqs[segment_of[id(source[0])]][source[1]])
+                seq = int(state.seqs[source[0]][source[1]])
             if pk not in best or seq > best[pk][0]:
                 best[pk] = (seq, cand)
         ranked = sorted((c for _, c in best.values()), key=lambda c: c[0])[:top_k]  # stable, as stock
         # only the columns the projection reads (stock converts every one, vectors included), one read per segment
-        tables: dict[int, tuple[Any, list[int]]] = {}
+        rows_of: dict[int, list[int]] = {}
         for _, _, source in ranked:
             if not isinstance(source[0], dict):
-                tables.setdefault(id(source[0]), (source[0], []))[1].append(source[1])
+                rows_of.setdefault(source[0], []).append(source[1])
         records: dict[tuple[int, int], dict] = {}
-        for key, (table, rows) in tables.items():
+        for i, rows in rows_of.items():
+            table = segs[i].table
             columns = [name for name in table.column_names if name not in ("_seq", "_partition")
                        and (plan.engine_fields is None or name in plan.engine_fields)]
             if plan.engine_fields is None:  # every field, vectors too: read these rows only, keep nothing
                 found = pa.concat_tables([table.select(columns).slice(r, 1) for r in rows]).to_pylist()
             else:
-                found = state.records(segment_of[key], rows, columns)
-            records.update(((key, row), record) for row, record in zip(rows, found, strict=True))
+                found = state.records(i, rows, columns)
+            records.update(((i, row), record) for row, record in zip(rows, found, strict=True))
         hits = []
         for dist, pk, source in ranked:
-            record = source[0] if isinstance(source[0], dict) else records[id(source[0]), source[1]]
+            record = source[0] if isinstance(source[0], dict) else records[source]
             hits.append({"id": pk, "distance": dist, "entity": project_record(record, self._schema, plan)})
         results.append(hits)
     return results
