@@ -27,6 +27,9 @@ environment variable RUSHES_MILVUS_LITE_SPEEDUPS is not "0" (the switch reaches 
 too); `uninstall()` puts the stock functions back. pymilvus runs Milvus Lite 3.x's gRPC server in a
 thread of the process that opens OUT/milvus.db (milvus_lite.server_manager), so for ClipStore that
 is rushes' own process; a separately started server process must call `install()` itself.
+`direct_reads(client, servicer)` lets a client of a server in this process (an embedded database, or
+the one `rushes serve` hosts) call its servicer for searches and queries instead of going through gRPC
+over 127.0.0.1 (same messages, no loopback).
 `wait_for_index_builds()` waits for Milvus Lite's background index builds (its `describe_index`
 always reports 0 pending rows), for an in-process server.
 
@@ -656,6 +659,89 @@ def _find_float_vector(schema):
     if getattr(_vector_checked, "schema", None) is schema:
         return None
     return _stock_find_float_vector()(schema)
+
+
+# -- reads without the loopback: pymilvus calls the servicer of its own process -----------------
+
+# The RPCs rushes' searches make. pymilvus runs an embedded Milvus Lite as a gRPC server on threads of
+# the same process and talks to it over 127.0.0.1, so each search pays for protobuf encoding and
+# decoding both ways and two thread hand-offs: at 100,000 clips most of a 5 ms visual search. Writes
+# stay on gRPC: their payloads are what the server's message limits and its one-writer rule are for.
+DIRECT_RPCS = frozenset({"Search", "HybridSearch", "Query"})
+
+
+class _InProcessContext:
+    """What Milvus Lite's servicer reads of a grpc.ServicerContext: the call's metadata, a status it may set."""
+
+    def __init__(self, metadata):
+        self._metadata = tuple(metadata or ())
+        self.code = self.details = None
+
+    def invocation_metadata(self):
+        return self._metadata
+
+    def set_code(self, code) -> None:
+        self.code = code
+
+    def set_details(self, details) -> None:
+        self.details = details
+
+
+class _DirectCall:
+    """One read RPC called on the servicer in the caller's thread; `.future` and the rest stay gRPC's."""
+
+    def __init__(self, grpc_call, servicer_method):
+        self._grpc_call = grpc_call
+        self._servicer_method = servicer_method
+
+    def __call__(self, request, timeout=None, metadata=None, **_):
+        return self._servicer_method(request, _InProcessContext(metadata))
+
+    def __getattr__(self, name):
+        return getattr(self._grpc_call, name)
+
+
+class _DirectStub:
+    """pymilvus' MilvusServiceStub with DIRECT_RPCS answered by the servicer while the speedups are installed."""
+
+    def __init__(self, stub, servicer):
+        self._stub = stub
+        self._servicer = servicer
+
+    def __getattr__(self, name):
+        call = getattr(self._stub, name)
+        if name in DIRECT_RPCS and installed():
+            return _DirectCall(call, getattr(self._servicer, name))
+        return call
+
+
+def embedded_servicer(db_path: str):
+    """A servicer of the Milvus Lite database pymilvus opened at db_path in this process, or None."""
+    if milvus_lite_version() != PINNED_VERSION:
+        return None
+    from milvus_lite import server_manager_instance
+    from milvus_lite.adapter.grpc.servicer import MilvusServicer
+
+    entry = server_manager_instance._servers.get(os.path.abspath(db_path))
+    return MilvusServicer(entry[1]) if entry else None
+
+
+def direct_reads(client, servicer) -> bool:
+    """Route a MilvusClient's searches and queries straight to `servicer`, the Milvus Lite servicer of the
+    server it is connected to when that server runs in this process (`embedded_servicer`, or
+    indexing.server.hosted_servicer): same requests and responses, in the calling thread, no loopback.
+    True when routed.
+
+    Only while the speedups are installed (uninstall() puts every call back on gRPC). A reconnect makes
+    pymilvus build a new stub, which is plain gRPC again: correct, only slower."""
+    if servicer is None or milvus_lite_version() != PINNED_VERSION or not installed():
+        return False
+    handler = client._get_connection()
+    if getattr(handler, "_stub", None) is None:
+        return False
+    if not isinstance(handler._stub, _DirectStub):
+        handler._stub = _DirectStub(handler._stub, servicer)
+    return True
 
 
 # -- index builds -------------------------------------------------------------------------------

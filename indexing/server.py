@@ -11,8 +11,10 @@ gRPC, so only the server process ever opens the `.db` directory. A state file wh
 (or whose port no longer answers) is stale and removed. Starting takes a lock file
 (OUT/milvus.server.lock), so two commands starting at once end up with one server.
 
-`rushes serve` starts a server when none is up (and stops it when the page stops); `rushes milvus
-start|stop|status --out OUT` manages one explicitly (it then runs until stopped).
+`rushes serve` hosts the server on threads of its own process when none is up (`host`: its page then
+calls Milvus Lite's servicer directly, other commands connect over gRPC as to a server process) and
+stops it when the page stops; `rushes milvus stop` on such a server stops the page with it. `rushes
+milvus start|stop|status --out OUT` manages a server process explicitly (it then runs until stopped).
 
 Run as `python -m indexing.server --db PATH --token T [--owner-pid PID]` (what `start` does).
 """
@@ -49,6 +51,9 @@ READ_RPCS = frozenset({
     "HasPartition", "ShowPartitions", "GetFlushState", "GetCollectionStatistics", "GetPartitionStatistics",
     "ListDatabases", "DescribeDatabase", "DescribeAlias", "ListAliases", "GetCompactionState",
 })
+
+
+_hosted: dict[str, tuple] = {}  # db path -> (state, grpc server, servicer, MilvusLite) of servers this process hosts
 
 
 class ServerError(RuntimeError):
@@ -274,8 +279,52 @@ def _terminate(pid: int, timeout: float = STOP_TIMEOUT_S) -> bool:
     return False
 
 
+def host(db) -> tuple[ServerState, bool]:
+    """Start the managed server of `db` on threads of this process, or find the one already up: (state,
+    whether this call started it). `rushes serve` hosts it so that its page calls the servicer directly
+    (no gRPC hop per search: `hosted_servicer`), while other commands reach it over gRPC as they reach a
+    server process. It stops with `stop(db)` or with this process."""
+    db = _db_path(db)
+    if not db.parent.is_dir():
+        raise ServerError(f"{db.parent} is not a directory: give the run directory (--out) of `rushes curate`")
+    with _start_lock(db):
+        state = running(db)
+        if state is not None:
+            return state, False
+        holder = lock_holder(db)
+        if holder is not None:
+            raise ServerError(locked_message(db, holder))
+        from milvus_lite import DataDirLockedError
+        from milvus_lite.db import MilvusLite
+
+        _install_speedups()
+        try:
+            database = MilvusLite(str(db))
+        except DataDirLockedError:
+            raise ServerError(locked_message(db, lock_holder(db) or -1)) from None
+        server, servicer, port = _grpc_server(database)
+        state = ServerState(pid=os.getpid(), port=port, db=str(db), token=uuid.uuid4().hex, started_at=time.time(),
+                            owner_pid=os.getpid())
+        _write_state(state)
+        _hosted[str(db)] = (state, server, servicer, database)
+        return state, True
+
+
+def hosted_servicer(db):
+    """The Milvus servicer of `db`'s server when this process hosts it (`host`), else None."""
+    entry = _hosted.get(str(_db_path(db)))
+    return entry[2] if entry else None
+
+
 def stop(db, timeout: float = STOP_TIMEOUT_S) -> ServerState | None:
     """Stop the managed server of `db`; returns its state, or None when none was running."""
+    hosted = _hosted.pop(str(_db_path(db)), None)
+    if hosted is not None:
+        state, server, _, database = hosted
+        _remove_state(db, state.token)  # first, so no new command connects to a server that is going away
+        server.stop(grace=5).wait()
+        database.close()  # waits for background index builds, then releases the lock
+        return state
     state = running(db)
     if state is None:
         return None
@@ -319,16 +368,31 @@ def _install_speedups() -> bool:
     return bool(install())
 
 
-def serve_forever(db: str, token: str, owner_pid: int | None = None) -> int:
-    """Open `db` with Milvus Lite, serve it over gRPC on a free 127.0.0.1 port until SIGTERM/SIGINT
-    (or until `owner_pid` is gone); the state file says where it listens while it runs."""
+def _grpc_server(database):
+    """A started gRPC server of a MilvusLite database on a free 127.0.0.1 port: (server, servicer, port)."""
     from concurrent import futures
 
     import grpc
-    from milvus_lite import DataDirLockedError
     from milvus_lite.adapter.grpc.servicer import MilvusServicer
-    from milvus_lite.db import MilvusLite
     from pymilvus.grpc_gen import milvus_pb2_grpc
+
+    message_limit = 256 * 1024 * 1024  # as Milvus Lite's own server (and Milvus standalone)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8),
+                         interceptors=[_serialize_writes(threading.Lock())],
+                         options=[("grpc.max_receive_message_length", message_limit),
+                                  ("grpc.max_send_message_length", message_limit)])
+    servicer = MilvusServicer(database)
+    milvus_pb2_grpc.add_MilvusServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port(f"{HOST}:0")
+    server.start()
+    return server, servicer, port
+
+
+def serve_forever(db: str, token: str, owner_pid: int | None = None) -> int:
+    """Open `db` with Milvus Lite, serve it over gRPC on a free 127.0.0.1 port until SIGTERM/SIGINT
+    (or until `owner_pid` is gone); the state file says where it listens while it runs."""
+    from milvus_lite import DataDirLockedError
+    from milvus_lite.db import MilvusLite
 
     speedups = _install_speedups()
     stopping = threading.Event()
@@ -340,14 +404,7 @@ def serve_forever(db: str, token: str, owner_pid: int | None = None) -> int:
         holder = lock_holder(db)
         print(locked_message(db, holder if holder is not None else -1), file=sys.stderr, flush=True)
         return 3
-    message_limit = 256 * 1024 * 1024  # as Milvus Lite's own server (and Milvus standalone)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8),
-                         interceptors=[_serialize_writes(threading.Lock())],
-                         options=[("grpc.max_receive_message_length", message_limit),
-                                  ("grpc.max_send_message_length", message_limit)])
-    milvus_pb2_grpc.add_MilvusServiceServicer_to_server(MilvusServicer(database), server)
-    port = server.add_insecure_port(f"{HOST}:0")
-    server.start()
+    server, _, port = _grpc_server(database)
     state = ServerState(pid=os.getpid(), port=port, db=str(_db_path(db)), token=token, started_at=time.time(),
                         owner_pid=owner_pid)
     _write_state(state)

@@ -186,22 +186,26 @@ class ClipStore:
     def __init__(self, uri: str, token: str | None = None, collection: str = "rushes_clips"):
         from pymilvus import MilvusClient
 
+        from indexing import milvus_lite_speedups, server
+
         # pymilvus logs every failed RPC at ERROR before raising; the caller turns the exception into a
         # clear message, so the duplicate log line only confuses.
         logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
         self.uri = uri
         self.collection = collection
         self.address = connect_address(uri)
-        if self.address.endswith(".db"):
-            # Milvus Lite will run in this process: without the speedups its searches loop over every row
-            from indexing import milvus_lite_speedups
-
+        embedded = self.address.endswith(".db")
+        if embedded:  # Milvus Lite will run in this process: without the speedups its searches loop over every row
             milvus_lite_speedups.install()
         try:
             # a generous timeout: Milvus Lite starts its server in this process, slowly on a busy machine
             self.client = MilvusClient(uri=self.address, token=token or "", timeout=CONNECT_TIMEOUT_S)
         except Exception as e:
             raise StoreError(_connect_failure(uri, self.address, e)) from e
+        # a server on threads of this process (embedded, or hosted by `rushes serve`): searches skip the loopback
+        servicer = (milvus_lite_speedups.embedded_servicer(self.address) if embedded
+                    else server.hosted_servicer(uri) if server.is_local_db(uri) else None)
+        milvus_lite_speedups.direct_reads(self.client, servicer)
         self.meta: StoreMeta | None = self._read_meta() if self.exists() else None
         self._fields_info: dict | None = None  # the collection's fields as pymilvus describes them, for upserts
 

@@ -217,3 +217,29 @@ def test_a_collection_with_nothing_flushed_matches_stock(tmp_path):
     assert speedups.install()
     assert searches() == stock and all(stock)
     s.close()
+
+
+def test_searches_skip_the_loopback_while_installed(store, monkeypatch):
+    """An embedded store's searches and queries call Milvus Lite's servicer in this thread (the results are
+    the ones test_every_search_matches_stock_milvus_lite compares); uninstall() puts them back on gRPC."""
+    stub = store.client._get_connection()._stub
+    assert isinstance(stub, speedups._DirectStub)
+    calls = []
+    for name in sorted(speedups.DIRECT_RPCS):
+        method = getattr(stub._servicer, name)
+        monkeypatch.setattr(stub._servicer, name, lambda req, ctx, m=method, n=name: calls.append(n) or m(req, ctx))
+    q, some = store.queries, f"{3:020x}"
+
+    def every_read():
+        hits = store.search(F_VISUAL, [q["visual"][0]], 5, None, [M.clip_id])[0]
+        fused = store.hybrid([(F_VISUAL, q["visual"][0], None), (F_BM25, "red dog", None)], 5)
+        return hits, fused, store.get([some], [M.clip_id, M.duration])
+
+    direct = every_read()
+    assert sorted(calls) == ["HybridSearch", "Query", "Search"]
+    assert len(direct[0]) == 5 and len(direct[1]) == 5 and direct[2][some][M.clip_id] == some
+    with pytest.raises(Exception, match="not a valid Milvus filter"):  # a bad filter still gets rushes' message
+        store.search(F_VISUAL, [q["visual"][0]], 5, "no_such_field > 1", [M.clip_id])
+    speedups.uninstall()
+    calls.clear()
+    assert every_read()[2] == direct[2] and not calls  # gRPC: this stub's servicer is not called

@@ -1,8 +1,9 @@
 """The rushes-managed Milvus Lite server: started, found again, stale state, a clear message when the
 database is held elsewhere, and `rushes serve` finding clips indexed while it runs.
 
-Every database here is opened only by server processes or child processes, never by the test process
-itself (pymilvus would keep it locked until pytest exits).
+Every database here is opened only by server processes, child processes or a server this process
+hosts and stops (`managed.host`), never by pymilvus in the test process itself (it would keep the
+database locked until pytest exits).
 """
 
 from __future__ import annotations
@@ -62,6 +63,34 @@ def test_managed_server_is_started_once_found_and_stopped(db):
     assert res.exit_code == 2 and "start, stop, status" in res.stderr
     res = runner.invoke(app, ["milvus", "start", "--out", str(db.parent / "missing")])
     assert res.exit_code == 2 and "not a directory" in res.stderr and "Traceback" not in res.output
+
+
+def test_a_hosted_server_serves_this_process_directly_and_others_over_grpc(db):
+    """`rushes serve` hosts the server on its own threads: its store calls the servicer (no gRPC hop),
+    another process finds it through the state file, and stopping it releases the database."""
+    import numpy as np
+
+    from indexing import milvus_lite_speedups as speedups
+    from indexing.store import F_VISUAL, StoreMeta, store_row
+
+    state, started = managed.host(db)
+    assert started and state.pid == os.getpid() and managed.running(db) == state
+    assert managed.host(db) == (state, False) and managed.lock_holder(db) == os.getpid()
+    store = ClipStore(str(db), None, "rushes_clips")
+    assert store.address == state.uri and isinstance(store.client._get_connection()._stub, speedups._DirectStub)
+    store.ensure(StoreMeta(visual_model="v", text_model="t", visual_dim=8, text_dim=8))
+    row = store_row({M.clip_id: "a" * 20, M.source: "s.mp4", M.duration: 2.0}, np.eye(8, dtype=np.float32)[0],
+                    None, None, None, 8)
+    store.upsert([row])
+    store.flush()
+    assert store.search(F_VISUAL, [np.eye(8, dtype=np.float32)[0]], 1, None, [M.clip_id])[0][0][M.clip_id] == "a" * 20
+    store.close()
+    other = subprocess.run([sys.executable, "-c", "import sys; from indexing.store import ClipStore; "
+                            "s = ClipStore(sys.argv[1], None, 'rushes_clips'); print(s.address, s.count())", str(db)],
+                           capture_output=True, text=True, timeout=300, cwd=managed.PROJECT_ROOT)
+    assert other.returncode == 0 and other.stdout.split() == [state.uri, "1"], other.stderr[-2000:]
+    assert managed.stop(db) == state and managed.hosted_servicer(db) is None
+    assert managed.running(db) is None and managed.lock_holder(db) is None
 
 
 def test_a_stale_state_file_is_removed(db):

@@ -248,8 +248,6 @@ def serve(
     collection: CollectionOpt = "rushes_clips",
 ) -> None:
     """Serve a search page for OUT: query box, mode and filter controls, thumbnails, playable clips."""
-    import os
-
     import uvicorn
 
     from indexing import server as managed
@@ -261,12 +259,12 @@ def serve(
     started = False
     try:
         if managed.is_local_db(uri):
-            # the page reads the run's Milvus Lite through a shared server, so `rushes index` can write meanwhile
+            # the page hosts the run's Milvus Lite server (or uses the one up), so `rushes index` can write meanwhile
             if not Path(uri).exists():
                 raise StoreError(f"{uri} does not exist: run `rushes index --out {out}` first")
-            state, started = managed.start(uri, owner_pid=os.getpid())
-            typer.echo(f"Milvus Lite server for {uri}: {state.uri} (pid {state.pid}, "
-                       f"{'stops with this page' if started else 'already running'})", err=True)
+            state, started = managed.host(uri)
+            typer.echo(f"Milvus Lite server for {uri}: {state.uri} (" + ("in this process, stops with this page"
+                       if started else f"pid {state.pid}, already running") + ")", err=True)
         app = create_app(out, milvus_uri, milvus_token, collection, allowed_hosts=LOOPBACK_HOSTS if local else None)
     except _user_errors() as e:
         if started:
