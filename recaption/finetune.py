@@ -10,8 +10,9 @@ sampled as captioning samples them, the same prompt (`recaption.prompts`, with t
 hints) in the model's chat template, and the caption as the assistant's answer; the loss is on the
 answer's tokens only. Clips are split by a hash of their id into train and held-out evaluation sets.
 
-The loop is straight: for each step, `batch_size` examples (one forward and backward each, summed
-gradients: no padding), clip the gradient norm, step AdamW. The example order is a function of the
+The loop is straight: for each step, `batch_size` examples (in forward passes of up to
+`examples_per_pass`, padded on the left so every answer ends the row; each example's loss is the
+mean over its own answer tokens, as it would be alone), clip the gradient norm, step AdamW. The example order is a function of the
 seed and the step alone, and a checkpoint holds the trainable weights, the optimizer and the RNG
 states, so N steps + resume + M steps equals N + M steps straight. LoRA (peft) trains low-rank
 adapters on the language model's linear layers and is merged into the weights at the end; rank 0
@@ -52,7 +53,6 @@ VISION_MODULES = ("visual", "vision_model", "vision_tower", "connector", "multi_
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 AUTO_LORA_ABOVE = 1_000_000_000  # parameters: larger models get LoRA (rank 16) unless told otherwise
 AUTO_LORA_RANK = 16
-IGNORE = -100  # label of a token that is not trained on (the prompt, the frames)
 SAME_ON_RESUME = ("source", "base", "batch_size", "seed", "eval_fraction", "frames", "frames_per_second",
                   "frame_max_side", "vision_learning_rate")
 
@@ -66,6 +66,9 @@ class CaptionerTrainConfig(StrictModel):
     lora_alpha: float | None = Field(None, gt=0, description="LoRA scale numerator; null: twice the rank")
     max_steps: int = Field(200, ge=1)
     batch_size: int = Field(4, ge=1, description="examples per optimizer step")
+    examples_per_pass: int = Field(8, ge=1, description="examples in one forward and backward pass (a step takes "
+                                                        "batch_size in passes of at most this many); lower it "
+                                                        "when memory is short, the result is the same")
     learning_rate: float = Field(1e-4, gt=0)
     vision_learning_rate: float | None = Field(
         None, gt=0, description="peak learning rate of the vision encoder and its projector; null: learning_rate. "
@@ -246,8 +249,7 @@ class Learner:
         # float32 trainable weights; a frozen LoRA base may sit in bfloat16 on a GPU
         dtype = "bfloat16" if self.rank and self.device == "cuda" else "float32"
         self.vlm = VLMCaptioner(cfg.caption_config(cfg.base, dtype=dtype), model=probe.model_ref)
-        self.vlm.setup()
-        self.vlm.processor.tokenizer.padding_side = "right"
+        self.vlm.setup()  # its tokenizer pads on the left: every row's answer ends at the row's end
         model = self.vlm.model
         if self.rank:
             from peft import LoraConfig, get_peft_model
@@ -296,22 +298,38 @@ class Learner:
         except PermanentError as e:  # readable when training began, not now
             raise PermanentError(f"clip {clip[M.clip_id]}: {e}") from e
 
-    def loss(self, example: Example, clip_with_frames: dict):
-        """Mean cross-entropy of the answer's tokens given the frames and the prompt."""
+    def answer_tokens(self, example: Example, num_frames: int) -> int:
+        """Tokens of the answer and the template's end of turn: the full chat text's minus the prompt's.
+        Counted on the text (each media placeholder one token in both), without the processor."""
+        tokenizer = self.vlm.processor.tokenizer
+        prompt = self.vlm.chat_text(example.instruction, num_frames)
+        full = self.vlm.chat_text(example.instruction, num_frames, answer=example.target)
+        return len(tokenizer(full)["input_ids"]) - len(tokenizer(prompt)["input_ids"])
+
+    def losses(self, batch: list[tuple[Example, dict]]):
+        """Each example's mean cross-entropy over its answer's tokens given its frames and prompt, (n,),
+        from one forward pass over the batch (left-padded, so the answers are the rows' last tokens)."""
         import torch
 
         from recaption.vlm import FRAMES_KEY
 
-        n = len(clip_with_frames[FRAMES_KEY])
-        prompt = self.vlm.chat_text(example.instruction, n)
-        full = self.vlm.chat_text(example.instruction, n, answer=example.target)
-        prompt_len = self.vlm.encode([prompt], [clip_with_frames])["input_ids"].shape[1]
-        inputs = self.vlm.encode([full], [clip_with_frames])
+        answers = [self.answer_tokens(e, len(clip[FRAMES_KEY])) for e, clip in batch]
+        texts = [self.vlm.chat_text(e.instruction, len(clip[FRAMES_KEY]), answer=e.target) for e, clip in batch]
+        inputs = self.vlm.encode(texts, [clip for _, clip in batch])
         inputs = {k: v.to(self.device) for k, v in inputs.items() if hasattr(v, "to")}
-        labels = inputs["input_ids"].clone()
-        labels[:, :prompt_len] = IGNORE
+        ids = inputs["input_ids"]
+        keep = max(answers) + 1  # logits of the last `keep` positions predict the last keep - 1 tokens
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device == "cuda"):
-            return self.model(**inputs, labels=labels).loss
+            logits = self.model(**inputs, logits_to_keep=keep).logits[:, :-1].float()
+        targets = ids[:, ids.shape[1] - keep + 1:]
+        from_end = torch.arange(keep - 1, 0, -1, device=ids.device)  # a target's distance from the row's end, +1
+        scored = from_end[None, :] <= torch.tensor(answers, device=ids.device)[:, None]
+        token_loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+        return (token_loss * scored).sum(1) / scored.sum(1)
+
+    def loss(self, example: Example, clip_with_frames: dict):
+        """Mean cross-entropy of one example's answer tokens given the frames and the prompt."""
+        return self.losses([(example, clip_with_frames)])[0]
 
     def learning_rate(self, step: int) -> float:
         """Linear warm-up, then cosine decay to a tenth."""
@@ -387,8 +405,11 @@ def evaluate(learner: Learner, held_out: list[Example], world: World = World()) 
     if not held_out:
         return None
     learner.model.eval()
+    mine = held_out[world.rank::world.size]
+    per_pass = learner.cfg.examples_per_pass
     with torch.no_grad():
-        losses = [float(learner.loss(e, learner.frames(e.clip))) for e in held_out[world.rank::world.size]]
+        losses = [float(x) for i in range(0, len(mine), per_pass)
+                  for x in learner.losses([(e, learner.frames(e.clip)) for e in mine[i:i + per_pass]])]
     learner.model.train()
     total = world.sum(torch.tensor([sum(losses), len(losses)], dtype=torch.float64, device=learner.device))
     return float(total[0] / total[1])
@@ -428,9 +449,9 @@ def train_captioner(out: Path | str, run_dir: Path | str, cfg: CaptionerTrainCon
         for group in learner.optimizer.param_groups:
             group["lr"] = learner.learning_rate(step) * group["scale"]
         total = torch.zeros((), dtype=torch.float64, device=learner.device)
-        for i in mine:
-            example = example_at(train, step * cfg.batch_size + i, cfg.seed)
-            loss = learner.loss(example, learner.frames(example.clip)) / cfg.batch_size
+        for first in range(0, len(mine), cfg.examples_per_pass):
+            batch = [example_at(train, step * cfg.batch_size + i, cfg.seed) for i in mine[first:first + cfg.examples_per_pass]]
+            loss = learner.losses([(e, learner.frames(e.clip)) for e in batch]).sum() / cfg.batch_size
             loss.backward()
             total += float(loss.detach())
         if world.size > 1:  # the gradient of the whole step: every process's share summed

@@ -272,3 +272,41 @@ def test_a_nan_gradient_skips_the_step_and_the_run_survives(annotated, tiny_qwen
     assert "train-captioner: step 2 skipped: non-finite gradients" in lines
     weights = load_file(tmp_path / "cap" / "final" / "model.safetensors")
     assert all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point())
+
+
+@pytest.mark.parametrize("family", ["tiny_qwen", "tiny_idefics"])
+def test_a_batched_pass_gives_each_example_the_loss_it_has_alone(annotated, family, request):
+    """Examples of different lengths in one left-padded pass: each one's loss (and its gradient) is the one
+    it has in a pass of its own, so examples_per_pass changes speed, not training."""
+    import torch
+
+    from curation.core.rundir import RunDir
+    from recaption.finetune import Learner, captioned_clips, examples, readable, source_captioner
+
+    run, source = annotated
+    learner = Learner(tiny(request.getfixturevalue(family), source), RunDir(run.root))
+    pairs = readable(learner.run, captioned_clips(learner.run, source_captioner(run.root, source)), lambda *_: None)
+    batch = [(e, learner.frames(e.clip)) for e in examples(pairs)[:4]]
+    assert len({len(e.target) for e, _ in batch}) > 1  # dense and short answers: rows of different lengths
+    alone = torch.stack([learner.loss(*pair) for pair in batch])
+    # alone, the loss is transformers' own over the tokens after the prompt (labels -100 on the prompt)
+    from recaption.vlm import FRAMES_KEY
+
+    example, clip = batch[0]
+    prompt = learner.vlm.chat_text(example.instruction, len(clip[FRAMES_KEY]))
+    full = learner.vlm.chat_text(example.instruction, len(clip[FRAMES_KEY]), answer=example.target)
+    inputs = learner.vlm.encode([full], [clip])
+    labels = inputs["input_ids"].clone()
+    labels[:, :learner.vlm.encode([prompt], [clip])["input_ids"].shape[1]] = -100
+    assert torch.allclose(learner.model(**inputs, labels=labels).loss, alone[0], rtol=0, atol=1e-5)
+    together = learner.losses(batch)
+    assert torch.allclose(together, alone, rtol=0, atol=1e-5), (together, alone)
+    weights = [p for p in learner.model.parameters() if p.requires_grad]
+
+    def gradient(loss):
+        learner.model.zero_grad()
+        loss.backward()
+        return torch.cat([w.grad.flatten() for w in weights if w.grad is not None])
+
+    assert torch.allclose(gradient(learner.losses(batch).sum()), gradient(sum(learner.loss(*p) for p in batch)),
+                          rtol=1e-4, atol=1e-6)

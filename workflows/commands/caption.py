@@ -73,6 +73,9 @@ def train_captioner(
                                                             "(default: LoRA 16 above 1B parameters, else full)"),
     max_steps: int = typer.Option(None, "--max-steps", help="optimizer steps (default 200)"),
     batch_size: int = typer.Option(None, "--batch-size", help="examples per step (default 4)"),
+    examples_per_pass: int = typer.Option(None, "--examples-per-pass",
+                                          help="examples in one forward pass; lower it when memory is short "
+                                               "(default 8; the result is the same)"),
     learning_rate: float = typer.Option(None, "--learning-rate", help="peak learning rate (default 1e-4)"),
     frames: int = typer.Option(None, help="frames per clip, as captioning samples them (default 8)"),
     frame_max_side: int = typer.Option(None, "--frame-max-side", help="longest frame side (default 448)"),
@@ -90,7 +93,7 @@ def train_captioner(
     from recaption.models import ModelNotFound
 
     given = {"source": source, "base": base, "lora_rank": lora_rank, "max_steps": max_steps,
-             "batch_size": batch_size, "learning_rate": learning_rate, "frames": frames,
+             "batch_size": batch_size, "examples_per_pass": examples_per_pass, "learning_rate": learning_rate, "frames": frames,
              "frame_max_side": frame_max_side, "eval_fraction": eval_fraction, "seed": seed, "device": device}
     try:
         cfg = validate({k: v for k, v in given.items() if v is not None}, CaptionerTrainConfig, source="options")
