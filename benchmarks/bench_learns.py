@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from workflows.synthetic import shape_reading
+
 SHAPES = ("circle", "square", "triangle")
 COLOURS = ("red", "green", "blue", "yellow")
 DIRECTIONS = ("left", "right", "up", "down")
@@ -113,45 +115,17 @@ def make_world(root: Path, frames: int, size: int, seeds: int, textured: bool = 
 
 def palette_labels(video: np.ndarray) -> np.ndarray:
     """(T, H, W) index of the nearest palette colour (0-3: COLOURS, 4: the background, read off the border)."""
-    from workflows.synthetic.footage import COLORS
-
-    v = video.astype(np.float32)
-    border = np.concatenate([v[:, 0], v[:, -1], v[:, :, 0], v[:, :, -1]], axis=1).reshape(-1, 3)
-    background = np.median(border, axis=0)
-    palette = np.array([COLORS[c] for c in COLOURS] + [background], np.float32)
-    return ((v[..., None, :] - palette) ** 2).sum(-1).argmin(-1)
+    return shape_reading.palette_labels(video, COLOURS)
 
 
 def path_of(video: np.ndarray) -> np.ndarray:
     """(T, 2) centroid (x, y) of the shape's pixels in each frame; NaN where a frame shows none."""
-    shape_pixels = palette_labels(video) < 4
-    out = np.full((len(video), 2), np.nan)
-    for t, frame in enumerate(shape_pixels):
-        ys, xs = np.nonzero(frame)
-        if len(xs):
-            out[t] = xs.mean(), ys.mean()
-    return out
+    return shape_reading.path_of(video, COLOURS)
 
 
 def analyse(video: np.ndarray) -> tuple[str | None, str | None]:
     """(shape colour, motion direction) of a (T, H, W, 3) uint8 video, by nearest-palette pixel labels."""
-    labels = palette_labels(video)  # (T, H, W), 4 = background
-    shape_pixels = labels < 4
-    if shape_pixels.sum() < 4 * len(video):
-        return None, None
-    colour = COLOURS[int(np.bincount(labels[shape_pixels], minlength=4).argmax())]
-    centroids = []
-    for t in (0, len(video) - 1):
-        ys, xs = np.nonzero(shape_pixels[t])
-        if len(xs) == 0:
-            return colour, None
-        centroids.append((xs.mean(), ys.mean()))
-    dx, dy = centroids[1][0] - centroids[0][0], centroids[1][1] - centroids[0][1]
-    if max(abs(dx), abs(dy)) < 1.5:
-        return colour, None
-    if abs(dx) >= abs(dy):
-        return colour, "right" if dx > 0 else "left"
-    return colour, "down" if dy > 0 else "up"
+    return shape_reading.analyse(video, COLOURS)
 
 
 def score(videos_and_truth) -> tuple[float, float]:

@@ -44,6 +44,7 @@ def training_section(tables) -> dict | None:
             continue
         frames = [root / "samples" / name for name in row.get("frames", [])]
         samples.append({"prompt": row["prompt"], "video": f"samples/{row['video']}",
+                        "reading": (row.get("reading") or {}).get("says"),
                         "animation": _data_uri(gif.read_bytes(), "gif"),
                         "frames": [_data_uri(f.read_bytes(), "png") for f in frames if f.exists()]})
     if not samples:

@@ -111,7 +111,9 @@ def run_train_step(wf, section: TrainStepConfig) -> None:
         write_video(path, video, fps=8)
         frames = write_pictures(path, video, fps=4)
         written.append({"prompt": prompt, "video": path.name, "gif": path.with_suffix(".gif").name, "frames": frames})
-        print(f"sample: {prompt!r} -> {path}")
+        if section.world is not None:  # a shape world can be read back by pixels: does the sample obey?
+            written[-1]["reading"] = read_sample(prompt, video, tuple(section.world.colors))
+        print(f"sample: {prompt!r} -> {path}" + (f" ({written[-1]['reading']['says']})" if "reading" in written[-1] else ""))
     import json
 
     from curation.core.rundir import atomic_write_bytes
@@ -121,6 +123,20 @@ def run_train_step(wf, section: TrainStepConfig) -> None:
         {"samples": written, "dit_run": str(dit_run.resolve()), "vae_run": str(vae_run.resolve()),
          "trained_on": "generated shape clips with true captions (world/)" if section.world is not None
          else "the run's kept clips (shards/)"}, indent=1).encode())
+
+
+def read_sample(prompt: str, video, colours: tuple[str, ...]) -> dict:
+    """What a shape-world sample shows (its shape's colour and direction, read by pixels) beside what its
+    prompt asks for, and a sentence saying whether they agree."""
+    from workflows.synthetic.shape_reading import analyse, asked_for
+
+    (colour, direction), (want_colour, want_direction) = analyse(video, colours), asked_for(prompt, colours)
+    shows = f"a {colour or 'no clear'} shape " + (f"moving {direction}" if direction else "not clearly moving")
+    agrees = (colour, direction) == (want_colour, want_direction)
+    says = f"shows {shows}: " + ("as the prompt asks" if agrees else
+                                 f"the prompt asks for {want_colour or '?'} moving {want_direction or '?'}")
+    return {"colour": colour, "direction": direction, "asked_colour": want_colour, "asked_direction": want_direction,
+            "agrees": agrees, "says": says}
 
 
 def write_pictures(video_path: Path, video, fps: float, count: int = 6) -> list[str]:

@@ -57,6 +57,8 @@ def test_train_step_on_the_world_writes_samples_the_report_shows(tmp_path):
     listing = json.loads((out / "samples" / "samples.json").read_text())
     assert listing["samples"][0]["prompt"] == "a red square moving left on a gray background"
     assert listing["samples"][0]["frames"] == [f"sample-0-frame-{i:03d}.png" for i in range(5)]  # all 5, last included
+    reading = listing["samples"][0]["reading"]  # 2 steps of training: whatever it shows, it is read and said
+    assert (reading["asked_colour"], reading["asked_direction"]) == ("red", "left") and reading["says"].startswith("shows ")
     from PIL import Image
 
     with Image.open(out / "samples" / "sample-0.gif") as gif:
@@ -64,6 +66,22 @@ def test_train_step_on_the_world_writes_samples_the_report_shows(tmp_path):
     html = write_report(RunDir(out)).read_text()
     assert "Training samples" in html and "data:image/gif;base64," in html and html.count("data:image/png;base64,") >= 5
     assert "generated shape clips" in html
+    assert "read back by pixels, it shows" in html
+
+
+def test_a_sample_is_read_back_against_its_prompt():
+    from workflows.synthetic.footage import render_shape_clip
+    from workflows.train_steps import read_sample
+
+    clip = render_shape_clip("circle", "yellow", "up", "gray", 5, 32, 32, speed=0.06, textured=False)
+    colours = ("red", "green", "yellow")
+    good = read_sample("a yellow circle moving up on a gray background", clip, colours)
+    assert good["agrees"] and (good["colour"], good["direction"]) == ("yellow", "up")
+    assert good["says"] == "shows a yellow shape moving up: as the prompt asks"
+    wrong = read_sample("a red circle moving left on a gray background", clip, colours)
+    assert not wrong["agrees"] and wrong["says"].endswith("the prompt asks for red moving left")
+    still = read_sample("a yellow circle moving up on a gray background", np.repeat(clip[:1], 5, axis=0), colours)
+    assert not still["agrees"] and "not clearly moving" in still["says"]
 
 
 def test_training_section_is_absent_without_samples(tmp_path):
