@@ -5,6 +5,7 @@ recall@10, memory, with rushes' Milvus Lite speedups on and off, in one run.
     .venv/bin/python benchmarks/bench_milvus.py --n 5000             # a quick look
     .venv/bin/python benchmarks/bench_milvus.py --n 1000000 --dir /tmp/bench-1m --stock-queries 10   # keep it ...
     .venv/bin/python benchmarks/bench_milvus.py --n 1000000 --dir /tmp/bench-1m --reuse   # ... and search it again
+    .venv/bin/python benchmarks/bench_milvus.py --dir /tmp/bench-100k --reuse --through-serve   # as `rushes serve` reads
 
 Synthetic clips go in through `ClipStore.upsert` (`store_row`: 512-d visual and 384-d caption vectors,
 a caption for BM25, the manifest's scalar fields); the collection is flushed and the benchmark waits
@@ -98,6 +99,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1000, help="rows per upsert call")
     parser.add_argument("--dir", type=Path, default=None, help="keep the Milvus Lite database here (else a temp dir)")
     parser.add_argument("--reuse", action="store_true", help="search the database --dir already holds")
+    parser.add_argument("--through-serve", action="store_true",
+                        help="open the database as `rushes serve` does: through the run's managed server, hosted "
+                             "on threads of this process (indexing.server.host), instead of embedded")
     args = parser.parse_args()
 
     from indexing import milvus_lite_speedups as speedups
@@ -126,6 +130,11 @@ def main() -> None:
         shutil.rmtree(db)
     print(f"Milvus Lite {speedups.milvus_lite_version()} at {db}: {args.n:,} clips, 512-d visual + 384-d caption "
           f"vectors + BM25 captions; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    if args.through_serve:
+        from indexing import server
+
+        state, _ = server.host(db)
+        print(f"path: rushes serve's, the managed server hosted in this process on {state.uri}")
     store = ClipStore(str(db), None, "bench")
     print(f"speedups installed: {speedups.installed()}")
     if args.reuse and store.exists():
@@ -182,9 +191,12 @@ def main() -> None:
     print(f"peak memory of this process (Milvus Lite runs in it): "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB")
     store.close()
-    from milvus_lite import server_manager_instance
+    if args.through_serve:
+        server.stop(db)  # waits for Milvus Lite's background work
+    else:
+        from milvus_lite import server_manager_instance
 
-    server_manager_instance.release_server(str(db))  # waits for Milvus Lite's background work
+        server_manager_instance.release_server(str(db))  # waits for Milvus Lite's background work
     if args.dir is None:
         shutil.rmtree(workdir, ignore_errors=True)
 
