@@ -214,20 +214,32 @@ def _start_lock(db):
 _children: dict[int, subprocess.Popen] = {}  # servers this process started, so stop() can reap them
 
 
+def _run_db(db) -> Path:
+    db = _db_path(db)
+    if not db.parent.is_dir():
+        raise ServerError(f"{db.parent} is not a directory: give the run directory (--out) of `rushes curate`")
+    return db
+
+
+def _up_or_free(db) -> ServerState | None:
+    """Under the start lock: the server already up, or None when the database is free to open; a database
+    another process holds is a ServerError saying which."""
+    state = running(db)
+    holder = lock_holder(db) if state is None else None
+    if holder is not None:
+        raise ServerError(locked_message(db, holder))
+    return state
+
+
 def start(db, owner_pid: int | None = None, timeout: float = START_TIMEOUT_S) -> tuple[ServerState, bool]:
     """Start the managed server of `db`, or find the one already up: (state, whether this call started it).
 
     With `owner_pid`, the server stops by itself when that process is gone."""
-    db = _db_path(db)
-    if not db.parent.is_dir():
-        raise ServerError(f"{db.parent} is not a directory: give the run directory (--out) of `rushes curate`")
+    db = _run_db(db)
     with _start_lock(db):
-        state = running(db)
+        state = _up_or_free(db)
         if state is not None:
             return state, False
-        holder = lock_holder(db)
-        if holder is not None:
-            raise ServerError(locked_message(db, holder))
         token = uuid.uuid4().hex
         cmd = [sys.executable, "-m", "indexing.server", "--db", str(db), "--token", token]
         if owner_pid is not None:
@@ -284,16 +296,11 @@ def host(db) -> tuple[ServerState, bool]:
     whether this call started it). `rushes serve` hosts it so that its page calls the servicer directly
     (no gRPC hop per search: `hosted_servicer`), while other commands reach it over gRPC as they reach a
     server process. It stops with `stop(db)` or with this process."""
-    db = _db_path(db)
-    if not db.parent.is_dir():
-        raise ServerError(f"{db.parent} is not a directory: give the run directory (--out) of `rushes curate`")
+    db = _run_db(db)
     with _start_lock(db):
-        state = running(db)
+        state = _up_or_free(db)
         if state is not None:
             return state, False
-        holder = lock_holder(db)
-        if holder is not None:
-            raise ServerError(locked_message(db, holder))
         from milvus_lite import DataDirLockedError
         from milvus_lite.db import MilvusLite
 
