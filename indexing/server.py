@@ -35,6 +35,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, NamedTuple
 
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 120  # importing Milvus Lite and opening a large database is slow on a busy machine
@@ -53,7 +54,14 @@ READ_RPCS = frozenset({
 })
 
 
-_hosted: dict[str, tuple] = {}  # db path -> (state, grpc server, servicer, MilvusLite) of servers this process hosts
+class _Hosted(NamedTuple):  # a managed server on threads of this process (`host`)
+    state: ServerState
+    grpc_server: Any
+    servicer: Any
+    database: Any
+
+
+_hosted: dict[str, _Hosted] = {}  # db path -> the server this process hosts for it
 
 
 class ServerError(RuntimeError):
@@ -313,25 +321,24 @@ def host(db) -> tuple[ServerState, bool]:
         state = ServerState(pid=os.getpid(), port=port, db=str(db), token=uuid.uuid4().hex, started_at=time.time(),
                             owner_pid=os.getpid())
         _write_state(state)
-        _hosted[str(db)] = (state, server, servicer, database)
+        _hosted[str(db)] = _Hosted(state, server, servicer, database)
         return state, True
 
 
 def hosted_servicer(db):
     """The Milvus servicer of `db`'s server when this process hosts it (`host`), else None."""
     entry = _hosted.get(str(_db_path(db)))
-    return entry[2] if entry else None
+    return entry.servicer if entry else None
 
 
 def stop(db, timeout: float = STOP_TIMEOUT_S) -> ServerState | None:
     """Stop the managed server of `db`; returns its state, or None when none was running."""
     hosted = _hosted.pop(str(_db_path(db)), None)
     if hosted is not None:
-        state, server, _, database = hosted
-        _remove_state(db, state.token)  # first, so no new command connects to a server that is going away
-        server.stop(grace=5).wait()
-        database.close()  # waits for background index builds, then releases the lock
-        return state
+        _remove_state(db, hosted.state.token)  # first, so no new command connects to a server that is going away
+        hosted.grpc_server.stop(grace=5).wait()
+        hosted.database.close()  # waits for background index builds, then releases the lock
+        return hosted.state
     state = running(db)
     if state is None:
         return None

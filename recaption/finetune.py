@@ -298,13 +298,11 @@ class Learner:
         except PermanentError as e:  # readable when training began, not now
             raise PermanentError(f"clip {clip[M.clip_id]}: {e}") from e
 
-    def answer_tokens(self, example: Example, num_frames: int) -> int:
-        """Tokens of the answer and the template's end of turn: the full chat text's minus the prompt's.
-        Counted on the text (each media placeholder one token in both), without the processor."""
-        tokenizer = self.vlm.processor.tokenizer
-        prompt = self.vlm.chat_text(example.instruction, num_frames)
-        full = self.vlm.chat_text(example.instruction, num_frames, answer=example.target)
-        return len(tokenizer(full)["input_ids"]) - len(tokenizer(prompt)["input_ids"])
+    def passes(self, examples: list[Example]):
+        """The examples in groups of `examples_per_pass`, each example with its clip's frames."""
+        per_pass = self.cfg.examples_per_pass
+        for first in range(0, len(examples), per_pass):
+            yield [(e, self.frames(e.clip)) for e in examples[first:first + per_pass]]
 
     def losses(self, batch: list[tuple[Example, dict]]):
         """Each example's mean cross-entropy over its answer's tokens given its frames and prompt, (n,),
@@ -313,8 +311,15 @@ class Learner:
 
         from recaption.vlm import FRAMES_KEY
 
-        answers = [self.answer_tokens(e, len(clip[FRAMES_KEY])) for e, clip in batch]
-        texts = [self.vlm.chat_text(e.instruction, len(clip[FRAMES_KEY]), answer=e.target) for e, clip in batch]
+        tokenizer = self.vlm.processor.tokenizer
+        texts, answers = [], []
+        for example, clip in batch:
+            n = len(clip[FRAMES_KEY])
+            texts.append(self.vlm.chat_text(example.instruction, n, answer=example.target))
+            # the answer and the template's end of turn: the full text's tokens minus the prompt's, counted on
+            # the text (each media placeholder is one token in both), without the processor
+            prompt = self.vlm.chat_text(example.instruction, n)
+            answers.append(len(tokenizer(texts[-1])["input_ids"]) - len(tokenizer(prompt)["input_ids"]))
         inputs = self.vlm.encode(texts, [clip for _, clip in batch])
         inputs = {k: v.to(self.device) for k, v in inputs.items() if hasattr(v, "to")}
         ids = inputs["input_ids"]
@@ -405,11 +410,8 @@ def evaluate(learner: Learner, held_out: list[Example], world: World = World()) 
     if not held_out:
         return None
     learner.model.eval()
-    mine = held_out[world.rank::world.size]
-    per_pass = learner.cfg.examples_per_pass
     with torch.no_grad():
-        losses = [float(x) for i in range(0, len(mine), per_pass)
-                  for x in learner.losses([(e, learner.frames(e.clip)) for e in mine[i:i + per_pass]])]
+        losses = [float(x) for batch in learner.passes(held_out[world.rank::world.size]) for x in learner.losses(batch)]
     learner.model.train()
     total = world.sum(torch.tensor([sum(losses), len(losses)], dtype=torch.float64, device=learner.device))
     return float(total[0] / total[1])
@@ -449,9 +451,8 @@ def train_captioner(out: Path | str, run_dir: Path | str, cfg: CaptionerTrainCon
         for group in learner.optimizer.param_groups:
             group["lr"] = learner.learning_rate(step) * group["scale"]
         total = torch.zeros((), dtype=torch.float64, device=learner.device)
-        for first in range(0, len(mine), cfg.examples_per_pass):
-            batch = [example_at(train, step * cfg.batch_size + i, cfg.seed) for i in mine[first:first + cfg.examples_per_pass]]
-            loss = learner.losses([(e, learner.frames(e.clip)) for e in batch]).sum() / cfg.batch_size
+        for batch in learner.passes([example_at(train, step * cfg.batch_size + i, cfg.seed) for i in mine]):
+            loss = learner.losses(batch).sum() / cfg.batch_size
             loss.backward()
             total += float(loss.detach())
         if world.size > 1:  # the gradient of the whole step: every process's share summed
