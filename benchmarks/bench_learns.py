@@ -175,8 +175,10 @@ def score_modes(model, meta, frames: int, size: int, random_starts: bool, steps:
                 edit_strength: float, path_tolerance: float) -> dict:
     """Each sampling mode on held-out clips, scored by frame analysis (training/modes.py does the work):
 
-    - editing: a red circle's clip under "a blue circle ..." at `edit_strength` turns blue, and its
-      centroid path stays within `path_tolerance` px of the original's in every frame;
+    - editing: a red circle's clip under "a blue circle ..." turns blue, and its centroid path stays
+      within `path_tolerance` px of the original's in every frame: as a region edit (the source
+      caption given, so only where the two captions disagree is regenerated) and as plain SDEdit of
+      the whole clip at `edit_strength`;
     - inpainting: the box around a clip's path is regenerated under the prompt of another colour; the
       rest must stay the reconstruction (PSNR) and the shape must come back in the prompt's colour;
     - backward extension: the clip's last two frames are given as the sample's last; the frames made
@@ -200,20 +202,25 @@ def score_modes(model, meta, frames: int, size: int, random_starts: bool, steps:
 
     held, red_circles = mode_clips(frames, size, random_starts)
     out = {}
-    blue = path_ok = 0
-    errors = []
-    for video, (shape, _, direction), background in red_circles:
-        edited = one(caption(shape, "blue", direction, background), start=Start([video], [1.0], edit_strength))
-        colour, _ = analyse(edited)
-        gaps = np.linalg.norm(path_of(edited) - path_of(video), axis=1)  # NaN where a frame lost the shape
-        error = float(np.nan_to_num(gaps, nan=np.inf).max())
-        blue += colour == "blue"
-        path_ok += bool(error <= path_tolerance)
-        errors.append(error)
-    n = len(red_circles)
-    out["edit"] = {"blue": blue / n, "path_within_tolerance": path_ok / n,
-                   "median_path_error_px": float(np.median(errors)), "strength": edit_strength,
-                   "tolerance_px": path_tolerance}
+    for name, strength, with_source in (("edit", 1.0, True), ("sdedit", edit_strength, False)):
+        blue = path_ok = 0
+        errors = []
+        for video, (shape, _, direction), background in red_circles:
+            source = caption(shape, "red", direction, background) if with_source else None
+            try:
+                edited = one(caption(shape, "blue", direction, background), start=Start([video], [1.0], strength, source))
+            except ValueError:  # a DiT that ignores its captions (the untrained one) finds nothing to edit
+                edited = reconstruction(video)
+            colour, _ = analyse(edited)
+            gaps = np.linalg.norm(path_of(edited) - path_of(video), axis=1)  # NaN where a frame lost the shape
+            error = float(np.nan_to_num(gaps, nan=np.inf).max())
+            blue += colour == "blue"
+            path_ok += bool(error <= path_tolerance)
+            errors.append(error)
+        n = len(red_circles)
+        out[name] = {"blue": blue / n, "path_within_tolerance": path_ok / n,
+                     "median_path_error_px": float(np.median(errors)), "strength": strength,
+                     "tolerance_px": path_tolerance, "source_caption": with_source}
     coloured = kept = 0
     psnrs = []
     for i, (video, (shape, colour, direction), background) in enumerate(held):
@@ -312,7 +319,10 @@ def main() -> None:
                         help="what frame-conditioned training gives: first/last frames, a region, or either")
     parser.add_argument("--no-modes", dest="modes", action="store_false",
                         help="skip the per-mode cases (editing, inpainting, backward extension)")
-    parser.add_argument("--edit-strength", type=float, default=0.7, help="SDEdit start time of the editing case")
+    parser.add_argument("--edit-strength", type=float, default=0.7,
+                        help="start time of the plain SDEdit editing case (the region edit starts at 1)")
+    parser.add_argument("--modes-of", type=Path, default=None,
+                        help="score only the modes of a DiT this benchmark trained before (its --out), again")
     parser.add_argument("--path-tolerance", type=float, default=3.0,
                         help="px an edited shape's centroid may stray from the original's in any frame")
     parser.add_argument("--samples-per-prompt", type=int, default=2)
@@ -333,6 +343,9 @@ def main() -> None:
     from workflows.shard import ShardSettings, write_shards
 
     torch.set_num_threads(args.threads)
+    if args.modes_of:
+        rescore_modes(args)
+        return
     if args.out.exists():
         shutil.rmtree(args.out)
     started = time.time()
@@ -467,18 +480,46 @@ def main() -> None:
               f"direction {results['image-to-video'][1]:.0%} (untrained DiT: "
               f"{results['image-to-video, untrained DiT'][1]:.0%})")
     if modes:
-        ours, base = modes["trained"], modes[", untrained DiT"]
-        print(f"editing red circles to blue (strength {args.edit_strength}): blue {ours['edit']['blue']:.0%} (target 90%), "
-              f"path within {args.path_tolerance:g} px {ours['edit']['path_within_tolerance']:.0%}, median path error "
-              f"{ours['edit']['median_path_error_px']:.1f} px (untrained DiT: blue {base['edit']['blue']:.0%}, "
-              f"path {base['edit']['path_within_tolerance']:.0%})")
-        print(f"inpainting the path's box in another colour: prompt colour {ours['inpaint']['prompt_colour']:.0%}, "
-              f"unmasked PSNR >= 30 dB {ours['inpaint']['unmasked_psnr_ok']:.0%} (lowest "
-              f"{ours['inpaint']['unmasked_psnr_db_min']:.1f} dB) (untrained DiT: prompt colour "
-              f"{base['inpaint']['prompt_colour']:.0%})")
-        print(f"backward extension (last 2 frames given): direction before them {ours['backward']['direction']:.0%}, "
-              f"given frames' PSNR against the clip {ours['backward']['given_frames_psnr_db_mean']:.1f} dB "
-              f"(untrained DiT: direction {base['backward']['direction']:.0%})")
+        print_modes(modes, args)
+
+
+def rescore_modes(args) -> None:
+    """`--modes-of DIR`: the per-mode cases of DIR's trained DiT and of an untrained one, printed and
+    written to DIR/modes.json (the world's settings come from DIR/summary.json)."""
+    import torch
+
+    from training.checkpoint import load_trained
+    from training.dit import DiTConfig, VideoDiT
+
+    summary_path = args.modes_of / "summary.json"
+    if not summary_path.exists():
+        raise SystemExit(f"--modes-of {args.modes_of}: no summary.json there; give the --out of a finished run")
+    trained = json.loads(summary_path.read_text())
+    dit, meta = load_trained(args.modes_of / "dit")
+    torch.manual_seed(trained["seed"])
+    untrained = VideoDiT(DiTConfig(**meta.model_config))
+    modes = {label: score_modes(model, meta, args.frames, args.size, trained["random_starts"], args.sample_steps,
+                                args.cfg, 1000 * trained["seed"], args.edit_strength, args.path_tolerance)
+             for label, model in (("trained", dit), (", untrained DiT", untrained))}
+    (args.modes_of / "modes.json").write_text(json.dumps(modes, indent=1))
+    print_modes(modes, args)
+
+
+def print_modes(modes: dict, args) -> None:
+    ours, base = modes["trained"], modes[", untrained DiT"]
+    for name, what in (("edit", "region edit, source caption given"), ("sdedit", f"SDEdit at {args.edit_strength}")):
+        print(f"editing red circles to blue ({what}): blue {ours[name]['blue']:.0%} (target 90%), "
+              f"path within {args.path_tolerance:g} px {ours[name]['path_within_tolerance']:.0%}, median path error "
+              f"{ours[name]['median_path_error_px']:.1f} px (untrained DiT: blue {base[name]['blue']:.0%}, "
+              f"path {base[name]['path_within_tolerance']:.0%})")
+    print(f"inpainting the path's box in another colour: prompt colour {ours['inpaint']['prompt_colour']:.0%}, "
+          f"unmasked PSNR >= 30 dB {ours['inpaint']['unmasked_psnr_ok']:.0%} (lowest "
+          f"{ours['inpaint']['unmasked_psnr_db_min']:.1f} dB) (untrained DiT: prompt colour "
+          f"{base['inpaint']['prompt_colour']:.0%})")
+    print(f"backward extension (last 2 frames given): direction before them {ours['backward']['direction']:.0%}, "
+          f"given frames' PSNR against the clip {ours['backward']['given_frames_psnr_db_mean']:.1f} dB "
+          f"(untrained DiT: direction {base['backward']['direction']:.0%})")
+
 
 if __name__ == "__main__":
     main()

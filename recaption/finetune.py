@@ -71,10 +71,10 @@ class CaptionerTrainConfig(StrictModel):
                                                         "when memory is short, the result is the same")
     learning_rate: float = Field(1e-4, gt=0)
     vision_learning_rate: float | None = Field(
-        None, gt=0, description="peak learning rate of the vision encoder and its projector; null: learning_rate. "
-                                "A lower one keeps the encoder's features while the language model learns to read "
-                                "them (at the language model's rate, a randomly initialised encoder's output "
-                                "collapses to what the caption template needs: colour, not shape or motion)")
+        None, ge=0, description="peak learning rate of the vision encoder and its projector; null: learning_rate; "
+                                "0 freezes them, so only the language model learns to read their features (at the "
+                                "language model's rate, a randomly initialised encoder's output collapses to what "
+                                "the caption template needs: colour, not shape or motion)")
     weight_decay: float = Field(0.0, ge=0)
     warmup_steps: int = Field(10, ge=0)
     grad_clip: float = Field(1.0, gt=0)
@@ -106,6 +106,11 @@ class CaptionerTrainConfig(StrictModel):
         return CaptionConfig(captioner=captioner, frames=self.frames, frames_per_second=self.frames_per_second,
                              frame_max_side=self.frame_max_side, device=self.device, dtype=dtype, checks=checks,
                              max_new_tokens=self.max_new_tokens, short_max_new_tokens=min(48, self.max_new_tokens))
+
+
+def is_vision(parameter_name: str) -> bool:
+    """Whether a parameter belongs to the vision encoder or its projector."""
+    return bool(set(parameter_name.split(".")) & set(VISION_MODULES))
 
 
 @dataclass(frozen=True)
@@ -260,18 +265,25 @@ class Learner:
             for p in model.parameters():
                 if p.requires_grad:
                     p.data = p.data.float()
+        if cfg.vision_learning_rate == 0:
+            frozen = [p for n, p in model.named_parameters() if is_vision(n) and p.requires_grad]
+            if not frozen:
+                raise ValueError("vision_learning_rate 0 freezes the vision encoder, but the model has none "
+                                 f"(looked for modules named {', '.join(VISION_MODULES)})")
+            for p in frozen:
+                p.requires_grad_(False)
         model.train()
         self.model = model
         self.trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
         self.optimizer = torch.optim.AdamW(self.param_groups(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
 
     def param_groups(self) -> list[dict]:
-        """One group, or with `vision_learning_rate` the vision encoder's parameters in a second; each
-        group's `scale` is its share of the scheduled learning rate."""
+        """One group, or with a positive `vision_learning_rate` the vision encoder's parameters in a
+        second; each group's `scale` is its share of the scheduled learning rate."""
         cfg = self.cfg
-        if cfg.vision_learning_rate is None:
+        if not cfg.vision_learning_rate:  # the same rate for all, or a frozen encoder (not in trainable)
             return [{"params": list(self.trainable.values()), "scale": 1.0}]
-        vision = {n for n in self.trainable if set(n.split(".")) & set(VISION_MODULES)}
+        vision = {n for n in self.trainable if is_vision(n)}
         if not vision:
             raise ValueError("vision_learning_rate: the model has no trainable vision encoder parameters "
                              f"(looked for modules named {', '.join(VISION_MODULES)})")
@@ -536,7 +548,8 @@ def save_final(learner: Learner, run_dir: Path, captioner: str, n_train: int, n_
         f"| data | captions of `{captioner}` in `{learner.run.root}`: {n_train} clips trained, {n_eval} held out |\n"
         f"| method | {method} |\n"
         f"| steps | {cfg.max_steps} x {cfg.batch_size} examples, learning rate {cfg.learning_rate:g}"
-        + (f" (vision encoder {cfg.vision_learning_rate:g})" if cfg.vision_learning_rate else "") + " |\n"
+        + (f" (vision encoder {cfg.vision_learning_rate:g})" if cfg.vision_learning_rate else "")
+        + (", vision encoder frozen" if cfg.vision_learning_rate == 0 else "") + " |\n"
         f"| frames | {cfg.frames} per clip, longest side {cfg.frame_max_side} |\n"
         f"| eval loss | {fmt(first_eval)} before, {fmt(eval_loss)} after |\n"
         f"| trained | {now_utc().isoformat()} |\n\n"

@@ -13,6 +13,11 @@ Two ideas cover every mode of Sora's report that rushes offers:
 - `Start`: SDEdit. Sampling starts at time `strength` from the given video's latents (or a weighted
   blend of two videos' latents) noised to that time, instead of from pure noise at t = 1, and
   denoises under the new prompt. Strength 0 returns the reconstruction, 1 a fresh sample.
+  With a `source_prompt` (what the video shows now) the edit is confined to a region, as DiffEdit
+  does: the latent cells where the DiT's velocities under the two prompts differ most are
+  regenerated, every other cell is kept as known (`training.sample.edit_region`). Plain SDEdit
+  cannot keep an object's place when its new colour's latent is unlike its old one: under the new
+  prompt the old object is evidence against the new one at its place, so the sampler moves it.
 
 Frames of a given video are resized to the output's height x width, and cut or padded (the last
 frame repeated) to its length; `fit` says when it had to.
@@ -37,11 +42,13 @@ class Given:
 
 @dataclass
 class Start:
-    """Start sampling at t = `strength` from a blend of videos (T, H, W, 3) uint8 with these weights."""
+    """Start sampling at t = `strength` from a blend of videos (T, H, W, 3) uint8 with these weights;
+    with `source_prompt`, only the region where it and the prompt disagree is sampled."""
 
     videos: list[np.ndarray]
     weights: list[float]
     strength: float
+    source_prompt: str | None = None
 
 
 def fit(video: np.ndarray, frames: int, height: int, width: int, what: str = "video",

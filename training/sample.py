@@ -52,7 +52,8 @@ def generate(dit, meta: ModelMeta, prompts: list[str], frames: int | None = 17, 
     `first_frames` (k, H, W, 3) uint8 — an image (k = 1) or the start of a clip — makes every video
     begin with them: image-to-video or extension. `given` (training.modes.Given) generalises that to
     any known pixels (last frames, both ends, a region, a padded canvas); `start` (Start) is SDEdit
-    editing or blending. See training/modes.py."""
+    editing or blending, confined to where the prompts differ when it has a source prompt. See
+    training/modes.py."""
     frames, height, width = frames or 17, height or 64, width or 64
     if frames < 1 or height < 1 or width < 1:
         raise ValueError(f"frames, height and width must be positive, got {frames}x{height}x{width}")
@@ -100,6 +101,15 @@ def generate(dit, meta: ModelMeta, prompts: list[str], frames: int | None = 17, 
     if start is not None:
         x_start = sum(w * latents_of(v) for w, v in zip(start.weights, start.videos, strict=True))
         strength = start.strength
+    if start is not None and start.source_prompt:
+        if known is not None:
+            raise ValueError("an edit with a source prompt cannot also be given known frames or regions")
+        source, source_mask = _text_encoder(meta.text_encoder, device)([start.source_prompt] * b)
+        region = edit_region(dit, x_start, cond, {"text": source.to(device), "mask": source_mask.to(device)}, seed)
+        known, known_mask = x_start.expand(b, -1, -1, -1, -1), ~region[:, None]
+        if dit.cfg.frame_conditioning:
+            for half in (cond, uncond):
+                half.update(cond=known, cond_mask=~region)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else torch.autocast("cpu", enabled=False)
     with autocast:
         z = sample(lambda x, t, **c: dit(x, t, **c).float(), noise, cond, uncond if cfg_scale != 1.0 else None,
@@ -118,6 +128,42 @@ def generate(dit, meta: ModelMeta, prompts: list[str], frames: int | None = 17, 
         video = torch.where(pixels, recon, video)
     video = video.clamp(-1, 1)
     return [((v.permute(1, 2, 3, 0).float().cpu().numpy() + 1) * 127.5).round().astype(np.uint8) for v in video]
+
+
+@torch.no_grad()
+def edit_region(dit, x0: torch.Tensor, cond: dict, source_cond: dict, seed: int = 0, draws: int = 8,
+                t: float = 0.5, threshold: float = 0.6, grow: int = 1) -> torch.Tensor:
+    """DiffEdit's mask, (B, t, h, w) bool over the latent grid: True where the prompt (`cond`, B rows)
+    and the source prompt disagree about the video with latents `x0` (1, C, t, h, w).
+
+    The DiT's velocities under both prompts at x0 noised to `t` (the same `draws` noises for both)
+    differ where the prompts ask for different content; their absolute difference, averaged over
+    channels and draws and scaled to each latent frame's largest, is kept above `threshold` and
+    grown by `grow` cells, so the new content has room to replace all of the old."""
+    b = cond["text"].shape[0]
+    gen = torch.Generator(device="cpu").manual_seed(seed + 1)
+    length = max(cond["text"].shape[1], source_cond["text"].shape[1])  # captions of different token counts
+    both = {k: torch.cat([_pad_tokens(cond[k], length), _pad_tokens(source_cond[k], length)]) for k in ("text", "mask")}
+    difference = 0
+    for _ in range(draws):
+        noise = torch.randn(x0.shape, generator=gen).to(x0.device)
+        x_t = ((1 - t) * x0 + t * noise).expand(2 * b, -1, -1, -1, -1)
+        v = dit(x_t, torch.full((2 * b,), t, device=x0.device), **both).float()
+        difference = difference + (v[:b] - v[b:]).abs().mean(1) / draws  # (B, t, h, w)
+    if not bool((difference > 0).any()):
+        raise ValueError("the DiT predicts the same video under the prompt and the source prompt, so there is "
+                         "nothing to edit: give a source prompt that says what differs (or a DiT trained on captions)")
+    scaled = difference / difference.amax(dim=(2, 3), keepdim=True).clamp(min=1e-12)
+    region = (scaled > threshold).float()
+    if grow:
+        region = torch.nn.functional.max_pool3d(region[:, None], (1, 2 * grow + 1, 2 * grow + 1), 1, (0, grow, grow))[:, 0]
+    return region > 0
+
+
+def _pad_tokens(x: torch.Tensor, length: int) -> torch.Tensor:
+    """Text states (B, L, D) or mask (B, L) padded with zeros (masked out) to `length` tokens."""
+    pad = [0, 0] * (x.ndim - 2) + [0, length - x.shape[1]]
+    return torch.nn.functional.pad(x, pad)
 
 
 @torch.no_grad()

@@ -106,6 +106,23 @@ def test_a_vision_learning_rate_steps_the_vision_encoder_at_its_own_rate(annotat
                         resume=True, log=lambda *_: None)
 
 
+def test_a_vision_learning_rate_of_0_freezes_the_vision_encoder(annotated, tiny_qwen, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    run, source = annotated
+    cfg = tiny(tiny_qwen, source, max_steps=3, save_every=3, samples=0, learning_rate=1e-2, vision_learning_rate=0)
+    train_captioner(run.root, tmp_path / "cap", cfg, log=lambda *_: None)
+    state = torch.load(checkpoints(tmp_path / "cap")[-1], map_location="cpu", weights_only=False)
+    assert state["trainable"] and not [n for n in state["trainable"] if ".visual." in f".{n}"]
+    assert len(state["optimizer"]["param_groups"]) == 1
+    base, tuned = load_file(tiny_qwen / "model.safetensors"), load_file(tmp_path / "cap" / "final" / "model.safetensors")
+    vision = [k for k in base if k.startswith("visual.")]
+    assert vision and all(torch.equal(tuned[k], base[k]) for k in vision)
+    assert max(float((tuned[k] - base[k]).abs().max()) for k in base if k.startswith("model.layers.")) > 1e-2
+    assert "vision encoder frozen" in (tmp_path / "cap" / "final" / "README.md").read_text()
+
+
 def test_lora_trains_adapters_only_and_merges_them(annotated, tiny_qwen, tmp_path):
     from safetensors.torch import load_file
 
@@ -156,10 +173,15 @@ def test_cli_skips_a_clip_whose_file_is_missing_naming_it(annotated, tiny_qwen, 
     result = CliRunner().invoke(app, ["train-captioner", "--out", str(run.root), "--from", source,
                                       "--base", f"hf:{tiny_qwen}", "--run", str(tmp_path / "r"), "--lora-rank", "0",
                                       "--max-steps", "1", "--batch-size", "1", "--frames", "4",
-                                      "--frame-max-side", "64", "--device", "cpu"])
+                                      "--frame-max-side", "64", "--device", "cpu", "--vision-learning-rate", "0"])
     assert result.exit_code == 0 and "Traceback" not in result.output, result.output
     assert "train-captioner: skipped clip" in result.output and missing.name in result.output
     assert "1 clips (2 examples) to train, 1 held out" in result.output
+    assert "vision encoder frozen" in (tmp_path / "r" / "final" / "README.md").read_text()
+    result = CliRunner().invoke(app, ["train-captioner", "--out", str(run.root), "--from", source,
+                                      "--base", f"hf:{tiny_qwen}", "--run", str(tmp_path / "r2"),
+                                      "--vision-learning-rate", "-1"])
+    assert result.exit_code == 2 and "vision_learning_rate" in result.output and "Traceback" not in result.output
 
 
 def test_a_clip_unreadable_during_training_is_a_clear_error_naming_it(annotated, tiny_qwen, tmp_path, monkeypatch):

@@ -8,7 +8,7 @@ from training_testkit import TINY_DIT
 from training.checkpoint import load_trained
 from training.flow import sample
 from training.modes import Given, Start, given_ends, given_inpaint, given_outpaint, latent_known
-from training.sample import encode_video, generate
+from training.sample import edit_region, encode_video, generate
 from training.train import TrainConfig, train
 
 
@@ -114,6 +114,48 @@ def test_editing_and_blending_run_from_reconstruction_to_fresh_sample(tiny_dit):
     assert np.array_equal(first, kept) and psnr(second, reconstruction(vae, b)) > 40
 
 
+def test_the_edit_region_is_where_the_two_prompts_velocities_differ():
+    where = torch.zeros(1, 1, 3, 6, 6)
+    where[..., 1, 2:4, 2:4] = 1.0  # latent frame 1, a 2 x 2 block: only there does the prompt matter
+    where[..., 2, 0, 5] = 1.0
+
+    def dit(x, t, text, mask):
+        return x * 0.5 + where * text.mean(dim=(1, 2)).view(-1, 1, 1, 1, 1)
+
+    x0 = torch.randn(1, 4, 3, 6, 6, generator=torch.Generator().manual_seed(0))
+    prompt = {"text": torch.full((2, 3, 8), 2.0), "mask": torch.ones(2, 3, dtype=torch.bool)}
+    source = {"text": torch.full((2, 3, 8), -1.0), "mask": torch.ones(2, 3, dtype=torch.bool)}
+    tight = edit_region(dit, x0, prompt, source, grow=0)
+    assert tight.shape == (2, 3, 6, 6) and torch.equal(tight[0], where[0, 0] > 0) and torch.equal(tight[0], tight[1])
+    grown = edit_region(dit, x0, prompt, source, grow=1)
+    assert grown[0, 1, 1:5, 1:5].all() and grown[0, 1].sum() == 16 and not grown[0, 0].any()
+    assert grown[0, 2, 0:2, 4:6].all() and grown[0, 2].sum() == 4  # cut at the grid's edge
+    with pytest.raises(ValueError, match="nothing to edit"):
+        edit_region(dit, x0, prompt, prompt)
+
+
+def test_a_region_edit_keeps_the_latents_outside_its_region(tiny_dit, monkeypatch):
+    import training.sample as sampling
+
+    _, dit, meta, _ = tiny_dit
+    vae = sampling._autoencoder(meta.vae, "cpu")  # the one generate decodes with
+    clip = np.random.default_rng(4).integers(0, 256, (9, 32, 48, 3), dtype=np.uint8)
+    run = dict(frames=9, height=32, width=48, steps=4, cfg_scale=2.0, seed=3)
+    decoded = []
+    monkeypatch.setattr(vae, "decode_chunked", lambda z, _decode=vae.decode_chunked: decoded.append(z) or _decode(z))
+    edited = generate(dit, meta, PROMPT, **run, start=Start([clip], [1.0], 1.0, "a green square moving up"))[0]
+    assert edited.shape == (9, 32, 48, 3)
+    mean = torch.tensor(meta.latent_mean).view(1, -1, 1, 1, 1)
+    std = torch.tensor(meta.latent_std).view(1, -1, 1, 1, 1)
+    source = encode_video(vae, clip, meta.temporal_factor, "cpu")[:, :, :decoded[0].shape[2]]
+    text, mask = sampling._text_encoder(meta.text_encoder, "cpu")(PROMPT + ["a green square moving up"])
+    region = edit_region(dit, (source - mean) / std, {"text": text[:1], "mask": mask[:1]},
+                         {"text": text[1:], "mask": mask[1:]}, seed=3)[0]
+    assert 0 < region.float().mean() < 1  # some cells are regenerated, the others kept
+    changed = ((decoded[0] - source).abs().amax(dim=1)[0] > 1e-4)  # (t, h, w)
+    assert torch.equal(changed, region)
+
+
 def test_inpainting_keeps_the_unmasked_region_and_ends_keep_their_frames(tiny_dit):
     _, dit, meta, vae = tiny_dit
     rng = np.random.default_rng(2)
@@ -163,6 +205,7 @@ def test_sample_command_writes_images_and_runs_every_mode(tiny_dit, tmp_path):
     assert result.exit_code == 2 and "--frames 1" in result.output
     cases = {
         "edit": ["--edit", str(tmp_path / "a.mp4"), "--strength", "0.5"],
+        "region_edit": ["--edit", str(tmp_path / "a.mp4"), "--source-prompt", "a green square moving up"],
         "blend": ["--blend", str(tmp_path / "a.mp4"), str(tmp_path / "b.mp4"), "--blend-weight", "0.3"],
         "inpaint": ["--video", str(tmp_path / "a.mp4"), "--mask", str(tmp_path / "mask.png")],
         "back": ["--last-frames", str(tmp_path / "a.mp4")],
@@ -183,6 +226,8 @@ def test_sample_command_writes_images_and_runs_every_mode(tiny_dit, tmp_path):
                          (["--mask", str(tmp_path / "mask.png")], "need --video"),
                          (["--video", str(tmp_path / "a.mp4"), "--pad", "1,2"], "four whole pixel counts"),
                          (["--edit", str(tmp_path / "missing.mp4")], "no such file"),
+                         (["--source-prompt", "a red square"], "pass --edit VIDEO with it"),
+                         (["--edit", str(tmp_path / "a.mp4"), "--source-prompt", PROMPT[0]], "nothing to edit"),
                          (["--last-frames", str(tmp_path / "a.mp4"), "--frames", "1"], "at least 2 frames")):
         result = rushes("--frames", "9", *bad, "--out", str(tmp_path / "x.mp4"))
         assert result.exit_code == 2 and message in result.output, (bad, result.output)

@@ -77,6 +77,9 @@ def train_captioner(
                                           help="examples in one forward pass; lower it when memory is short "
                                                "(default 8; the result is the same)"),
     learning_rate: float = typer.Option(None, "--learning-rate", help="peak learning rate (default 1e-4)"),
+    vision_learning_rate: float = typer.Option(None, "--vision-learning-rate",
+                                               help="peak learning rate of the vision encoder; 0 freezes it "
+                                                    "(default: --learning-rate)"),
     frames: int = typer.Option(None, help="frames per clip, as captioning samples them (default 8)"),
     frame_max_side: int = typer.Option(None, "--frame-max-side", help="longest frame side (default 448)"),
     eval_fraction: float = typer.Option(None, "--eval-fraction", help="share of clips held out (default 0.1)"),
@@ -93,7 +96,8 @@ def train_captioner(
     from recaption.models import ModelNotFound
 
     given = {"source": source, "base": base, "lora_rank": lora_rank, "max_steps": max_steps,
-             "batch_size": batch_size, "examples_per_pass": examples_per_pass, "learning_rate": learning_rate, "frames": frames,
+             "batch_size": batch_size, "examples_per_pass": examples_per_pass, "learning_rate": learning_rate,
+             "vision_learning_rate": vision_learning_rate, "frames": frames,
              "frame_max_side": frame_max_side, "eval_fraction": eval_fraction, "seed": seed, "device": device}
     try:
         cfg = validate({k: v for k, v in given.items() if v is not None}, CaptionerTrainConfig, source="options")

@@ -162,8 +162,12 @@ def sample(
         None, "--last-frames", help="an image or video the sample ends with (extend backward); with --first-frame: "
                                     "in-betweening"),
     edit: Path | None = typer.Option(None, "--edit", help="a video to edit under the prompt (SDEdit)"),
-    strength: float = typer.Option(0.6, "--strength", min=0.0, max=1.0,
-                                   help="--edit/--blend: 0 keeps the video (its reconstruction), 1 samples afresh"),
+    source_prompt: str | None = typer.Option(
+        None, "--source-prompt", help="--edit: what the video shows now; only where it and --prompt differ is "
+                                      "regenerated (DiffEdit), the rest is kept"),
+    strength: float | None = typer.Option(None, "--strength", min=0.0, max=1.0,
+                                          help="--edit/--blend: 0 keeps the video (its reconstruction), 1 samples "
+                                               "afresh [default: 0.6; 1 with --source-prompt]"),
     blend: tuple[Path, Path] | None = typer.Option(None, "--blend", help="two videos to blend (then edited)"),
     blend_weight: float = typer.Option(0.5, "--blend-weight", min=0.0, max=1.0, help="0: the first, 1: the second"),
     video: Path | None = typer.Option(None, "--video", help="a video to inpaint (--mask) or outpaint (--pad)"),
@@ -192,7 +196,7 @@ def sample(
         notes: list[str] = []
         given, start, height, width = sample_inputs(frames, height, width, first_frame, last_frames, edit, strength,
                                                     blend, blend_weight, video, mask, pad, notes,
-                                                    meta.temporal_factor)
+                                                    meta.temporal_factor, source_prompt)
         for note in notes:
             typer.echo(f"note: {note}")
         result = generate(dit, meta, [prompt], frames, height, width, steps, cfg, seed, device, method,
@@ -211,9 +215,14 @@ def sample(
 
 
 def sample_inputs(frames, height, width, first_frame, last_frames, edit, strength, blend, blend_weight, video, mask,
-                  pad, notes, temporal_factor=1):
+                  pad, notes, temporal_factor=1, source_prompt=None):
     """(given, start, height, width) for `rushes sample` from its options: at most one mode at a time."""
     from training.modes import Given, Start, fit, given_ends, given_inpaint, given_outpaint
+
+    if source_prompt and not edit:
+        raise ValueError("--source-prompt says what the --edit video shows now: pass --edit VIDEO with it")
+    if strength is None:  # a region edit regenerates its region afresh; a whole-video edit keeps some of it
+        strength = 1.0 if source_prompt else 0.6
 
     modes = [name for name, value in (("--first-frame/--last-frames", first_frame or last_frames), ("--edit", edit),
                                       ("--blend", blend), ("--video", video)) if value]
@@ -229,7 +238,7 @@ def sample_inputs(frames, height, width, first_frame, last_frames, edit, strengt
         given = given_ends(frames, height, width, first, last, notes, temporal_factor)
     elif edit:
         start = Start([fit(read_first_frames(edit, frames, "--edit"), frames, height, width, "--edit", notes)],
-                      [1.0], strength)
+                      [1.0], strength, source_prompt)
     elif blend:
         a, b = (fit(read_first_frames(p, frames, "--blend"), frames, height, width, f"--blend {p.name}", notes)
                 for p in blend)
@@ -305,4 +314,4 @@ def register(app: typer.Typer) -> None:
     app.command("train-vae", epilog=examples('rushes train-vae --shards demo-out/shards --run RUNS/vae'))(train_vae)
     app.command(epilog=examples('rushes encode --shards demo-out/shards --vae RUNS/vae'))(encode)
     app.command(epilog=examples('rushes train --shards demo-out/shards --vae RUNS/vae --run RUNS/dit'))(train)
-    app.command(epilog=examples('rushes sample --run RUNS/dit --prompt "a red circle moving left on a blue background" --out sample.mp4', 'rushes sample --run RUNS/dit --prompt "a blue circle moving left" --edit clip.mp4 --strength 0.6 --out edited.mp4'))(sample)
+    app.command(epilog=examples('rushes sample --run RUNS/dit --prompt "a red circle moving left on a blue background" --out sample.mp4', 'rushes sample --run RUNS/dit --prompt "a blue circle moving left" --edit clip.mp4 --strength 0.6 --out edited.mp4', 'rushes sample --run RUNS/dit --prompt "a blue circle moving left" --edit clip.mp4 --source-prompt "a red circle moving left" --out edited.mp4'))(sample)
