@@ -18,7 +18,8 @@ Everything runs through the real pipeline: run directory -> shards -> autoencode
 The DiT also trains with frame and region conditioning (`--condition-prob`, `--condition-mode`), and
 one run scores every mode on held-out clips, each against an untrained DiT (same config, fresh
 weights) scored the same way: text-to-video, image-to-video (a clip's first frame given), editing
-(a red circle's clip under "a blue circle ...": blue, and its path within `--path-tolerance` px),
+(a red circle's clip under "a blue circle ...": blue, and its path within `--path-tolerance` px; as a
+region edit given the source caption, and as plain SDEdit at `--edit-strength`),
 inpainting (the box around a clip's path regenerated in another colour; the rest must stay the
 reconstruction, PSNR >= 30 dB) and backward extension (the clip's last two frames given; the frames
 before them must move in the prompt's direction).
