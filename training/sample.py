@@ -93,10 +93,6 @@ def generate(dit, meta: ModelMeta, prompts: list[str], frames: int | None = 17, 
                              f"{meta.spatial_factor}x{meta.spatial_factor} blocks, frames in steps of "
                              f"{meta.temporal_factor})")
         known_mask = torch.from_numpy(cells).to(device).view(1, 1, lt, lh, lw)
-        if dit.cfg.frame_conditioning:  # a DiT trained for it also reads the known cells as conditions
-            cells_mask = known_mask.view(1, lt, lh, lw).expand(b, lt, lh, lw)
-            for half in (cond, uncond):  # guidance is on the caption only: both halves see the given cells
-                half.update(cond=known, cond_mask=cells_mask)
     x_start = strength = None
     if start is not None:
         x_start = sum(w * latents_of(v) for w, v in zip(start.weights, start.videos, strict=True))
@@ -107,9 +103,10 @@ def generate(dit, meta: ModelMeta, prompts: list[str], frames: int | None = 17, 
         source, source_mask = _text_encoder(meta.text_encoder, device)([start.source_prompt] * b)
         region = edit_region(dit, x_start, cond, {"text": source.to(device), "mask": source_mask.to(device)}, seed)
         known, known_mask = x_start.expand(b, -1, -1, -1, -1), ~region[:, None]
-        if dit.cfg.frame_conditioning:
-            for half in (cond, uncond):
-                half.update(cond=known, cond_mask=~region)
+    if known is not None and dit.cfg.frame_conditioning:  # a DiT trained for it also reads the known cells
+        cells_mask = known_mask[:, 0].expand(b, lt, lh, lw)
+        for half in (cond, uncond):  # guidance is on the caption only: both halves see the known cells
+            half.update(cond=known, cond_mask=cells_mask)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else torch.autocast("cpu", enabled=False)
     with autocast:
         z = sample(lambda x, t, **c: dit(x, t, **c).float(), noise, cond, uncond if cfg_scale != 1.0 else None,
