@@ -15,7 +15,8 @@ is first checked on the ground-truth clips, then on the autoencoder's reconstruc
 ceiling for the DiT). Targets: 95% colour and 90% direction on the held-out combinations.
 Everything runs through the real pipeline: run directory -> shards -> autoencoder -> encode -> DiT.
 
-The DiT also trains with frame and region conditioning (`--condition-prob`, `--condition-mode`), and
+The DiT also trains with frame and region conditioning (`--condition-prob`, `--condition-mode`; by
+default first frames, boxes, and all but the cells around the shape, the holes a region edit makes), and
 one run scores every mode on held-out clips, each against an untrained DiT (same config, fresh
 weights) scored the same way: text-to-video, image-to-video (a clip's first frame given), editing
 (a red circle's clip under "a blue circle ...": blue, and its path within `--path-tolerance` px; as a
@@ -158,9 +159,10 @@ def masked_psnr(a: np.ndarray, b: np.ndarray, where: np.ndarray) -> float:
     return 99.0 if mse == 0 else min(99.0, 10 * np.log10(255.0 ** 2 / mse))
 
 
-def mode_clips(frames: int, size: int, random_starts: bool, seed: int = 11):
+def mode_clips(frames: int, size: int, random_starts: bool, seed: int = 11, edit_clips: int = 1):
     """Held-out clips the modes start from: (video, (shape, colour, direction), background), one per
-    held-out combination and background, and the red circles that editing turns blue."""
+    held-out combination and background, and the red circles that editing turns blue (`edit_clips`
+    per direction and background)."""
     starts = np.random.default_rng(seed)
 
     def clip(shape, colour, direction, background):
@@ -168,12 +170,13 @@ def mode_clips(frames: int, size: int, random_starts: bool, seed: int = 11):
         return render(shape, colour, direction, background, frames, size, seed, start=start)
 
     held = [(clip(*combo, b), combo, b) for combo in HELD_OUT for b in BACKGROUNDS]
-    red_circles = [(clip("circle", "red", d, b), ("circle", "red", d), b) for d in DIRECTIONS for b in BACKGROUNDS]
+    red_circles = [(clip("circle", "red", d, b), ("circle", "red", d), b)
+                   for _ in range(edit_clips) for d in DIRECTIONS for b in BACKGROUNDS]
     return held, red_circles
 
 
 def score_modes(model, meta, frames: int, size: int, random_starts: bool, steps: int, cfg: float, seed: int,
-                edit_strength: float, path_tolerance: float) -> dict:
+                edit_strength: float, path_tolerance: float, edit_clips: int = 1) -> dict:
     """Each sampling mode on held-out clips, scored by frame analysis (training/modes.py does the work):
 
     - editing: a red circle's clip under "a blue circle ..." turns blue, and its centroid path stays
@@ -201,7 +204,7 @@ def score_modes(model, meta, frames: int, size: int, random_starts: bool, steps:
     def one(prompt, **kw):
         return generate(model, meta, [prompt], frames, size, size, steps, cfg, seed, "cpu", **kw)[0]
 
-    held, red_circles = mode_clips(frames, size, random_starts)
+    held, red_circles = mode_clips(frames, size, random_starts, edit_clips=edit_clips)
     out = {}
     for name, strength, with_source in (("edit", 1.0, True), ("sdedit", edit_strength, False)):
         blue = path_ok = 0
@@ -316,14 +319,17 @@ def main() -> None:
     parser.add_argument("--condition-prob", type=float, default=0.5,
                         help="share of clips the DiT is given frames or a region of in training (frame "
                              "conditioning, and the image-to-video score); 0: text-to-video training only")
-    parser.add_argument("--condition-mode", default="both", choices=("frames", "regions", "both"),
-                        help="what frame-conditioned training gives: first/last frames, a region, or either")
+    parser.add_argument("--condition-mode", default="all", choices=("frames", "regions", "objects", "both", "all"),
+                        help="what frame-conditioned training gives: first frames, a box, all but the cells around "
+                             "the shape (what a region edit gives), or any of them (all; both: frames or a box)")
     parser.add_argument("--no-modes", dest="modes", action="store_false",
                         help="skip the per-mode cases (editing, inpainting, backward extension)")
     parser.add_argument("--edit-strength", type=float, default=0.7,
                         help="start time of the plain SDEdit editing case (the region edit starts at 1)")
     parser.add_argument("--modes-of", type=Path, default=None,
                         help="score only the modes of a DiT this benchmark trained before (its --out), again")
+    parser.add_argument("--edit-clips", type=int, default=3,
+                        help="red circles edited per direction and background (4 x 3 of them; default 3: 36 clips)")
     parser.add_argument("--path-tolerance", type=float, default=3.0,
                         help="px an edited shape's centroid may stray from the original's in any frame")
     parser.add_argument("--samples-per-prompt", type=int, default=2)
@@ -439,7 +445,7 @@ def main() -> None:
         if args.modes:
             modes[label or "trained"] = score_modes(model, meta, args.frames, args.size, args.random_starts,
                                                     args.sample_steps, args.cfg, 1000 * args.seed,
-                                                    args.edit_strength, args.path_tolerance)
+                                                    args.edit_strength, args.path_tolerance, args.edit_clips)
     sample_seconds = time.time() - t0
     total = time.time() - started
     summary = {
@@ -500,7 +506,8 @@ def rescore_modes(args) -> None:
     torch.manual_seed(trained["seed"])
     untrained = VideoDiT(DiTConfig(**meta.model_config))
     modes = {label: score_modes(model, meta, args.frames, args.size, trained["random_starts"], args.sample_steps,
-                                args.cfg, 1000 * trained["seed"], args.edit_strength, args.path_tolerance)
+                                args.cfg, 1000 * trained["seed"], args.edit_strength, args.path_tolerance,
+                                args.edit_clips)
              for label, model in (("trained", dit), (", untrained DiT", untrained))}
     (args.modes_of / "modes.json").write_text(json.dumps(modes, indent=1))
     print_modes(modes, args)

@@ -126,9 +126,10 @@ def _register_tiny_clip() -> None:
 
     if TINY_CLIP in open_clip.list_models():
         return
-    folder = Path(tempfile.mkdtemp(prefix="rushes-openclip-"))
-    (folder / f"{TINY_CLIP}.json").write_text(json.dumps(TINY_CLIP_CONFIG))
-    open_clip.add_model_config(folder)
+    # open_clip reads the config when it is added and keeps it, so the file need not outlive this call
+    with tempfile.TemporaryDirectory(prefix="rushes-openclip-") as folder:
+        (Path(folder) / f"{TINY_CLIP}.json").write_text(json.dumps(TINY_CLIP_CONFIG))
+        open_clip.add_model_config(folder)
 
 
 def load_clip(clip_model: str, clip_pretrained: str | None, device: str = "auto") -> ClipModel:

@@ -129,14 +129,16 @@ def generate(dit, meta: ModelMeta, prompts: list[str], frames: int | None = 17, 
 
 @torch.no_grad()
 def edit_region(dit, x0: torch.Tensor, cond: dict, source_cond: dict, seed: int = 0, draws: int = 8,
-                t: float = 0.5, threshold: float = 0.6, grow: int = 1) -> torch.Tensor:
+                t: float = 0.5, threshold: float = 0.6, grow: int = 0) -> torch.Tensor:
     """DiffEdit's mask, (B, t, h, w) bool over the latent grid: True where the prompt (`cond`, B rows)
     and the source prompt disagree about the video with latents `x0` (1, C, t, h, w).
 
     The DiT's velocities under both prompts at x0 noised to `t` (the same `draws` noises for both)
     differ where the prompts ask for different content; their absolute difference, averaged over
-    channels and draws and scaled to each latent frame's largest, is kept above `threshold` and
-    grown by `grow` cells, so the new content has room to replace all of the old."""
+    channels and draws and scaled to each latent frame's largest, is kept above `threshold`, closed
+    (cells enclosed by the region join it, or old content is left inside the new) and grown by `grow`
+    cells. No growth is the default: every cell more is room for the new content to drift from where
+    the old was (measured in docs/training.md)."""
     b = cond["text"].shape[0]
     gen = torch.Generator(device="cpu").manual_seed(seed + 1)
     length = max(cond["text"].shape[1], source_cond["text"].shape[1])  # captions of different token counts
@@ -151,10 +153,16 @@ def edit_region(dit, x0: torch.Tensor, cond: dict, source_cond: dict, seed: int 
         raise ValueError("the DiT predicts the same video under the prompt and the source prompt, so there is "
                          "nothing to edit: give a source prompt that says what differs (or a DiT trained on captions)")
     scaled = difference / difference.amax(dim=(2, 3), keepdim=True).clamp(min=1e-12)
-    region = (scaled > threshold).float()
-    if grow:
-        region = torch.nn.functional.max_pool3d(region[:, None], (1, 2 * grow + 1, 2 * grow + 1), 1, (0, grow, grow))[:, 0]
-    return region > 0
+    above = scaled > threshold
+    # closed (grown, then shrunk back): the cells inside an object whose difference dipped are in too
+    region = above | ~grow_cells(~grow_cells(above, 1), 1, outside=True)
+    return grow_cells(region, grow) if grow else region
+
+
+def grow_cells(cells: torch.Tensor, by: int, outside: bool = False) -> torch.Tensor:
+    """(B, t, h, w) bool grown by `by` cells in each frame; `outside` is what lies beyond the grid."""
+    padded = torch.nn.functional.pad(cells[:, None].float(), (by, by, by, by), value=float(outside))
+    return torch.nn.functional.max_pool3d(padded, (1, 2 * by + 1, 2 * by + 1), 1)[:, 0] > 0
 
 
 def _pad_tokens(x: torch.Tensor, length: int) -> torch.Tensor:

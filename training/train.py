@@ -33,7 +33,7 @@ from training.checkpoint import ModelMeta
 from training.data import LatentBatches, PixelBatches, make_loader, read_latent_info
 from training.dit import DiT_models, DiTConfig, VideoDiT
 from training.flow import flow_loss, frame_times, sample_timesteps, shift_for_size
-from training.sample import generate
+from training.sample import generate, grow_cells
 from training.shards import DEFAULT_CAPTION_BLEND, parse_bucket
 from training.vae import (
     PatchDiscriminator,
@@ -88,7 +88,9 @@ class TrainConfig:
     shift_base_tokens: int = 256
     condition_prob: float = 0.0  # p(part of a clip is given): image-to-video, extension, in/outpainting training
     frame_noise_prob: float = 0.0  # p(a clip's latent frames get their own noise levels): learn how frames follow
-    condition_mode: str = "frames"  # what is given: "frames" (its first latent frames), "regions" (a box), "both"
+    # what is given: "frames" (its first latent frames), "regions" (a box), "objects" (all but its most unusual
+    # cells, followed through the frames, as a region edit gives), "both" (frames or regions), "all" (any of them)
+    condition_mode: str = "frames"
     sample_every: int = 0  # 0: no samples during training
     sample_prompts: list = field(default_factory=list)
     sample_steps: int = 20
@@ -290,7 +292,7 @@ def dit_step_loss(model, batch, cfg: TrainConfig, gen, device, patch_size):
     noise = torch.randn(x0.shape, generator=gen, device=device)
     given, weight = {}, None
     if cfg.condition_prob > 0:  # drawn after t and noise: runs without conditioning keep their batches
-        cond_mask = conditioning_mask(x0.shape, cfg.condition_prob, cfg.condition_mode, gen).to(device)
+        cond_mask = conditioning_mask(x0.shape, cfg.condition_prob, cfg.condition_mode, gen, x0).to(device)
         given = {"cond": x0, "cond_mask": cond_mask}
         weight = (~cond_mask).unsqueeze(1)  # (B, 1, T, H, W): given cells are not predicted
     if cfg.frame_noise_prob > 0:  # drawn last: runs without it keep their batches
@@ -300,13 +302,15 @@ def dit_step_loss(model, batch, cfg: TrainConfig, gen, device, patch_size):
     return loss, {"tokens": tokens}
 
 
-CONDITION_MODES = ("frames", "regions", "both")
+CONDITION_MODES = ("frames", "regions", "objects", "both", "all")
 
 
-def conditioning_mask(shape, prob: float, mode: str, gen: torch.Generator) -> torch.Tensor:
+def conditioning_mask(shape, prob: float, mode: str, gen: torch.Generator, x0: torch.Tensor | None = None) -> torch.Tensor:
     """(B, T, H, W) bool over latent cells: what each clip of a batch is given. "frames": first latent
     frames (`conditioning_frames`); "regions": a box, given inside (outpainting) or outside
-    (inpainting) in every frame (`conditioning_regions`); "both": each clip one or the other."""
+    (inpainting) in every frame (`conditioning_regions`); "objects": everything but the cells least like
+    the rest of their frame (`conditioning_objects`, needs the latents `x0`); "both": each clip frames or
+    a region; "all": each clip any of the three."""
     b, _, t, h, w = shape
     frames = conditioning_frames(b, t, prob, gen)[:, :, None, None].expand(b, t, h, w)
     if mode == "frames":
@@ -314,8 +318,39 @@ def conditioning_mask(shape, prob: float, mode: str, gen: torch.Generator) -> to
     regions = conditioning_regions(b, t, h, w, prob, gen)
     if mode == "regions":
         return regions
-    use_regions = (torch.rand(b, generator=gen, device=gen.device) < 0.5).view(b, 1, 1, 1)
-    return torch.where(use_regions, regions, frames)
+    if mode == "both":
+        use_regions = (torch.rand(b, generator=gen, device=gen.device) < 0.5).view(b, 1, 1, 1)
+        return torch.where(use_regions, regions, frames)
+    objects = conditioning_objects(x0, prob, gen)
+    if mode == "objects":
+        return objects
+    pick = torch.randint(0, 3, (b,), generator=gen, device=gen.device).view(b, 1, 1, 1)
+    return torch.where(pick == 0, frames, torch.where(pick == 1, regions, objects))
+
+
+def conditioning_objects(x0: torch.Tensor, prob: float, gen: torch.Generator) -> torch.Tensor:
+    """(B, T, H, W) bool: with probability `prob` a clip is given all but its objects. An object cell is
+    one whose latent lies far from its frame's typical (median) latent: above a random share (0.3-0.7) of
+    the frame's largest distance, grown by 0-2 cells. A region edit (`training.sample.edit_region`) asks
+    for the same: regenerate the cells around an object, keep the rest; trained on such holes, the DiT
+    learns that what fills one sits where the hole is, not where the prompt would put it."""
+    if x0 is None:
+        raise ValueError("condition_mode 'objects' needs the clips' latents")
+    b, _, t, h, w = x0.shape
+    chosen = (torch.rand(b, generator=gen, device=gen.device) < prob).tolist()
+    share = (0.3 + 0.4 * torch.rand(b, generator=gen, device=gen.device)).tolist()
+    grow = torch.randint(0, 3, (b,), generator=gen, device=gen.device).tolist()
+    x = x0.detach().float()
+    typical = x.flatten(3).median(dim=3).values[..., None, None]  # (B, C, T, 1, 1)
+    distance = (x - typical).norm(dim=1)  # (B, T, H, W)
+    scaled = distance / distance.amax(dim=(2, 3), keepdim=True).clamp(min=1e-12)
+    out = torch.zeros(b, t, h, w, dtype=torch.bool, device=x0.device)
+    for i in range(b):
+        hole = scaled[i:i + 1] > share[i]
+        hole = grow_cells(hole, grow[i]) if grow[i] else hole
+        if chosen[i] and hole.any():  # a flat clip has no object: nothing is given
+            out[i] = ~hole[0]
+    return out
 
 
 def conditioning_regions(batch: int, frames: int, height: int, width: int, prob: float,

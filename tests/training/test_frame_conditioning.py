@@ -9,7 +9,14 @@ from training_testkit import TINY_DIT
 from training.checkpoint import load_trained
 from training.dit import DiTConfig, VideoDiT
 from training.sample import generate
-from training.train import TrainConfig, conditioning_frames, conditioning_mask, conditioning_regions, train
+from training.train import (
+    TrainConfig,
+    conditioning_frames,
+    conditioning_mask,
+    conditioning_objects,
+    conditioning_regions,
+    train,
+)
 from workflows.commands.train import read_first_frames
 
 CONDITIONED = {**TINY_DIT, "max_steps": 3, "condition_prob": 0.5,
@@ -60,6 +67,31 @@ def test_conditioning_regions_are_boxes_given_inside_or_outside_and_never_everyt
         TrainConfig.from_dict({**TINY_DIT, "condition_mode": "corners"})
 
 
+def test_conditioning_objects_gives_all_but_the_cells_around_what_stands_out_in_each_frame():
+    x0 = torch.zeros(300, 4, 3, 8, 8)
+    for f in range(3):  # an object moving one cell a frame over a flat frame
+        x0[:, :, f, 3, 2 + f] = 5.0
+    given = conditioning_objects(x0, 0.5, torch.Generator().manual_seed(0))
+    chosen = given.flatten(1).any(1)  # a clip not chosen is given nothing
+    assert 0.4 < chosen.float().mean() < 0.6
+    for clip in given[chosen]:
+        hole = ~clip
+        for f in range(3):
+            assert hole[f, 3, 2 + f]  # the object's cell is always to be generated, in every frame
+            rows, cols = hole[f].nonzero(as_tuple=True)  # grown 0-2 cells around it, so centred on it
+            assert rows.float().mean() == 3 and cols.float().mean() == 2 + f
+    grown = {int((~clip[0]).sum()) for clip in given[chosen]}
+    assert grown == {1, 9, 25}  # 0, 1 or 2 cells of growth
+    flat = conditioning_objects(torch.zeros(4, 4, 3, 8, 8), 1.0, torch.Generator())
+    assert not flat.any()  # a flat clip has nothing that stands out: nothing is given
+    mixed = conditioning_mask(x0.shape, 1.0, "all", torch.Generator().manual_seed(1), x0)
+    whole_frames = (mixed == mixed[:, :, :1, :1]).flatten(1).all(1)
+    object_holes = (~mixed[:, 0, 3, 2]) & (mixed.flatten(1).float().mean(1) > 0.55)
+    assert 0.15 < object_holes.float().mean() < 0.5 and 0.15 < whole_frames.float().mean() < 0.5
+    with pytest.raises(ValueError, match="needs the clips' latents"):
+        conditioning_mask(x0.shape, 1.0, "objects", torch.Generator())
+
+
 def test_the_dit_reads_given_cells_and_trains_on_regions(tiny_latents, tmp_path):
     torch.manual_seed(0)
     dit = VideoDiT(DiTConfig(in_channels=4, hidden_size=48, depth=2, num_heads=4, text_dim=16, frame_conditioning=True))
@@ -68,9 +100,10 @@ def test_the_dit_reads_given_cells_and_trains_on_regions(tiny_latents, tmp_path)
     cells = frames[:, :, None, None].expand(1, 2, 4, 6)
     torch.testing.assert_close(dit(x, t, text, mask, x, frames), dit(x, t, text, mask, x, cells))
     shards, vae_run, _ = tiny_latents
-    regions = {**CONDITIONED, "max_steps": 2, "condition_prob": 1.0, "condition_mode": "regions"}
-    result = train(TrainConfig.from_dict(regions), shards, tmp_path / "dit", vae_run, quiet=True)
-    assert result["step"] == 2 and np.isfinite(result["loss"])
+    for mode in ("regions", "all"):
+        regions = {**CONDITIONED, "max_steps": 2, "condition_prob": 1.0, "condition_mode": mode}
+        result = train(TrainConfig.from_dict(regions), shards, tmp_path / mode, vae_run, quiet=True)
+        assert result["step"] == 2 and np.isfinite(result["loss"])
 
 
 def test_trained_dit_starts_from_the_given_image(tiny_latents, tmp_path):

@@ -116,8 +116,10 @@ def test_editing_and_blending_run_from_reconstruction_to_fresh_sample(tiny_dit):
 
 def test_the_edit_region_is_where_the_two_prompts_velocities_differ():
     where = torch.zeros(1, 1, 3, 6, 6)
-    where[..., 1, 2:4, 2:4] = 1.0  # latent frame 1, a 2 x 2 block: only there does the prompt matter
-    where[..., 2, 0, 5] = 1.0
+    where[..., 0, 1:4, 1:4] = 1.0  # latent frame 0, a ring of 8 cells: only there does the prompt matter
+    where[..., 0, 2, 2] = 0.0
+    where[..., 1, 2:4, 2:4] = 1.0  # frame 1, a 2 x 2 block
+    where[..., 2, 0, 5] = 1.0  # frame 2, one cell in the corner
 
     def dit(x, t, text, mask):
         return x * 0.5 + where * text.mean(dim=(1, 2)).view(-1, 1, 1, 1, 1)
@@ -125,10 +127,14 @@ def test_the_edit_region_is_where_the_two_prompts_velocities_differ():
     x0 = torch.randn(1, 4, 3, 6, 6, generator=torch.Generator().manual_seed(0))
     prompt = {"text": torch.full((2, 3, 8), 2.0), "mask": torch.ones(2, 3, dtype=torch.bool)}
     source = {"text": torch.full((2, 3, 8), -1.0), "mask": torch.ones(2, 3, dtype=torch.bool)}
-    tight = edit_region(dit, x0, prompt, source, grow=0)
-    assert tight.shape == (2, 3, 6, 6) and torch.equal(tight[0], where[0, 0] > 0) and torch.equal(tight[0], tight[1])
+    tight = edit_region(dit, x0, prompt, source)  # the default: no growth
+    assert tight.shape == (2, 3, 6, 6) and torch.equal(tight[0], tight[1])
+    closed = where[0, 0] > 0
+    closed[0, 2, 2] = True  # the ring's hole is filled: a region has no holes
+    assert torch.equal(tight[0], closed)
     grown = edit_region(dit, x0, prompt, source, grow=1)
-    assert grown[0, 1, 1:5, 1:5].all() and grown[0, 1].sum() == 16 and not grown[0, 0].any()
+    assert grown[0, 0, 0:5, 0:5].all() and grown[0, 0].sum() == 25
+    assert grown[0, 1, 1:5, 1:5].all() and grown[0, 1].sum() == 16
     assert grown[0, 2, 0:2, 4:6].all() and grown[0, 2].sum() == 4  # cut at the grid's edge
     with pytest.raises(ValueError, match="nothing to edit"):
         edit_region(dit, x0, prompt, prompt)
