@@ -129,16 +129,19 @@ def generate(dit, meta: ModelMeta, prompts: list[str], frames: int | None = 17, 
 
 @torch.no_grad()
 def edit_region(dit, x0: torch.Tensor, cond: dict, source_cond: dict, seed: int = 0, draws: int = 8,
-                t: float = 0.5, threshold: float = 0.6, grow: int = 0) -> torch.Tensor:
+                t: float = 0.5, threshold: float = 0.6, grow: int = 0, objects: float | None = 0.5) -> torch.Tensor:
     """DiffEdit's mask, (B, t, h, w) bool over the latent grid: True where the prompt (`cond`, B rows)
     and the source prompt disagree about the video with latents `x0` (1, C, t, h, w).
 
     The DiT's velocities under both prompts at x0 noised to `t` (the same `draws` noises for both)
     differ where the prompts ask for different content; their absolute difference, averaged over
     channels and draws and scaled to each latent frame's largest, is kept above `threshold`, closed
-    (cells enclosed by the region join it, or old content is left inside the new) and grown by `grow`
-    cells. No growth is the default: every cell more is room for the new content to drift from where
-    the old was (measured in docs/training.md)."""
+    (cells enclosed by the region join it, or old content is left inside the new). With `objects` the
+    region takes in the whole of every object it touches: the cells standing out from their frame
+    (`stand_out` above `objects`) connected to it, since the velocities can differ over only part of
+    an object and its rim, left known, would keep the old colour and hem the new content in. Last it is
+    grown by `grow` cells; no growth is the default: every cell more is room for the new content to
+    drift from where the old was (both measured in docs/training.md)."""
     b = cond["text"].shape[0]
     gen = torch.Generator(device="cpu").manual_seed(seed + 1)
     length = max(cond["text"].shape[1], source_cond["text"].shape[1])  # captions of different token counts
@@ -156,7 +159,30 @@ def edit_region(dit, x0: torch.Tensor, cond: dict, source_cond: dict, seed: int 
     above = scaled > threshold
     # closed (grown, then shrunk back): the cells inside an object whose difference dipped are in too
     region = above | ~grow_cells(~grow_cells(above, 1), 1, outside=True)
+    if objects is not None:
+        region = region | connected_within(region, stand_out(x0).expand_as(region) > objects)
     return grow_cells(region, grow) if grow else region
+
+
+def stand_out(x0: torch.Tensor) -> torch.Tensor:
+    """(B, t, h, w) in [0, 1]: how far each cell's latent lies from its frame's median latent (the
+    background, wherever objects cover less than half the frame), scaled to the frame's farthest."""
+    x = x0.detach().float()
+    typical = x.flatten(3).median(dim=3).values[..., None, None]
+    distance = (x - typical).norm(dim=1)
+    return distance / distance.amax(dim=(2, 3), keepdim=True).clamp(min=1e-12)
+
+
+def connected_within(seeds: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """The `allowed` cells connected (side by side, within each frame) to an allowed seed cell, (B, t, h, w)."""
+    reached = seeds & allowed
+    while True:
+        p = torch.nn.functional.pad(reached, (1, 1, 1, 1))
+        beside = p[..., :-2, 1:-1] | p[..., 2:, 1:-1] | p[..., 1:-1, :-2] | p[..., 1:-1, 2:]
+        more = reached | (beside & allowed)
+        if torch.equal(more, reached):
+            return reached
+        reached = more
 
 
 def grow_cells(cells: torch.Tensor, by: int, outside: bool = False) -> torch.Tensor:

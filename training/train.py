@@ -33,7 +33,7 @@ from training.checkpoint import ModelMeta
 from training.data import LatentBatches, PixelBatches, make_loader, read_latent_info
 from training.dit import DiT_models, DiTConfig, VideoDiT
 from training.flow import flow_loss, frame_times, sample_timesteps, shift_for_size
-from training.sample import generate, grow_cells
+from training.sample import generate, grow_cells, stand_out
 from training.shards import DEFAULT_CAPTION_BLEND, parse_bucket
 from training.vae import (
     PatchDiscriminator,
@@ -340,10 +340,7 @@ def conditioning_objects(x0: torch.Tensor, prob: float, gen: torch.Generator) ->
     chosen = (torch.rand(b, generator=gen, device=gen.device) < prob).tolist()
     share = (0.3 + 0.4 * torch.rand(b, generator=gen, device=gen.device)).tolist()
     grow = torch.randint(0, 3, (b,), generator=gen, device=gen.device).tolist()
-    x = x0.detach().float()
-    typical = x.flatten(3).median(dim=3).values[..., None, None]  # (B, C, T, 1, 1)
-    distance = (x - typical).norm(dim=1)  # (B, T, H, W)
-    scaled = distance / distance.amax(dim=(2, 3), keepdim=True).clamp(min=1e-12)
+    scaled = stand_out(x0)
     out = torch.zeros(b, t, h, w, dtype=torch.bool, device=x0.device)
     for i in range(b):
         hole = scaled[i:i + 1] > share[i]

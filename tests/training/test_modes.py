@@ -127,17 +127,36 @@ def test_the_edit_region_is_where_the_two_prompts_velocities_differ():
     x0 = torch.randn(1, 4, 3, 6, 6, generator=torch.Generator().manual_seed(0))
     prompt = {"text": torch.full((2, 3, 8), 2.0), "mask": torch.ones(2, 3, dtype=torch.bool)}
     source = {"text": torch.full((2, 3, 8), -1.0), "mask": torch.ones(2, 3, dtype=torch.bool)}
-    tight = edit_region(dit, x0, prompt, source)  # the default: no growth
+    tight = edit_region(dit, x0, prompt, source, objects=None)  # no growth (the default), no objects taken in
     assert tight.shape == (2, 3, 6, 6) and torch.equal(tight[0], tight[1])
     closed = where[0, 0] > 0
     closed[0, 2, 2] = True  # the ring's hole is filled: a region has no holes
     assert torch.equal(tight[0], closed)
-    grown = edit_region(dit, x0, prompt, source, grow=1)
+    grown = edit_region(dit, x0, prompt, source, grow=1, objects=None)
     assert grown[0, 0, 0:5, 0:5].all() and grown[0, 0].sum() == 25
     assert grown[0, 1, 1:5, 1:5].all() and grown[0, 1].sum() == 16
     assert grown[0, 2, 0:2, 4:6].all() and grown[0, 2].sum() == 4  # cut at the grid's edge
     with pytest.raises(ValueError, match="nothing to edit"):
         edit_region(dit, x0, prompt, prompt)
+
+
+def test_the_edit_region_takes_in_the_whole_of_every_object_it_touches():
+    x0 = torch.zeros(1, 4, 1, 8, 8)
+    x0[..., 1:5, 1:4] = 3.0  # an object of 4 x 3 cells standing out from a flat background
+    x0[..., 6:8, 6:8] = 3.0  # another, apart from it
+    where = torch.zeros(1, 1, 1, 8, 8)
+    where[..., 3:6, 2:5] = 1.0  # the prompts disagree over the first object's lower part and beyond it
+
+    def dit(x, t, text, mask):
+        return x * 0.5 + where * text.mean(dim=(1, 2)).view(-1, 1, 1, 1, 1)
+
+    prompt = {"text": torch.full((1, 3, 8), 2.0), "mask": torch.ones(1, 3, dtype=torch.bool)}
+    source = {"text": torch.full((1, 3, 8), -1.0), "mask": torch.ones(1, 3, dtype=torch.bool)}
+    region = edit_region(dit, x0, prompt, source)[0, 0]
+    expected = where[0, 0, 0] > 0
+    expected[1:5, 1:4] = True  # all of the touched object joins, the other object does not
+    assert torch.equal(region, expected)
+    assert torch.equal(edit_region(dit, x0, prompt, source, objects=None)[0, 0], where[0, 0, 0] > 0)
 
 
 def test_a_region_edit_keeps_the_latents_outside_its_region(tiny_dit, monkeypatch):
