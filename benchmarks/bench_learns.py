@@ -274,7 +274,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/rushes-learns"))
     parser.add_argument("--frames", type=int, default=5, help="1 + 4k frames per clip")
     parser.add_argument("--size", type=int, default=32)
-    parser.add_argument("--seeds", type=int, default=2, help="clips per training combination and background")
+    parser.add_argument("--seeds", type=int, default=8, help="clips per training combination and background")
     parser.add_argument("--textured", action="store_true", help="the generator's textured backgrounds instead of plain ones")
     parser.add_argument("--random-starts", action="store_true",
                         help="shapes start anywhere their path fits, not on the side they move away from: where a "
