@@ -129,8 +129,12 @@ def main() -> None:
     parser.add_argument("--eval-clips-per-combo", type=int, default=3,
                         help="clips of each held-out combination captioned (one clip more or less moves 14 clips "
                              "by 7 points)")
-    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--frames", type=int, default=8, help="frames per clip")
+    parser.add_argument("--sample-frames", type=int, default=None,
+                        help="frames the captioner samples from each clip (default: all of them)")
     parser.add_argument("--side", type=int, default=112, help="frame side in pixels")
+    parser.add_argument("--still-frames", action="store_true",
+                        help="each sampled frame given twice in a row, so each two-frame patch is a still")
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -167,7 +171,9 @@ def main() -> None:
           f"({len(train_rows)} clips), {len(held_out)} held out; frames {args.frames} x {args.side} px; "
           f"{args.layout} Qwen2.5-VL layout from random weights")
 
-    caption = dict(checks=False, frames=args.frames, frame_max_side=args.side, max_new_tokens=args.max_new_tokens,
+    sampled = args.sample_frames or args.frames
+    caption = dict(checks=False, frames=sampled, frame_max_side=args.side, still_frames=args.still_frames,
+                   max_new_tokens=args.max_new_tokens,
                    short_max_new_tokens=8, batch_size=8, device="cpu")
     untrained = caption_run(root / "eval", CaptionConfig(captioner=f"hf:{base}", **caption)).captioner
     baseline = accuracy(root / "eval", untrained, eval_rows, colors)
@@ -176,7 +182,7 @@ def main() -> None:
                                batch_size=args.batch_size, learning_rate=args.lr,
                                vision_learning_rate=args.vision_lr, warmup_steps=min(20, args.steps),
                                eval_fraction=0.05, eval_every=max(1, args.steps // 5), save_every=args.steps,
-                               samples=2, frames=args.frames, frame_max_side=args.side,
+                               samples=2, frames=sampled, frame_max_side=args.side, still_frames=args.still_frames,
                                max_new_tokens=args.max_new_tokens, device="cpu", seed=args.seed)
     start = time.perf_counter()
     summary = train_captioner(root / "train", root / "cap", cfg)

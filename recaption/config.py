@@ -43,6 +43,10 @@ class CaptionConfig(StrictModel):
     frames_per_second: float | None = Field(
         None, gt=0, description="when set, a clip gets duration x this many frames (at least 2, at most `frames`)")
     frame_max_side: int = Field(448, ge=28, description="longest side of each frame given to the model")
+    still_frames: bool = Field(
+        False, description="give a video model (Qwen2-VL family) each sampled frame twice in a row: its patches span "
+        "two frames, so each patch then holds one still frame, as its images do, and a moving shape is not "
+        "blurred with its motion inside a patch; the same tokens then cover half as many frames")
     video_reader: Literal["auto", "decord", "pyav"] = Field(
         "auto", description="how frames are read (curation.core.frames.READERS): auto picks decord where it reads right")
     max_new_tokens: int = Field(256, ge=8, description="generation limit for the dense caption")
@@ -71,3 +75,23 @@ class CaptionConfig(StrictModel):
     @classmethod
     def _enhancer(cls, v: str | None) -> str | None:
         return None if v is None else check_model_spec(v, "enhancer")
+
+
+# A captioner trained by `rushes train-captioner` saves the frame sampling it learnt with beside its
+# weights; captioning with it uses them unless told otherwise, so a clip is seen as it was in training.
+TRAINED_SETTINGS_FILE = "rushes_captioning.json"
+TRAINED_SETTINGS = ("frames", "frames_per_second", "frame_max_side", "still_frames")
+
+
+def with_trained_settings(config: CaptionConfig) -> CaptionConfig:
+    """`config` with the frame settings saved by train-captioner next to its model filled in, where
+    `config` does not set them itself."""
+    import json
+    from pathlib import Path
+
+    saved = Path(config.captioner[len(MODEL_PREFIX):]) / TRAINED_SETTINGS_FILE if is_model_spec(config.captioner) else None
+    if saved is None or not saved.is_file():
+        return config
+    trained = json.loads(saved.read_text())
+    update = {k: trained[k] for k in TRAINED_SETTINGS if k in trained and k not in config.model_fields_set}
+    return config.model_copy(update=update) if update else config

@@ -45,7 +45,13 @@ from curation.core.rundir import RunDir, now_utc
 from curation.core.schema import CAP, M
 from curation.core.stage import PermanentError
 from curation.core.tables import kept_clips, latest_captions
-from recaption.config import CaptionConfig, check_model_spec, import_path
+from recaption.config import (
+    TRAINED_SETTINGS,
+    TRAINED_SETTINGS_FILE,
+    CaptionConfig,
+    check_model_spec,
+    import_path,
+)
 from recaption.prompts import dense_prompt, hints_from_row, short_prompt
 
 # name parts of the vision encoder and projector: Qwen2-VL / Qwen2.5-VL (visual), Idefics3 (vision_model, connector)
@@ -54,7 +60,7 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 AUTO_LORA_ABOVE = 1_000_000_000  # parameters: larger models get LoRA (rank 16) unless told otherwise
 AUTO_LORA_RANK = 16
 SAME_ON_RESUME = ("source", "base", "batch_size", "seed", "eval_fraction", "frames", "frames_per_second",
-                  "frame_max_side", "vision_learning_rate")
+                  "frame_max_side", "still_frames", "vision_learning_rate")
 
 
 class CaptionerTrainConfig(StrictModel):
@@ -86,6 +92,8 @@ class CaptionerTrainConfig(StrictModel):
     frames: int = Field(8, ge=1)
     frames_per_second: float | None = Field(None, gt=0)
     frame_max_side: int = Field(448, ge=28)
+    still_frames: bool = Field(False, description="each frame given twice in a row (CaptionConfig.still_frames); "
+                                                  "captioning with the trained model does the same")
     max_new_tokens: int = Field(256, ge=8, description="generation limit of the sample captions")
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
@@ -104,7 +112,8 @@ class CaptionerTrainConfig(StrictModel):
     def caption_config(self, captioner: str, dtype: str = "auto", checks: bool = True) -> CaptionConfig:
         """The captioning settings the training shares (frame sampling, device) for `captioner`."""
         return CaptionConfig(captioner=captioner, frames=self.frames, frames_per_second=self.frames_per_second,
-                             frame_max_side=self.frame_max_side, device=self.device, dtype=dtype, checks=checks,
+                             frame_max_side=self.frame_max_side, still_frames=self.still_frames,
+                             device=self.device, dtype=dtype, checks=checks,
                              max_new_tokens=self.max_new_tokens, short_max_new_tokens=min(48, self.max_new_tokens))
 
 
@@ -538,6 +547,7 @@ def save_final(learner: Learner, run_dir: Path, captioner: str, n_train: int, n_
     learner.vlm.processor.tokenizer.padding_side = "left"
     learner.vlm.processor.save_pretrained(final)
     cfg = learner.cfg
+    (final / TRAINED_SETTINGS_FILE).write_text(json.dumps({k: getattr(cfg, k) for k in TRAINED_SETTINGS}, indent=1))
     method = f"LoRA rank {learner.rank} (alpha {cfg.lora_alpha or 2 * learner.rank:g}), merged" if learner.rank \
         else "full fine-tuning"
     fmt = (lambda v: "n/a" if v is None else f"{v:.4f}")  # noqa: E731
@@ -550,7 +560,9 @@ def save_final(learner: Learner, run_dir: Path, captioner: str, n_train: int, n_
         f"| steps | {cfg.max_steps} x {cfg.batch_size} examples, learning rate {cfg.learning_rate:g}"
         + (f" (vision encoder {cfg.vision_learning_rate:g})" if cfg.vision_learning_rate else "")
         + (", vision encoder frozen" if cfg.vision_learning_rate == 0 else "") + " |\n"
-        f"| frames | {cfg.frames} per clip, longest side {cfg.frame_max_side} |\n"
+        f"| frames | {cfg.frames} per clip, longest side {cfg.frame_max_side}"
+        + (", each given twice" if cfg.still_frames else "") + f" (saved in {TRAINED_SETTINGS_FILE}: captioning "
+        "with this model uses them unless told otherwise) |\n"
         f"| eval loss | {fmt(first_eval)} before, {fmt(eval_loss)} after |\n"
         f"| trained | {now_utc().isoformat()} |\n\n"
         f"Use it with `rushes caption --out OUT --captioner hf:{final}`.\n")

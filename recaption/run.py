@@ -25,7 +25,7 @@ from curation.core.tables import read_captions, read_clips
 from curation.core.video import spread_indices
 from recaption.agreement import disagreement_error, signal_checks
 from recaption.captions import PERMANENT, caption_row, captioner_name
-from recaption.config import CaptionConfig, import_path, is_model_spec
+from recaption.config import CaptionConfig, import_path, is_model_spec, with_trained_settings
 from recaption.imported import FileCaptioner
 from recaption.metadata import MetadataCaptioner
 from recaption.prompts import hints_from_row
@@ -233,7 +233,7 @@ def count_outcome(summary: CaptionSummary, caption_rows: list[dict]) -> None:
 def plan_captions(out: Path | str, config: CaptionConfig) -> tuple[CaptionWorker, list[dict], CaptionSummary]:
     """The worker (model not loaded yet: a missing model fails here), the clips still to caption, and the
     summary that counts them. Shared by the in-process run below and the Ray run in workflows/."""
-    worker = CaptionWorker(out, config)
+    worker = CaptionWorker(out, with_trained_settings(config))
     only = getattr(worker.captioner, "covered", None)  # an imported file captions the clips it names
     todo, kept, skipped = pending_rows(RunDir(out), worker.identity, worker.prompt_version, only)
     summary = CaptionSummary(worker.identity, worker.prompt_version, kept=kept, skipped=skipped)

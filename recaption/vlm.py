@@ -89,9 +89,12 @@ class VLMCaptioner(Stage):
         import numpy as np
 
         if self.family == "video":
-            videos = [np.stack(row[FRAMES_KEY]) for row in rows]
+            # still frames: each frame as many times as a patch spans frames, as the model's images are
+            patch_frames = getattr(getattr(self.processor, "video_processor", None), "temporal_patch_size", 2)
+            repeat = patch_frames if self.config.still_frames else 1
+            videos = [np.repeat(np.stack(row[FRAMES_KEY]), repeat, axis=0) for row in rows]
             # the real frame rate of the sampled frames gives the model true temporal positions
-            metadata = [_video_metadata(row) for row in rows]
+            metadata = [_video_metadata(row, repeat) for row in rows]
             inputs = self.processor(text=texts, videos=videos, video_metadata=metadata, padding=True,
                                     return_tensors="pt")
         else:
@@ -145,11 +148,14 @@ class VLMCaptioner(Stage):
         return rows
 
 
-def _video_metadata(row: dict) -> dict:
+def _video_metadata(row: dict, repeat: int = 1) -> dict:
+    """The processor's video metadata for the row's sampled frames, each given `repeat` times in a row
+    (a repeated frame counts as frames `repeat` times as close, so a patch still spans one frame's time)."""
     times = row.get(FRAME_TIMES_KEY) or []
     n = len(row[FRAMES_KEY])
     span = (times[-1] - times[0]) if len(times) > 1 else 0.0
-    fps = (n - 1) / span if span > 0 else float(row.get(M.fps) or 1.0)
+    fps = repeat * ((n - 1) / span if span > 0 else float(row.get(M.fps) or 1.0))
+    n *= repeat
     return {"fps": fps, "total_num_frames": n, "duration": n / fps, "frames_indices": list(range(n))}
 
 

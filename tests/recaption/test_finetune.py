@@ -214,6 +214,27 @@ def test_the_image_sequence_family_trains_too(annotated, tiny_idefics, tmp_path)
     assert done.captioned == 3
 
 
+def test_captioning_with_a_trained_model_samples_frames_as_its_training_did(annotated, tiny_qwen, tmp_path):
+    from recaption.config import TRAINED_SETTINGS_FILE, with_trained_settings
+
+    run, source = annotated
+    train_captioner(run.root, tmp_path / "cap", tiny(tiny_qwen, source, max_steps=2, still_frames=True, frames=3),
+                    log=lambda *_: None)
+    final = tmp_path / "cap" / "final"
+    saved = json.loads((final / TRAINED_SETTINGS_FILE).read_text())
+    assert saved == {"frames": 3, "frames_per_second": None, "frame_max_side": 64, "still_frames": True}
+    assert "each given twice" in (final / "README.md").read_text()
+    unset = with_trained_settings(CaptionConfig(captioner=f"hf:{final}"))
+    assert (unset.frames, unset.frame_max_side, unset.still_frames) == (3, 64, True)
+    told = with_trained_settings(CaptionConfig(captioner=f"hf:{final}", frames=2, still_frames=False))
+    assert (told.frames, told.frame_max_side, told.still_frames) == (2, 64, False)  # what is set wins
+    plain = CaptionConfig(captioner=f"hf:{tiny_qwen}")  # a model not trained here: nothing saved, nothing changed
+    assert with_trained_settings(plain) == plain
+    done = caption_run(run.root, CaptionConfig(captioner=f"hf:{final}", checks=False, max_new_tokens=8,
+                                               short_max_new_tokens=4))
+    assert done.captioned == 3
+
+
 def test_the_three_commands_of_the_issue_end_to_end(annotated, tiny_qwen, tmp_path):
     from workflows.cli import app
 

@@ -77,6 +77,23 @@ def test_qwen_chat_template_and_video_tokens(qwen, batch):
     assert inputs["second_per_grid_ts"].tolist() == pytest.approx([0.5, 0.5, 0.5])
 
 
+def test_still_frames_give_each_frame_a_patch_of_its_own_at_the_same_frame_spacing(qwen, batch, tiny_qwen):
+    import torch
+
+    still = VLMCaptioner(CaptionConfig(captioner=f"hf:{tiny_qwen}", still_frames=True, **SMALL))
+    still.processor, still.family = qwen.processor, qwen.family  # only the inputs are compared: no model needed
+    prompts = [dense_prompt(hints_from_row(r)) for r in batch]
+    plain, stills = qwen.model_inputs(prompts, batch), still.model_inputs(prompts, batch)
+    # 4 frames: 2 two-frame patches plain, 4 stills (each frame twice) with their own temporal positions
+    assert plain["video_grid_thw"][:, 0].tolist() == [2, 2, 2]
+    assert stills["video_grid_thw"][:, 0].tolist() == [4, 4, 4]
+    assert stills["second_per_grid_ts"].tolist() == pytest.approx([0.25, 0.25, 0.25])  # a frame's spacing
+    # a still patch holds the same frame twice: its two temporal halves are equal
+    patch = stills["pixel_values_videos"].view(-1, 3, 2, 14 * 14)
+    assert torch.equal(patch[:, :, 0], patch[:, :, 1])
+    assert not torch.equal(*plain["pixel_values_videos"].view(-1, 3, 2, 14 * 14).unbind(2))
+
+
 def test_idefics_takes_the_frames_as_an_image_sequence(idefics, batch):
     assert idefics.family == "images"
     text = idefics.chat_text("Describe.", 4)

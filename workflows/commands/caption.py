@@ -16,8 +16,12 @@ def caption(
     revision: str = typer.Option(None, help="hub revision (branch, tag or commit) of the captioner"),
     enhancer: str = typer.Option(None, help="'hf:<hub id or dir>' of a text LLM that rewrites captions densely"),
     batch_size: int = typer.Option(None, "--batch-size", help="clips per model call (default 4)"),
-    frames: int = typer.Option(None, help="frames per clip, spread over its length (default 8)"),
+    frames: int = typer.Option(None, help="frames per clip, spread over its length (default 8, or as a "
+                               "train-captioner model was trained)"),
     frame_max_side: int = typer.Option(None, "--frame-max-side", help="longest frame side given to the model"),
+    still_frames: bool = typer.Option(None, "--still-frames/--no-still-frames",
+                                      help="each frame given twice, so a video model's two-frame patches are stills "
+                                           "(default: as a train-captioner model was trained, else off)"),
     max_new_tokens: int = typer.Option(None, "--max-new-tokens", help="dense caption token limit (default 256)"),
     gpus_per_worker: float = typer.Option(None, "--gpus-per-worker", help="GPUs per worker when GPUs exist"),
     workers: int = typer.Option(None, help="caption workers (default one per GPU, else 1)"),
@@ -35,7 +39,8 @@ def caption(
     from recaption.models import ModelNotFound
 
     given = {"captioner": captioner, "revision": revision, "enhancer": enhancer, "batch_size": batch_size,
-             "frames": frames, "frame_max_side": frame_max_side, "max_new_tokens": max_new_tokens,
+             "frames": frames, "frame_max_side": frame_max_side, "still_frames": still_frames,
+             "max_new_tokens": max_new_tokens,
              "gpus_per_worker": gpus_per_worker, "workers": workers, "checks": not no_checks,
              "on_disagreement": on_disagreement}
     try:
@@ -82,6 +87,9 @@ def train_captioner(
                                                     "(default: --learning-rate)"),
     frames: int = typer.Option(None, help="frames per clip, as captioning samples them (default 8)"),
     frame_max_side: int = typer.Option(None, "--frame-max-side", help="longest frame side (default 448)"),
+    still_frames: bool = typer.Option(False, "--still-frames",
+                                      help="each frame given twice, so a video model's two-frame patches are stills "
+                                           "(captioning with the trained model does so too)"),
     eval_fraction: float = typer.Option(None, "--eval-fraction", help="share of clips held out (default 0.1)"),
     seed: int = typer.Option(None, help="split and order seed (default 0)"),
     device: str = typer.Option(None, help="auto | cpu | cuda"),
@@ -98,7 +106,8 @@ def train_captioner(
     given = {"source": source, "base": base, "lora_rank": lora_rank, "max_steps": max_steps,
              "batch_size": batch_size, "examples_per_pass": examples_per_pass, "learning_rate": learning_rate,
              "vision_learning_rate": vision_learning_rate, "frames": frames,
-             "frame_max_side": frame_max_side, "eval_fraction": eval_fraction, "seed": seed, "device": device}
+             "frame_max_side": frame_max_side, "still_frames": still_frames or None, "eval_fraction": eval_fraction,
+             "seed": seed, "device": device}
     try:
         cfg = validate({k: v for k, v in given.items() if v is not None}, CaptionerTrainConfig, source="options")
     except ConfigError as e:
