@@ -88,8 +88,8 @@ class TrainConfig:
     shift_base_tokens: int = 256
     condition_prob: float = 0.0  # p(part of a clip is given): image-to-video, extension, in/outpainting training
     frame_noise_prob: float = 0.0  # p(a clip's latent frames get their own noise levels): learn how frames follow
-    # what is given: "frames" (its first latent frames), "regions" (a box), "objects" (all but its most unusual
-    # cells, followed through the frames, as a region edit gives), "both" (frames or regions), "all" (any of them)
+    # what is given: "frames" (its first latent frames), "regions" (a box), "objects" (all but the cells that
+    # stand out in each frame, the holes a region edit makes), "both" (frames or regions), "all" (any of them)
     condition_mode: str = "frames"
     sample_every: int = 0  # 0: no samples during training
     sample_prompts: list = field(default_factory=list)
