@@ -270,6 +270,8 @@ def check_held_out_unseen(shards: Path) -> int:
 
 
 def main() -> None:
+    from training.train import CONDITION_MODES  # the trainer's list: a mode it gains is offered here too
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("/tmp/rushes-learns"))
     parser.add_argument("--frames", type=int, default=5, help="1 + 4k frames per clip")
@@ -319,7 +321,7 @@ def main() -> None:
     parser.add_argument("--condition-prob", type=float, default=0.5,
                         help="share of clips the DiT is given frames or a region of in training (frame "
                              "conditioning, and the image-to-video score); 0: text-to-video training only")
-    parser.add_argument("--condition-mode", default="all", choices=("frames", "regions", "objects", "both", "all"),
+    parser.add_argument("--condition-mode", default="all", choices=CONDITION_MODES,
                         help="what frame-conditioned training gives: first frames, a box, all but the cells around "
                              "the shape (what a region edit gives), or any of them (all; both: frames or a box)")
     parser.add_argument("--no-modes", dest="modes", action="store_false",
