@@ -33,7 +33,6 @@ from curation.core.stage import PermanentError
 from curation.core.tables import as_run
 
 EXTRACTING, CLIP_FREE, MIXED = "extracting", "clip-free", "clip-free, partly extracted"
-READ_CHUNK = 96  # frames decoded at once when a whole range is cut into a file (memory stays small)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,26 +221,43 @@ def as_extracted(frame: np.ndarray, max_side: int | None) -> np.ndarray:
 # A range cut into a file on demand (the search page's player)
 
 
-def cut_range(run: RunDir | Path | str, row: dict, dest: Path | str, *, reader: str = "auto") -> Path:
-    """Write the clip `row` describes to `dest` (h264 mp4, the run's extract settings), atomically.
+def cut_range(run: RunDir | Path | str, row: dict, dest: Path | str) -> Path:
+    """Write the range clip `row` describes to `dest` (h264 mp4, the run's extract settings), atomically:
+    what the search page plays for a clip nobody extracted.
 
-    For a clip file nobody extracted: what the search page plays. Frames are read a chunk at a time."""
+    The range is decoded once, front to back, and each frame goes to the encoder as it comes, so memory
+    stays small and a long range costs one pass (reads of it in chunks would each decode again from
+    the range's start). PyAV decodes it: the frames are those `clip_frames` reads (decord reads 8-bit
+    sources bit for bit alike)."""
     from curation.core.video import VideoWriter
 
+    if has_clip_file(row):
+        raise ValueError(f"clip {row.get(M.clip_id)} has a file ({row[M.clip_path]}): play that, there is nothing to cut")
     run, dest = as_run(run), Path(dest)
     shape = clip_shape(run, row)
-    total = clip_frame_count(run, row, reader=reader)
+    path = source_file(run, row)
+    plan = _plan(run, row)  # the source frame each output frame shows, in order (resampling repeats or skips)
     rate = shape.fps or float(row.get(M.fps) or 0) or 25.0
     tmp = temp_path(dest)
     writer = VideoWriter(tmp, rate, crf=shape.crf, container_format="mp4", keyframe_seconds=shape.keyframe_seconds)
+    decoded = reader_mod.iter_range_frames(path, float(row[M.start_time]), _range_length(row))
     try:
-        for start in range(0, total, READ_CHUNK):
-            for frame in clip_frames(run, row, list(range(start, min(total, start + READ_CHUNK))), reader=reader):
-                writer.write(frame)
+        local, frame = -1, None
+        for wanted in plan:
+            while local < wanted:
+                frame = next(decoded, None)
+                if frame is None:  # the source ended early: a short clip, as clip_frames reads it
+                    break
+                local += 1
+            if frame is None:
+                break
+            writer.write(as_extracted(frame, shape.max_side))
         writer.close()
         os.replace(tmp, dest)
     except BaseException:
         writer.abandon()
         tmp.unlink(missing_ok=True)
         raise
+    finally:
+        decoded.close()
     return dest

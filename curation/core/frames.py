@@ -422,48 +422,89 @@ def _seek_start(container, stream) -> None:
 
 
 def _pyav_range(path: Path, start_time: float, wanted: list[int], max_side: int | None) -> list[np.ndarray]:
-    """Seek to the keyframe before the range, decode forward, count frames from start_time."""
+    """The `wanted` clip-local frames of the range at `start_time` (one seek, then decoding forward)."""
+    keep = set(wanted)
+    out: list[np.ndarray] = []
+    frames = iter_range_frames(path, start_time, wanted[-1] + 1, max_side=max_side, keep=keep)
+    try:
+        for frame in frames:
+            out.append(frame)
+            if len(out) == len(keep):
+                break
+    finally:
+        frames.close()
+    return out
+
+
+def iter_range_frames(path, start_time: float, num_frames: int, *, max_side: int | None = None,
+                      keep: set[int] | None = None) -> Iterator[np.ndarray]:
+    """Clip-local frames 0..num_frames-1 (or only those in `keep`) of the range whose first frame is at
+    `start_time` seconds, in order, decoded by PyAV in one pass: seek to the key frame before the
+    range, decode forward, count frames from start_time. Fewer when the source ends first.
+
+    For a whole range (a player's cut): one decode of the range, where reads of it in chunks would
+    each decode again from its start."""
     import av
 
+    path = Path(path)
+    _check_file(path)
     container, stream = _open(path)
+    counted = _counted_after_seek(path, container, stream, float(start_time))
+    yielded = 0
     try:
-        origin, step = _clock(path)
-        target = origin + start_time - step / 2  # the first frame at or after this is clip frame 0
-        # an AVI's timestamps are its demuxer's packet count (made right from the index while decoding
-        # from the start, `avi_frame_slots`); seeking there lands off the key frames after damage
-        counted = container.format.name == "avi"
-        back = 0.0
-        while True:
-            seek_to = target - back
-            if counted or seek_to <= origin or back > 60:
-                _seek_start(container, stream)
-                from_start = True
-            else:
-                container.seek(int(seek_to / stream.time_base), stream=stream, backward=True)
-                from_start = False
-            got = _collect(_frames_from(path, container, stream), target, step, wanted, max_side, from_start)
-            if got is not None or from_start:
+        for k, frame in counted:
+            if keep is None or k in keep:
+                yielded += 1
+                yield _rgb(frame, max_side)
+            if k + 1 >= num_frames:
                 break
-            back = max(1.0, back * 4)  # landed past the range's start: seek further back
     except av.error.FFmpegError as e:
         raise PermanentError(f"cannot decode {path}: {e}; quarantine the source") from e
     finally:
+        counted.close()  # its decoder first, then the file
         container.close()
-    if not got:
+    if not yielded:
         raise PermanentError(f"{path}: no frame decodes at {start_time:.3f} s or after; the manifest row "
                              "does not match this source (re-curate it) or the file is damaged")
-    return got
 
 
-def _collect(frames: Iterator, target: float, step: float, wanted: list[int], max_side: int | None,
-             from_start: bool) -> list[np.ndarray] | None:
-    """The `wanted` clip-local frames counted from the first frame at or after `target`; None when the
-    first frame decoded after a seek is a step or more past `target` (frames before it may be
-    missed: the seek landed too late)."""
-    out: list[np.ndarray] = []
+class _LandedLate(Exception):
+    """A seek landed past the range's start: frames before the first one decoded may be missed."""
+
+
+def _counted_after_seek(path: Path, container, stream, start_time: float) -> Iterator[tuple]:
+    """(k, frame) for clip-local frame k = 0, 1, ... of the range at `start_time`, seeking back further
+    while a seek lands past the range's start."""
+    origin, step = _clock(path)
+    target = origin + start_time - step / 2  # the first frame at or after this is clip frame 0
+    # an AVI's timestamps are its demuxer's packet count (made right from the index while decoding
+    # from the start, `avi_frame_slots`); seeking there lands off the key frames after damage
+    counted = container.format.name == "avi"
+    back = 0.0
+    while True:
+        seek_to = target - back
+        from_start = counted or seek_to <= origin or back > 60
+        if from_start:
+            _seek_start(container, stream)
+        else:
+            container.seek(int(seek_to / stream.time_base), stream=stream, backward=True)
+        frames = _counted(_frames_from(path, container, stream), target, step, from_start)
+        try:
+            first = next(frames, None)
+        except _LandedLate:
+            back = max(1.0, back * 4)  # landed past the range's start: seek further back
+            continue
+        if first is not None:
+            yield first
+            yield from frames
+        return
+
+
+def _counted(frames: Iterator, target: float, step: float, from_start: bool) -> Iterator[tuple]:
+    """(k, frame): frames counted from the first at or after `target`. Raises _LandedLate before the
+    first when the first frame decoded after a seek is a step or more past `target`."""
     k = -1
     first = True
-    keep = set(wanted)
     try:
         for frame in frames:
             t = None if frame.time is None else float(frame.time)
@@ -472,15 +513,11 @@ def _collect(frames: Iterator, target: float, step: float, wanted: list[int], ma
                     first = False
                     continue
                 if first and not from_start and t >= target + step:
-                    return None
+                    raise _LandedLate
             k += 1
-            if k in keep:
-                out.append(_rgb(frame, max_side))
-                if len(out) == len(keep):
-                    break
+            yield k, frame
     finally:
         frames.close()
-    return out
 
 
 

@@ -9,7 +9,16 @@ import pytest
 import yaml
 
 from curation.core import schema
-from curation.core.clips import ClipShape, cached_copy, clip_shape, run_kind, source_file
+from curation.core.clips import (
+    ClipShape,
+    cached_copy,
+    clip_frame_count,
+    clip_frames,
+    clip_shape,
+    cut_range,
+    run_kind,
+    source_file,
+)
 from curation.core.rundir import RunDir, atomic_write_table, now_utc, rows_to_table
 from curation.core.stage import PermanentError
 from curation.core.tables import add_clip_files, kept_clips, read_clips
@@ -86,3 +95,44 @@ def test_every_video_reader_setting_offers_the_readers_there_are():
 
     for model in (CaptionConfig, VisualConfig, ShardStepConfig):
         assert get_args(model.model_fields["video_reader"].annotation) == READERS, model
+
+
+def test_a_cut_range_is_its_clip_frames_decoded_in_one_pass(tmp_path, monkeypatch):
+    """The player's cut of a range (resampled and shrunk by the run's extract settings) shows the frames
+    `clip_frames` reads, and the range is decoded once: reading it in chunks, each from the range's
+    start, decoded it again and again (quadratic in its length)."""
+    import av
+    import numpy as np
+
+    from curation.core import frames as F
+    from workflows.synthetic.footage import Segment, write_footage
+
+    source = tmp_path / "source.mp4"
+    write_footage(source, [Segment(60, "circle", "red", "right", "blue"),
+                           Segment(400, "square", "green", "left", "yellow", camera="pan_left")], 160, 96, fps=24)
+    run = RunDir(tmp_path / "out")
+    run.configs.mkdir(parents=True)
+    (run.configs / "curate-abc.yaml").write_text(yaml.safe_dump({"extract": {"max_side": 128, "fps": 16}}))
+    row = {M.clip_id: "c", M.source: str(source), M.config_hash: "abc", M.fps: 24.0, M.clip_path: None,
+           M.start_frame: 60, M.end_frame: 460, M.start_time: 60 / 24}
+    F._clock(source)  # the source's clock, read once per source (one frame), is not the cut's decoding
+    decoded = [0]
+    frames_from = F._frames_from
+
+    def counting(*args):
+        for frame in frames_from(*args):
+            decoded[0] += 1
+            yield frame
+
+    monkeypatch.setattr(F, "_frames_from", counting)
+    cut = cut_range(run, row, tmp_path / "cut.mp4")
+    assert decoded[0] <= 460  # at most one pass (from the key frame before the range)
+    monkeypatch.setattr(F, "_frames_from", frames_from)
+    with av.open(str(cut)) as container:
+        played = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    reference = clip_frames(run, row, reader="pyav")
+    assert len(played) == len(reference) == clip_frame_count(run, row) == 267  # 400 frames at 24 fps -> 16 fps
+    assert played[0].shape == reference[0].shape == (76, 128, 3)
+    assert max(np.abs(a.astype(int) - b).mean() for a, b in zip(played, reference, strict=True)) < 4  # h264
+    with pytest.raises(ValueError, match="has a file"):
+        cut_range(run, {**row, M.clip_path: "clips/c.mp4"}, tmp_path / "again.mp4")

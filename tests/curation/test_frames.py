@@ -45,6 +45,9 @@ def assert_ranges_read_right(path: Path, reader: str = "pyav") -> list[dict]:
         assert len(got) == len(wanted), row
         for k, frame in zip(wanted, got, strict=True):
             assert np.array_equal(frame, truth[row[M.start_frame] + k]), (row[M.start_frame], k)
+        streamed = list(F.iter_range_frames(path, row[M.start_time], n))  # the whole range in one pass
+        assert len(streamed) == n, row
+        assert all(np.array_equal(f, truth[row[M.start_frame] + k]) for k, f in enumerate(streamed)), row
     return rows
 
 
@@ -235,16 +238,13 @@ def test_a_webm_vp8_clip_is_read_by_pyav(tmp_path):
 
 
 @needs_decord
+@pytest.mark.timeout(180)  # the spin never returns: only the 2 s limit can end it
 def test_decord_hanging_or_dying_falls_back_and_the_worker_comes_back(source, monkeypatch):
     """A read that spins in native code holding the GIL is killed at its time limit; a worker that
     dies is noticed; each time PyAV reads instead, and the next read gets a fresh worker."""
-    import time
-
     worker = F._worker()
-    began = time.monotonic()
     with pytest.raises(F.DecordFailed, match="longer than its 2 s limit"):
         worker.call(_spin_holding_the_gil, (), 2)
-    assert time.monotonic() - began < 30  # the limit held (pytest's timeout would catch a hang)
     with pytest.raises(F.DecordFailed, match="worker died"):
         worker.call(_die, (), 30)
     assert len(worker.call(F._decord_clip, (str(source), [3], 150), 30)) == 1  # a new worker reads

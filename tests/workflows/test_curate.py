@@ -179,13 +179,12 @@ def test_the_watchdog_ends_a_hung_worker_and_leaves_its_marker(footage_dir, tmp_
 import time, curation.process
 from curation.config import CurateConfig
 from curation.pipeline import process_source
-curation.process.analyze_source = lambda *a: time.sleep(60)  # a decoder call that never returns
+curation.process.analyze_source = lambda *a: time.sleep(3600)  # a decoder call that never returns
 process_source({str(footage_dir / "reels" / "reel_0009.mp4")!r}, {str(tmp_path)!r}, CurateConfig(), "h3", 1.0)
 """
-    started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    # only the 1 s watchdog can end the sleep; the subprocess timeout guards a hang
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
     assert proc.returncode != 0 and "Timeout" in proc.stderr
-    assert time.monotonic() - started < 30
     assert len(list((tmp_path / "_attempts").glob("*/attempt-*"))) == 1
     assert not (tmp_path / "manifest").exists() and not (tmp_path / "_quarantine").exists()
 
