@@ -14,7 +14,10 @@ claim is compared with the clip's manifest row:
 A signal the caption says nothing about, or that was not measured, is not compared. Words are
 matched per clause (split at sentence ends and at "but", "while", "whereas"), with synonyms, and a
 negator up to four words before a claim, in its phrase (a comma, semicolon, "and" or "but" ends its
-reach), turns it around or drops it ("the camera does not move", "no text"). A camera verb counts
+reach), turns it around or drops it ("the camera does not move", "no text"); "barely" or "hardly" there
+weakens it instead ("the camera barely pans left" pans left; "barely moves" says neither still nor
+moving). Stillness words said of the camera ("a motionless camera", "no movement of the camera") are
+camera claims, not the scene's amount of motion. A camera verb counts
 only with the camera as its subject ("the camera pans left", not "a dog tilts its head up"). Levels
 one step apart agree (a "slow" caption on a "moderate" clip): the level boundaries are arbitrary,
 the opposite ends are not.
@@ -41,7 +44,10 @@ SIGNALS = ("camera_motion", "motion", "brightness", "text", "colors")
 TEXT_PRESENT_AREA = 0.01
 TEXT_ABSENT_AREA = 0.001
 
-NEGATORS = frozenset("not no nothing never without nor neither barely hardly".split())
+NEGATORS = frozenset("not no nothing never without nor neither".split())
+# "barely", "hardly": a little, not the opposite ("the camera barely pans left" still pans left); a claim
+# they weaken keeps its direction but says nothing of its amount
+DIMINISHERS = frozenset("barely hardly scarcely".split())
 CAMERA_NOUNS = frozenset("camera view shot lens viewpoint footage".split())
 CLAUSE_BREAK = re.compile(r"[.;!?]+|\s+(?:but|while|whereas|although|though|as)\s+|\s+-+\s+")
 
@@ -56,8 +62,16 @@ NEGATION_STOP = re.compile(r"[,;]|\b(?:and|but)\b")
 def _negated(before: str) -> bool:
     """A negator among the four words before a claim, in its own phrase: a comma, a semicolon, "and" or
     "but" ends a negation's reach ("no people, and text reads 'Exit'" says there is text)."""
-    phrase = NEGATION_STOP.split(before)[-1]
-    return any(w in NEGATORS or w.endswith("n't") for w in _words(phrase)[-4:])
+    return any(w in NEGATORS or w.endswith("n't") for w in _reach(before))
+
+
+def _diminished(before: str) -> bool:
+    """"barely" or "hardly" in a negator's reach before a claim."""
+    return any(w in DIMINISHERS for w in _reach(before))
+
+
+def _reach(before: str) -> list[str]:
+    return _words(NEGATION_STOP.split(before)[-1])[-4:]
 
 
 # words that may stand between the camera and its verb: auxiliaries, negators, adverbs
@@ -72,7 +86,7 @@ def _camera_subject(before: str) -> bool:
     for w in reversed(_words(before.rsplit(",", 1)[-1])):
         if w in CAMERA_NOUNS:
             return True
-        if not (w in SUBJECT_FILLERS or w in NEGATORS or w.endswith(("ly", "n't"))):
+        if not (w in SUBJECT_FILLERS or w in NEGATORS or w in DIMINISHERS or w.endswith(("ly", "n't"))):
             return False
     return False
 
@@ -219,7 +233,8 @@ def camera_claims(text: str) -> tuple[set[str], set[str], bool, list[str]]:
     for clause in clauses(text):
         for pattern in STATIC:
             for m in pattern.finditer(clause):
-                if not (pattern is not STATIC[2] and _negated(clause[: m.start()])):
+                before = clause[: m.start()]
+                if not (pattern is not STATIC[2] and (_negated(before) or _diminished(before))):
                     static = True
                     said.append(m.group(0))
         if MOVING.search(clause):
@@ -244,7 +259,8 @@ def camera_claims(text: str) -> tuple[set[str], set[str], bool, list[str]]:
                     denied.add(claim)
                 said.append(f"{_words(before)[-1]} {phrase}" if _words(before) else phrase)
                 continue
-            if re.match(r"(?:\s+\w+ly)?\s+(?:only\s+)?slightly\b", after) and claim == "moving":
+            slight = _diminished(before) or re.match(r"(?:\s+\w+ly)?\s+(?:only\s+)?slightly\b", after)
+            if slight and claim == "moving":  # "the camera barely moves": neither still nor a named move
                 continue
             claimed.add(claim)
             said.append(phrase)
@@ -278,7 +294,8 @@ BRIGHTNESS_ORDER = [name for _, name in BRIGHTNESS_LEVELS]  # dark, dim, evenly 
 MOTION_WORDS = [
     (0, re.compile(r"\b(?:almost\s+|nearly\s+|virtually\s+)?nothing\s+(?:\w+\s+){0,3}?(?:moves|moving|happens|stirs)\b")),
     (0, re.compile(r"\bno\s+(?:visible\s+|noticeable\s+|apparent\s+)?(?:movement|motion)\b")),
-    (0, re.compile(r"\b(?:motionless|frozen|still\s+(?:scene|image|life|picture))\b")),
+    (0, re.compile(r"\b(?:motionless|still\s+(?:scene|image|life|picture)|frozen\s+(?:frame|image|picture|shot|"
+                   r"moment|in\s+time)|(?:is|are|remains?|stays?|seems|appears)\s+frozen)\b")),
     (0, re.compile(r"\b(?:is|are|remains?|stays?|stands?|sits?|lies?|holds?)\s+(?:completely\s+|perfectly\s+|"
                    r"almost\s+|nearly\s+|entirely\s+)?still\b(?!\s+\w+ing\b)")),
     (1, re.compile(r"\b(?:slow|slowly|slower|gradual|gradually|gently|leisurely|lazily|unhurried|sluggish(?:ly)?)\b")),
@@ -336,7 +353,8 @@ def brightness_claims(text: str) -> list[tuple[int, str]]:
     for clause in clauses(text):
         for pattern in BRIGHTNESS_PATTERNS:
             for m in pattern.finditer(clause):
-                if _negated(clause[: m.start()]) or re.search(r"\bnot\b", m.group(0)):
+                before = clause[: m.start()]
+                if _negated(before) or _diminished(before) or re.search(r"\bnot\b", m.group(0)):
                     continue
                 word = re.sub(r"[- ]+", " ", m.group(1))
                 found.append((BRIGHTNESS_PHRASES.get(word, BRIGHTNESS_ADJECTIVES.get(word)), m.group(0)))
@@ -348,13 +366,22 @@ def motion_claims(text: str) -> list[tuple[int, str]]:
     for clause in clauses(text):
         for level, pattern in MOTION_WORDS:
             for m in pattern.finditer(clause):
-                before = clause[: m.start()]
-                if level > 0 and _negated(before):  # "not fast" says nothing
+                before, after = clause[: m.start()], clause[m.end():]
+                if level > 0 and (_negated(before) or _diminished(before)):  # "not fast" says nothing
                     continue
-                if "still" in m.group(0) and _camera_subject(before):  # "the camera is still"
+                if level == 0 and _about_the_camera(before, after):  # "the camera is still": a camera claim
                     continue
                 found.append((level, m.group(0)))
     return found
+
+
+CAMERA_AFTER = re.compile(rf"\s+(?:(?:of|from|by)\s+(?:the\s+)?)?(?:{'|'.join(CAMERA_NOUNS)})\b")
+
+
+def _about_the_camera(before: str, after: str) -> bool:
+    """A stillness word said of the camera: its subject ("the camera is still"), the noun it describes ("a
+    motionless camera"), or what it is of ("no movement of the camera")."""
+    return _camera_subject(before) or bool(CAMERA_AFTER.match(after))
 
 
 def compare_levels(claims: list[tuple[int, str]], order: list[str], measured: str) -> tuple[str, bool] | None:
@@ -375,6 +402,8 @@ def text_claims(text: str) -> list[tuple[bool, str]]:
     for clause in clauses(text):
         for m in TEXT_WORDS.finditer(clause):
             before = clause[: m.start()]
+            if _diminished(before) and not _negated(before):  # "barely legible text", "hardly any text": unsure
+                continue
             absent = _negated(before) or bool(re.search(r"\bfree\s+of\s+(?:\w+\s+)?$", before))
             absent = absent or bool(re.match(r"-free\b", clause[m.end():]))
             found.append((not absent, (f"{_words(before)[-1]} " if absent and _words(before) else "") + m.group(0)))

@@ -15,8 +15,9 @@ The loop is straight: for each step, `batch_size` examples (in forward passes of
 mean over its own answer tokens, as it would be alone), clip the gradient norm, step AdamW. The example order is a function of the
 seed and the step alone, and a checkpoint holds the trainable weights, the optimizer and the RNG
 states, so N steps + resume + M steps equals N + M steps straight. LoRA (peft) trains low-rank
-adapters on the language model's linear layers and is merged into the weights at the end; rank 0
-fine-tunes every weight. On a GPU the forward runs under bfloat16 autocast over float32 trainable
+adapters on the language model's attention and MLP projections and is merged into the weights at the
+end (the vision encoder stays frozen unless `vision_learning_rate` is set: then it trains whole, at that
+rate); rank 0 fine-tunes every weight. On a GPU the forward runs under bfloat16 autocast over float32 trainable
 weights (a LoRA base is held in bfloat16). It is a training job, not a Ray stage: under torchrun
 (`torchrun --nproc-per-node N -m workflows.cli train-captioner ...`) each process takes every N-th
 example of a step and the summed gradients are all-reduced before the step, so N processes take
@@ -56,6 +57,7 @@ from recaption.prompts import dense_prompt, hints_from_row, short_prompt
 
 # name parts of the vision encoder and projector: Qwen2-VL / Qwen2.5-VL (visual), Idefics3 (vision_model, connector)
 VISION_MODULES = ("visual", "vision_model", "vision_tower", "connector", "multi_modal_projector")
+VISION_MODULE_NAMES = rf".*\b({'|'.join(VISION_MODULES)})\b.*"  # peft's exclude_modules: a module inside one
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 AUTO_LORA_ABOVE = 1_000_000_000  # parameters: larger models get LoRA (rank 16) unless told otherwise
 AUTO_LORA_RANK = 16
@@ -77,8 +79,8 @@ class CaptionerTrainConfig(StrictModel):
                                                         "when memory is short, the result is the same")
     learning_rate: float = Field(1e-4, gt=0)
     vision_learning_rate: float | None = Field(
-        None, ge=0, description="peak learning rate of the vision encoder and its projector; null: learning_rate; "
-                                "0 freezes them, so only the language model learns to read their features (at the "
+        None, ge=0, description="peak learning rate of the vision encoder and its projector; null: learning_rate "
+                                "(with LoRA: frozen; set, it trains the encoder whole at this rate); 0 freezes them, so only the language model learns to read their features (at the "
                                 "language model's rate, a randomly initialised encoder's output collapses to what "
                                 "the caption template needs: colour, not shape or motion)")
     weight_decay: float = Field(0.0, ge=0)
@@ -178,14 +180,26 @@ def join_world(device_setting: str) -> World:
 
 
 # -- data ----------------------------------------------------------------------------------------------
-def source_captioner(out: Path | str, source: str, world: World = World()) -> str:
-    """The captioner name whose rows are the targets; a `file:` source is imported first (by rank 0; resumes)."""
+SHOWN_LEFT_OUT = 20  # rows of a caption file named one by one when they match no kept clip
+
+
+def source_captioner(out: Path | str, source: str, world: World = World(), log=print) -> str:
+    """The captioner name whose rows are the targets; a `file:` source is imported first (by rank 0; resumes),
+    and what the import made of the file is logged: its rows left out (no kept clip matches them) and why."""
     from recaption.run import caption_run, plan_captions
 
     if import_path(source) is None:
         return source
     config = CaptionConfig(captioner=source)
-    name = caption_run(out, config).captioner if world.main else None
+    name = None
+    if world.main:
+        summary = caption_run(out, config)
+        for line in summary.left_out[:SHOWN_LEFT_OUT]:
+            log(f"left out: {line}")
+        if len(summary.left_out) > SHOWN_LEFT_OUT:
+            log(f"left out: ... and {len(summary.left_out) - SHOWN_LEFT_OUT} more rows")
+        log(summary.line())
+        name = summary.captioner
     world.barrier()
     return name or plan_captions(out, config)[0].identity
 
@@ -237,6 +251,18 @@ def examples(pairs: list[tuple[dict, dict]]) -> list[Example]:
     return out
 
 
+def data_fingerprint(captioner: str, train: list[Example], held_out: list[Example]) -> dict:
+    """What a checkpoint was trained on: a resume must see the same examples in the same order, so a
+    caption file edited since, or a captioner that has captioned more clips, is another run."""
+    digest = hashlib.sha256(captioner.encode())
+    for part in (train, held_out):
+        digest.update(b"\0")
+        for e in part:
+            digest.update(json.dumps([e.clip[M.clip_id], e.kind, e.target, e.instruction]).encode())
+    return {"captioner": captioner, "train_examples": len(train), "held_out_examples": len(held_out),
+            "sha256": digest.hexdigest()}
+
+
 def example_at(train: list[Example], position: int, seed: int) -> Example:
     """The example seen at a global position: each epoch a fresh permutation of the seed and the epoch."""
     epoch, index = divmod(position, len(train))
@@ -265,21 +291,25 @@ class Learner:
         self.vlm = VLMCaptioner(cfg.caption_config(cfg.base, dtype=dtype), model=probe.model_ref)
         self.vlm.setup()  # its tokenizer pads on the left: every row's answer ends at the row's end
         model = self.vlm.model
+        vision = [p for n, p in model.named_parameters() if is_vision(n)]
+        if cfg.vision_learning_rate is not None and not vision:
+            raise ValueError(f"vision_learning_rate {cfg.vision_learning_rate:g} is for the vision encoder, but the "
+                             f"model has none (looked for modules named {', '.join(VISION_MODULES)})")
         if self.rank:
             from peft import LoraConfig, get_peft_model
 
+            # adapters on the language model only; peft freezes everything else, the vision encoder too,
+            # unless it is given a learning rate of its own (then it trains whole, at that rate)
             lora = LoraConfig(r=self.rank, lora_alpha=cfg.lora_alpha or 2 * self.rank, lora_dropout=0.0,
-                              target_modules=LORA_TARGETS)
+                              target_modules=LORA_TARGETS, exclude_modules=VISION_MODULE_NAMES)
             model = get_peft_model(model, lora)
+            for p in vision:
+                p.requires_grad_(bool(cfg.vision_learning_rate))
             for p in model.parameters():
                 if p.requires_grad:
                     p.data = p.data.float()
-        if cfg.vision_learning_rate == 0:
-            frozen = [p for n, p in model.named_parameters() if is_vision(n) and p.requires_grad]
-            if not frozen:
-                raise ValueError("vision_learning_rate 0 freezes the vision encoder, but the model has none "
-                                 f"(looked for modules named {', '.join(VISION_MODULES)})")
-            for p in frozen:
+        elif cfg.vision_learning_rate == 0:
+            for p in vision:
                 p.requires_grad_(False)
         model.train()
         self.model = model
@@ -371,12 +401,12 @@ def checkpoints(run_dir: Path) -> list[Path]:
     return sorted((run_dir / "checkpoints").glob("step-*.pt"))
 
 
-def save_checkpoint(learner: Learner, run_dir: Path, step: int) -> Path:
+def save_checkpoint(learner: Learner, run_dir: Path, step: int, data: dict | None = None) -> Path:
     import torch
 
     path = run_dir / "checkpoints" / f"step-{step:06d}.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {"step": step, "config": learner.cfg.model_dump(), "rank": learner.rank,
+    state = {"step": step, "config": learner.cfg.model_dump(), "rank": learner.rank, "data": data,
              "trainable": {n: p.detach().cpu() for n, p in learner.trainable.items()},
              "optimizer": learner.optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
              "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
@@ -386,8 +416,9 @@ def save_checkpoint(learner: Learner, run_dir: Path, step: int) -> Path:
     return path
 
 
-def resume_or_refuse(learner: Learner, run_dir: Path, resume: bool) -> int:
-    """The step to start from: 0 for a new run, the newest checkpoint's with `resume`."""
+def resume_or_refuse(learner: Learner, run_dir: Path, resume: bool, data: dict | None = None) -> int:
+    """The step to start from: 0 for a new run, the newest checkpoint's with `resume` (refused when the
+    checkpoint was trained with other settings or on other data than `data`, `data_fingerprint`'s)."""
     import torch
 
     existing = checkpoints(run_dir)
@@ -404,6 +435,13 @@ def resume_or_refuse(learner: Learner, run_dir: Path, resume: bool) -> int:
     if changed:  # these decide the data and its order: a resume with others is another run
         raise ValueError(f"{existing[-1]} was trained with other settings ({'; '.join(changed)}); resume with "
                          "the same ones or choose a new --run")
+    was = state.get("data")  # None in a checkpoint written before the data was recorded
+    if was and data and was["sha256"] != data["sha256"]:
+        raise ValueError(
+            f"{existing[-1]} was trained on other captions ({was['captioner']}: {was['train_examples']} examples, "
+            f"{was['held_out_examples']} held out; now {data['captioner']}: {data['train_examples']} and "
+            f"{data['held_out_examples']}): the caption file was edited or the captioner captioned more clips since. "
+            "A resume must see the same examples; choose a new --run to train on these")
     with torch.no_grad():
         for name, value in state["trainable"].items():
             learner.trainable[name].copy_(value)
@@ -448,24 +486,28 @@ def train_captioner(out: Path | str, run_dir: Path | str, cfg: CaptionerTrainCon
     world = join_world(cfg.device)
     log = log if world.main else (lambda *_: None)
     run, run_dir = RunDir(out), Path(run_dir)
-    captioner = source_captioner(out, cfg.source, world)
+    captioner = source_captioner(out, cfg.source, world, log)
     pairs = readable(run, captioned_clips(run, captioner), log)
     train_pairs, eval_pairs = split(pairs, cfg.eval_fraction, cfg.seed)
     train, held_out = examples(train_pairs), examples(eval_pairs)
     torch.manual_seed(cfg.seed)
     learner = Learner(cfg, run)
-    start = resume_or_refuse(learner, run_dir, resume)
+    data = data_fingerprint(captioner, train, held_out)
+    start = resume_or_refuse(learner, run_dir, resume, data)
+    if start > cfg.max_steps:
+        raise ValueError(f"{run_dir} is at step {start}, past --max-steps {cfg.max_steps}; pass --max-steps "
+                         f"{start} or more to continue it")
     run_dir.mkdir(parents=True, exist_ok=True)
     log(f"train-captioner: {len(train_pairs)} clips ({len(train)} examples) to train, {len(eval_pairs)} held out, "
         f"{captioner} -> {learner.base_identity}, " + (f"LoRA rank {learner.rank}" if learner.rank else "full fine-tuning")
         + (f" on {world.size} processes" if world.size > 1 else "") + (f", resumed at step {start}" if start else ""))
     if start == 0:
-        first_eval = evaluate(learner, held_out, world)
+        first_eval = eval_loss = evaluate(learner, held_out, world)
         if world.main:
+            (run_dir / "metrics.jsonl").unlink(missing_ok=True)  # a run killed before its first checkpoint
             _metric(run_dir, {"step": 0, "eval_loss": first_eval})
     else:  # metrics past the checkpoint (a run killed between the two) are measured again
-        first_eval = _keep_metrics_until(run_dir, start) if world.main else None
-    eval_loss = first_eval
+        first_eval, eval_loss = _keep_metrics_until(run_dir, start) if world.main else (None, None)
     bad_in_a_row = 0
     mine = [i for i in range(cfg.batch_size) if i % world.size == world.rank]  # this process's share of a step
     for step in range(start, min(cfg.max_steps, stop_at or cfg.max_steps)):
@@ -506,7 +548,7 @@ def train_captioner(out: Path | str, run_dir: Path | str, cfg: CaptionerTrainCon
         if world.main:
             _metric(run_dir, record)
             if done % cfg.save_every == 0 or done in (cfg.max_steps, stop_at):
-                save_checkpoint(learner, run_dir, done)
+                save_checkpoint(learner, run_dir, done, data)
     world.barrier()
     if stop_at is not None and stop_at < cfg.max_steps:
         return {"paused_at": stop_at}
@@ -520,13 +562,14 @@ def train_captioner(out: Path | str, run_dir: Path | str, cfg: CaptionerTrainCon
     return summary
 
 
-def _keep_metrics_until(run_dir: Path, step: int) -> float | None:
-    """Drop metric records after `step`; returns the eval loss before training."""
+def _keep_metrics_until(run_dir: Path, step: int) -> tuple[float | None, float | None]:
+    """Drop metric records after `step`; returns the eval loss before training and the last one measured."""
     path = run_dir / "metrics.jsonl"
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
     records = [r for r in records if r["step"] <= step]
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return next((r.get("eval_loss") for r in records if r["step"] == 0), None)
+    evals = [r["eval_loss"] for r in records if r.get("eval_loss") is not None]
+    return next((r.get("eval_loss") for r in records if r["step"] == 0), None), (evals[-1] if evals else None)
 
 
 def _metric(run_dir: Path, record: dict) -> None:
@@ -559,7 +602,7 @@ def save_final(learner: Learner, run_dir: Path, captioner: str, n_train: int, n_
         f"| method | {method} |\n"
         f"| steps | {cfg.max_steps} x {cfg.batch_size} examples, learning rate {cfg.learning_rate:g}"
         + (f" (vision encoder {cfg.vision_learning_rate:g})" if cfg.vision_learning_rate else "")
-        + (", vision encoder frozen" if cfg.vision_learning_rate == 0 else "") + " |\n"
+        + (", vision encoder frozen" if not any(is_vision(n) for n in learner.trainable) else "") + " |\n"
         f"| frames | {cfg.frames} per clip, longest side {cfg.frame_max_side}"
         + (", each given twice" if cfg.still_frames else "") + f" (saved in {TRAINED_SETTINGS_FILE}: captioning "
         "with this model uses them unless told otherwise) |\n"

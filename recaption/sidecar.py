@@ -92,26 +92,39 @@ def read_sidecar(path: Path) -> str | list[Cue]:
     return " ".join(text.split())
 
 
-def sidecar_for(source: str) -> Path | None:
-    """The sidecar file of a local source, or None (URLs have none)."""
-    if "://" in source:
+def local_source(source: str) -> Path | None:
+    """The file of a local source (a path or a file:// URL), or None for a remote one."""
+    if source.startswith("file://"):
+        source = source[len("file://"):]
+    elif "://" in source:
         return None
-    path = Path(source).expanduser()
+    return Path(source).expanduser()
+
+
+def sidecar_for(source: str) -> Path | None:
+    """The sidecar file of a local source, or None (remote sources have none). The suffix may be in
+    capitals, as cameras and drones write them (`DJI_0001.SRT`)."""
+    path = local_source(source)
+    if path is None:
+        return None
     for suffix in SIDECAR_SUFFIXES:
-        for candidate in (path.with_suffix(suffix), path.with_name(path.name + suffix)):
-            if candidate != path and candidate.is_file():
-                return candidate
+        for spelled in (suffix, suffix.upper()):
+            for candidate in (path.with_suffix(spelled), path.with_name(path.name + spelled)):
+                if candidate != path and candidate.is_file():
+                    return candidate
     return None
 
 
 def container_caption(source: str) -> str | None:
-    """The source's description, comment or title tag, or None (no tag, a URL, or unreadable: curation said so)."""
-    if "://" in source or not Path(source).expanduser().is_file():
+    """The source's description, comment or title tag, or None (no tag, a remote source, or unreadable:
+    curation said so)."""
+    path = local_source(source)
+    if path is None or not path.is_file():
         return None
     import av
 
     try:
-        with av.open(str(Path(source).expanduser())) as container:
+        with av.open(str(path)) as container:
             tags = {k.lower(): v for k, v in container.metadata.items()}
     except (av.error.FFmpegError, OSError):
         return None

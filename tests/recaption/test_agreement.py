@@ -62,6 +62,17 @@ def test_camera_words(text, camera, agrees):
 
 
 @pytest.mark.parametrize("text, camera, agrees", [
+    ("The camera barely pans left.", "pan_left", True),  # a little, not the opposite
+    ("The camera barely pans left.", "pan_right", False),
+    ("The camera barely moves.", "pan_left", None),  # neither still nor a named move
+    ("The camera hardly moves at all.", "static", None),
+    ("A barely steady camera follows the runner.", "pan_right", None),
+])
+def test_barely_and_hardly_weaken_a_claim_instead_of_turning_it_around(text, camera, agrees):
+    assert verdict(text, "camera_motion", camera_motion=camera) is agrees
+
+
+@pytest.mark.parametrize("text, camera, agrees", [
     # a direction word alone does not make the camera the verb's subject
     ("A woman holds a pan in her right hand.", "static", None),
     ("A dog tilts its head up.", "static", None),
@@ -129,6 +140,11 @@ def test_the_pans_left_caption_on_a_pan_right_clip_is_caught_with_what_was_said_
     ("The ball rolls slowly to the side.", 0.9, False),
     ("The ball does not move fast.", 0.02, None),  # negated: says nothing
     ("The camera is still and a dog naps.", 0.8, None),  # a camera claim, not the scene's
+    ("A motionless camera watches the street.", 0.8, None),
+    ("There is no movement of the camera as cars pass.", 0.8, None),
+    ("A car crosses a frozen lake.", 0.8, None),  # frozen water, not a frozen picture
+    ("The image is frozen on one frame.", 0.8, False),
+    ("The ball barely moves fast.", 0.02, None),
 ])
 def test_amount_of_motion_words(text, score, agrees):
     assert verdict(text, "motion", motion_score=score) is agrees
@@ -155,6 +171,15 @@ def test_brightness_words(text, luminance, agrees):
 ])
 def test_burnt_in_text_words(text, area, detector, agrees):
     assert verdict(text, "text", text_area=area, text_detector=detector) is agrees
+
+
+@pytest.mark.parametrize("text, signal, measured", [
+    ("Barely legible text runs along the bottom.", "text", {"text_area": 0.0}),
+    ("There is hardly any text.", "text", {"text_area": 0.04}),
+    ("The room is barely bright.", "brightness", {"luminance_mean": 30.0}),
+])
+def test_a_weakened_text_or_light_claim_says_nothing(text, signal, measured):
+    assert verdict(text, signal, **measured) is None
 
 
 @pytest.mark.parametrize("text, colors, agrees", [

@@ -2,6 +2,7 @@
 its output captions like any model."""
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -80,6 +81,33 @@ def test_a_paused_run_resumed_ends_where_a_straight_run_ends(annotated, tiny_qwe
     b = load_file(tmp_path / "paused" / "final" / "model.safetensors")
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
     assert [m["step"] for m in metrics(tmp_path / "paused")] == [0, 1, 2, 3, 4]
+    # a finished run resumed trains nothing, and its card keeps the eval loss it ended with
+    last_eval = metrics(tmp_path / "paused")[-1]["eval_loss"]
+    summary = train_captioner(run.root, tmp_path / "paused", cfg, resume=True, log=lambda *_: None)
+    assert summary["eval_loss"] == last_eval and f"{last_eval:.4f} after" in (
+        tmp_path / "paused" / "final" / "README.md").read_text()
+    with pytest.raises(ValueError, match="at step 4, past --max-steps 3"):
+        train_captioner(run.root, tmp_path / "paused", tiny(tiny_qwen, source, max_steps=3, save_every=2, samples=0),
+                        resume=True, log=lambda *_: None)
+
+
+def test_a_resume_on_captions_changed_since_is_refused(annotated, tiny_qwen, tmp_path):
+    """The same --from names other examples once its file is edited: a resume would not be exact."""
+    run, source = annotated
+    cfg = tiny(tiny_qwen, source, max_steps=4, save_every=2, samples=0)
+    train_captioner(run.root, tmp_path / "cap", cfg, log=lambda *_: None, stop_at=2)
+    path = Path(source.removeprefix("file:"))
+    path.write_text(path.read_text().replace("red", "crimson"))
+    with pytest.raises(ValueError, match=r"trained on other captions \(file:annotations.jsonl@\w+: 4 examples"):
+        train_captioner(run.root, tmp_path / "cap", cfg, resume=True, log=lambda *_: None)
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_its_metrics_afresh(annotated, tiny_qwen, tmp_path):
+    run, source = annotated
+    (tmp_path / "cap").mkdir()
+    (tmp_path / "cap" / "metrics.jsonl").write_text('{"step": 0, "eval_loss": 9.0}\n{"step": 1, "train_loss": 9.0}\n')
+    train_captioner(run.root, tmp_path / "cap", tiny(tiny_qwen, source, max_steps=2, samples=0), log=lambda *_: None)
+    assert [m["step"] for m in metrics(tmp_path / "cap")] == [0, 1, 2] and metrics(tmp_path / "cap")[0]["eval_loss"] != 9.0
 
 
 def test_a_vision_learning_rate_steps_the_vision_encoder_at_its_own_rate(annotated, tiny_qwen, tmp_path):
@@ -138,6 +166,14 @@ def test_lora_trains_adapters_only_and_merges_them(annotated, tiny_qwen, tmp_pat
     changed = {k for k in base if not (base[k] == tuned[k]).all()}
     assert changed and all(k.split(".")[-2] in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                                                 "down_proj") for k in changed)
+    assert not [k for k in changed if k.startswith("visual.")]  # adapters on the language model only
+    assert "vision encoder frozen" in (final / "README.md").read_text()
+    # given a rate of its own, the vision encoder trains whole beside the adapters
+    train_captioner(run.root, tmp_path / "lora-vision", tiny(tiny_qwen, source, lora_rank=4, max_steps=3, samples=0,
+                                                             vision_learning_rate=1e-2), log=lambda *_: None)
+    tuned = load_file(tmp_path / "lora-vision" / "final" / "model.safetensors")
+    moved = [k for k in base if k.startswith("visual.") and not (base[k] == tuned[k]).all()]
+    assert any(k.endswith(("qkv.weight", "patch_embed.proj.weight")) for k in moved)  # not only LoRA's projections
 
 
 def test_cli_names_an_unknown_source_captioner_without_a_traceback(annotated, tiny_qwen, tmp_path):
@@ -151,6 +187,22 @@ def test_cli_names_an_unknown_source_captioner_without_a_traceback(annotated, ti
     result = CliRunner().invoke(app, ["train-captioner", "--out", str(run.root), "--from", "metadata",
                                       "--base", "qwen", "--run", str(tmp_path / "r")])
     assert result.exit_code == 2 and "base must be" in result.output
+
+
+def test_cli_names_the_rows_of_its_file_that_match_no_clip(annotated, tiny_qwen, tmp_path):
+    from workflows.cli import app
+
+    run, source = annotated
+    path = Path(source.removeprefix("file:"))
+    with open(path, "a") as f:
+        f.write(json.dumps({CAP.clip_id: "0123456789abcdef0123", CAP.caption_dense: "A typo'd id."}) + "\n")
+    result = CliRunner().invoke(app, ["train-captioner", "--out", str(run.root), "--from", source,
+                                      "--base", f"hf:{tiny_qwen}", "--run", str(tmp_path / "r"), "--lora-rank", "0",
+                                      "--max-steps", "1", "--batch-size", "1", "--frames", "4",
+                                      "--frame-max-side", "64", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "left out: line 4 (clip_id 0123456789abcdef0123): no clip of this run has that id" in result.output
+    assert "3 captioned" in result.output and "1 rows of the file left out" in result.output
 
 
 def test_cli_refuses_an_empty_file_source_with_a_clear_message(annotated, tiny_qwen, tmp_path):
@@ -247,6 +299,7 @@ def test_the_three_commands_of_the_issue_end_to_end(annotated, tiny_qwen, tmp_pa
                               "--batch-size", "1", "--frames", "4", "--frame-max-side", "64", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert "2 clips (4 examples) to train, 1 held out" in result.output  # the import was already done: reused
+    assert "0 captioned, 0 failed, 3 skipped (already done)" in result.output  # what the import made of the file
     final = tmp_path / "cap" / "final"
     result = cli.invoke(app, ["caption", "--out", str(run.root), "--no-ray", "--no-checks", "--captioner",
                               f"hf:{final}", "--frames", "4", "--frame-max-side", "64", "--max-new-tokens", "8"])

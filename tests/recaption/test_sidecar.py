@@ -49,6 +49,12 @@ def test_json_and_txt_sidecars_caption_every_clip_of_the_source(tmp_path, name, 
     assert SidecarCaptions().caption(clip(tmp_path / "take07.mp4", 3.0, 4.0)) == expected
 
 
+def test_a_cameras_capital_suffix_and_a_file_url_source_find_the_sidecar(tmp_path):
+    (tmp_path / "DJI_0001.SRT").write_text(SRT)
+    assert SidecarCaptions().caption(clip(tmp_path / "DJI_0001.MP4", 4.0, 8.0)) == "Gulls circle."
+    assert SidecarCaptions().caption(clip(f"file://{tmp_path / 'DJI_0001.MP4'}", 4.0, 8.0)) == "Gulls circle."
+
+
 def test_no_sidecar_or_a_url_gives_none(tmp_path):
     assert SidecarCaptions().caption(clip(tmp_path / "alone.mp4", 0.0, 1.0)) is None
     assert SidecarCaptions().caption(clip("https://example.com/a.mp4", 0.0, 1.0)) is None
