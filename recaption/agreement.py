@@ -16,8 +16,8 @@ matched per clause (split at sentence ends and at "but", "while", "whereas"), wi
 negator up to four words before a claim, in its phrase (a comma, semicolon, "and" or "but" ends its
 reach), turns it around or drops it ("the camera does not move", "no text"); "barely" or "hardly" there
 weakens it instead ("the camera barely pans left" pans left; "barely moves" says neither still nor
-moving). Stillness words said of the camera ("a motionless camera", "no movement of the camera") are
-camera claims, not the scene's amount of motion. A camera verb counts
+moving). Stillness words said of the camera ("a motionless camera", "no movement of the camera") say
+nothing of the scene's amount of motion. A camera verb counts
 only with the camera as its subject ("the camera pans left", not "a dog tilts its head up"). Levels
 one step apart agree (a "slow" caption on a "moderate" clip): the level boundaries are arbitrary,
 the opposite ends are not.
@@ -86,7 +86,7 @@ def _camera_subject(before: str) -> bool:
     for w in reversed(_words(before.rsplit(",", 1)[-1])):
         if w in CAMERA_NOUNS:
             return True
-        if not (w in SUBJECT_FILLERS or w in NEGATORS or w in DIMINISHERS or w.endswith(("ly", "n't"))):
+        if not (w in SUBJECT_FILLERS or w in NEGATORS or w.endswith(("ly", "n't"))):
             return False
     return False
 
@@ -295,7 +295,8 @@ MOTION_WORDS = [
     (0, re.compile(r"\b(?:almost\s+|nearly\s+|virtually\s+)?nothing\s+(?:\w+\s+){0,3}?(?:moves|moving|happens|stirs)\b")),
     (0, re.compile(r"\bno\s+(?:visible\s+|noticeable\s+|apparent\s+)?(?:movement|motion)\b")),
     (0, re.compile(r"\b(?:motionless|still\s+(?:scene|image|life|picture)|frozen\s+(?:frame|image|picture|shot|"
-                   r"moment|in\s+time)|(?:is|are|remains?|stays?|seems|appears)\s+frozen)\b")),
+                   r"moment|in\s+time)|(?:image|picture|frame|scene|shot|video|footage|everything)\s+(?:is|remains|stays|seems|appears)\s+"
+                   r"frozen)\b")),
     (0, re.compile(r"\b(?:is|are|remains?|stays?|stands?|sits?|lies?|holds?)\s+(?:completely\s+|perfectly\s+|"
                    r"almost\s+|nearly\s+|entirely\s+)?still\b(?!\s+\w+ing\b)")),
     (1, re.compile(r"\b(?:slow|slowly|slower|gradual|gradually|gently|leisurely|lazily|unhurried|sluggish(?:ly)?)\b")),
@@ -416,7 +417,8 @@ def color_claims(text: str) -> list[tuple[str, str]]:
     for clause in clauses(text):
         clause = re.sub(r"\bblack[- ]and[- ]white\b", " ", clause)
         for m in COLOR_WORD.finditer(clause):
-            if not _negated(clause[: m.start()]):
+            before = clause[: m.start()]
+            if not (_negated(before) or _diminished(before)):  # "no red", "hardly any red": not a claim
                 found.append((COLOR_NAMES[m.group(1)], m.group(0)))
     return found
 

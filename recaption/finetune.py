@@ -442,6 +442,10 @@ def resume_or_refuse(learner: Learner, run_dir: Path, resume: bool, data: dict |
             f"{was['held_out_examples']} held out; now {data['captioner']}: {data['train_examples']} and "
             f"{data['held_out_examples']}): the caption file was edited or the captioner captioned more clips since. "
             "A resume must see the same examples; choose a new --run to train on these")
+    if set(state["trainable"]) != set(learner.trainable):  # e.g. LoRA adapters on modules this version leaves out
+        raise ValueError(f"{existing[-1]} trained other weights than this run would ({len(state['trainable'])} "
+                         f"tensors, now {len(learner.trainable)}): it was written by another version of "
+                         "train-captioner or for another model; choose a new --run")
     with torch.no_grad():
         for name, value in state["trainable"].items():
             learner.trainable[name].copy_(value)

@@ -448,6 +448,8 @@ def iter_range_frames(path, start_time: float, num_frames: int, *, max_side: int
 
     path = Path(path)
     _check_file(path)
+    if num_frames <= 0:
+        return
     container, stream = _open(path)
     counted = _counted_after_seek(path, container, stream, float(start_time))
     yielded = 0
@@ -494,9 +496,12 @@ def _counted_after_seek(path: Path, container, stream, start_time: float) -> Ite
         except _LandedLate:
             back = max(1.0, back * 4)  # landed past the range's start: seek further back
             continue
-        if first is not None:
-            yield first
-            yield from frames
+        try:
+            if first is not None:
+                yield first
+                yield from frames
+        finally:
+            frames.close()
         return
 
 

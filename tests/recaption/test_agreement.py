@@ -143,6 +143,7 @@ def test_the_pans_left_caption_on_a_pan_right_clip_is_caught_with_what_was_said_
     ("A motionless camera watches the street.", 0.8, None),
     ("There is no movement of the camera as cars pass.", 0.8, None),
     ("A car crosses a frozen lake.", 0.8, None),  # frozen water, not a frozen picture
+    ("The lake is frozen and a car crosses it.", 0.8, None),
     ("The image is frozen on one frame.", 0.8, False),
     ("The ball barely moves fast.", 0.02, None),
 ])
@@ -187,6 +188,7 @@ def test_a_weakened_text_or_light_claim_says_nothing(text, signal, measured):
     ("A grey wall under a crimson sky.", ["gray", "white"], True),  # synonyms
     ("A turquoise sea.", ["blue"], True),  # a neighbouring colour agrees
     ("An old black and white film.", ["gray"], None),  # a style, not colours
+    ("Hardly any red in this blue scene.", ["blue"], True),  # "hardly any red" claims no red
 ])
 def test_colour_words(text, colors, agrees):
     assert verdict(text, "colors", dominant_colors=colors) is agrees

@@ -102,6 +102,21 @@ def test_a_resume_on_captions_changed_since_is_refused(annotated, tiny_qwen, tmp
         train_captioner(run.root, tmp_path / "cap", cfg, resume=True, log=lambda *_: None)
 
 
+def test_a_checkpoint_of_other_weights_is_refused_with_a_message(annotated, tiny_qwen, tmp_path):
+    """A LoRA checkpoint of an earlier version (adapters on the vision encoder too) names what differs."""
+    import torch
+
+    run, source = annotated
+    cfg = tiny(tiny_qwen, source, lora_rank=4, max_steps=4, save_every=2, samples=0)
+    train_captioner(run.root, tmp_path / "cap", cfg, log=lambda *_: None, stop_at=2)
+    path = checkpoints(tmp_path / "cap")[-1]
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    state["trainable"]["base_model.model.model.visual.blocks.0.mlp.gate_proj.lora_A.default.weight"] = torch.zeros(4, 4)
+    torch.save(state, path)
+    with pytest.raises(ValueError, match="trained other weights than this run would"):
+        train_captioner(run.root, tmp_path / "cap", cfg, resume=True, log=lambda *_: None)
+
+
 def test_a_run_killed_before_its_first_checkpoint_starts_its_metrics_afresh(annotated, tiny_qwen, tmp_path):
     run, source = annotated
     (tmp_path / "cap").mkdir()

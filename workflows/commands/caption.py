@@ -84,7 +84,7 @@ def train_captioner(
     learning_rate: float = typer.Option(None, "--learning-rate", help="peak learning rate (default 1e-4)"),
     vision_learning_rate: float = typer.Option(None, "--vision-learning-rate",
                                                help="peak learning rate of the vision encoder; 0 freezes it "
-                                                    "(default: --learning-rate)"),
+                                                    "(default: --learning-rate; with LoRA, frozen)"),
     frames: int = typer.Option(None, help="frames per clip, as captioning samples them (default 8)"),
     frame_max_side: int = typer.Option(None, "--frame-max-side", help="longest frame side (default 448)"),
     still_frames: bool = typer.Option(False, "--still-frames",
