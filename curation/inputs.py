@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from curation.core.rundir import cache_path_for, is_remote, is_url, source_key, temp_path  # noqa: F401 - names callers import from here
+from curation.core.rundir import cache_path_for, is_remote, is_url, local_file, source_key, temp_path  # noqa: F401 - names callers import from here
 from curation.core.stage import PermanentError
 
 VIDEO_EXTENSIONS = frozenset(
@@ -226,7 +226,7 @@ def find_duplicates(sources: list[str], is_done: Callable[[str], bool] = lambda 
     for source in sources:
         if not is_remote(source):
             try:
-                by_size.setdefault(os.stat(_local(source)).st_size, []).append(source)
+                by_size.setdefault(os.stat(local_file(source)).st_size, []).append(source)
             except OSError:
                 continue  # gone since it was found: the run quarantines it
     copies = Copies()
@@ -236,7 +236,7 @@ def find_duplicates(sources: list[str], is_done: Callable[[str], bool] = lambda 
         by_print: dict[str, list[str]] = {}
         for source in group:
             try:
-                by_print.setdefault(fingerprint(_local(source)), []).append(source)
+                by_print.setdefault(fingerprint(local_file(source)), []).append(source)
             except OSError:
                 continue
         for same in by_print.values():
@@ -258,13 +258,13 @@ def find_duplicates(sources: list[str], is_done: Callable[[str], bool] = lambda 
             if is_remote(source) or source in copies or is_done(source):
                 continue
             try:
-                original = earlier.get(fingerprint(_local(source)))
+                original = earlier.get(fingerprint(local_file(source)))
             except OSError:
                 continue  # gone since it was found: the run quarantines it
             if original is None:
                 continue
             try:
-                with open(_local(original), "rb"):
+                with open(local_file(original), "rb"):
                     pass
             except OSError:  # moved or deleted since: the fingerprint is all there is to go on
                 copies[source] = original
@@ -279,13 +279,9 @@ def _same_bytes(a: str, b: str) -> bool:
     """Byte for byte; reads both files, which only real copies get this far to need (and curating
     the copy would read it all anyway)."""
     try:
-        return filecmp.cmp(_local(a), _local(b), shallow=False)
+        return filecmp.cmp(local_file(a), local_file(b), shallow=False)
     except OSError:  # one went away since it was found: not a copy; the run quarantines it
         return False
-
-
-def _local(source: str) -> str:
-    return source[len("file://") :] if source.startswith("file://") else source
 
 
 def _read_list_file(path: Path, list_files_open: set[Path], skipped: list[Skipped],
@@ -406,7 +402,7 @@ def local_path(source: str, cache_dir: Path) -> Path:
     retries the source next time.
     """
     if not is_remote(source):
-        path = Path(source[len("file://") :] if source.startswith("file://") else source)
+        path = local_file(source)
         if not path.is_file():
             raise PermanentError(f"input {source} no longer exists (it was there when the run started)")
         return path

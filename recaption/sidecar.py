@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from curation.core import schema
-from curation.core.rundir import RunDir, append_part, now_utc, read_table
+from curation.core.rundir import RunDir, append_part, is_remote, local_file, now_utc, read_table
 from curation.core.schema import IC, M
 
 log = logging.getLogger(__name__)
@@ -94,11 +94,7 @@ def read_sidecar(path: Path) -> str | list[Cue]:
 
 def local_source(source: str) -> Path | None:
     """The file of a local source (a path or a file:// URL), or None for a remote one."""
-    if source.startswith("file://"):
-        source = source[len("file://"):]
-    elif "://" in source:
-        return None
-    return Path(source).expanduser()
+    return None if is_remote(source) else local_file(source).expanduser()
 
 
 def sidecar_for(source: str) -> Path | None:

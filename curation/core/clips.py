@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from curation.core import frames as reader_mod
-from curation.core.rundir import RunDir, cache_path_for, is_remote, temp_path
+from curation.core.rundir import RunDir, cache_path_for, is_remote, local_file, temp_path
 from curation.core.schema import STATUS_KEPT, M
 from curation.core.stage import PermanentError
 from curation.core.tables import as_run
@@ -123,7 +123,7 @@ def source_file(run: RunDir | Path | str, row: dict) -> Path:
             raise PermanentError(f"source {source} of clip {row.get(M.clip_id)}: its copy {path} is gone, and a "
                                  f"clip-free run reads frames from it; re-run `rushes curate` on it to fetch it again")
         return path
-    path = Path(source[len("file://"):] if source.startswith("file://") else source)
+    path = local_file(source)
     if not path.is_file():
         raise PermanentError(f"source {source} of clip {row.get(M.clip_id)} is gone (moved or deleted since "
                              "curation), and a clip-free run reads the clip's frames from it: put it back at that "

@@ -138,6 +138,11 @@ def is_remote(source: str) -> bool:
     return is_url(source) and not source.startswith("file://")
 
 
+def local_file(source: str) -> Path:
+    """The path a local source (a path or a file:// URL) names; for a source that is not remote."""
+    return Path(source[len("file://"):] if source.startswith("file://") else source)
+
+
 def source_key(source: str) -> str:
     """Short stable name of a source, used to name its manifest and quarantine parts."""
     return hashlib.sha256(source.encode()).hexdigest()[:16]
